@@ -1,0 +1,310 @@
+//! `shardctl` — the operator's shard admin CLI.
+//!
+//! Configuration comes from the same layered settings as every service
+//! (`EXCHANGE_CONFIG`, `EXCHANGE_*` env, defaults). Exit code 0 on success, 1 when a
+//! check fails (e.g. a shard is down in `status`), 2 on usage errors.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use domain::{OrderId, ShardId, UserId};
+use router::directory::{redis_pool, NO_PASSWORD};
+use router::{decode, Settings, ShardMap, TableRouter, UserDirectory};
+
+#[derive(Debug, Parser)]
+#[command(name = "shardctl", version, about = "Shard admin for the exchange: status, migrations, month tables, locating users and orders")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every shard, meta and Redis: reachable, version, migration level, row counts.
+    Status,
+    /// Apply (default) or revert migrations on meta and every shard.
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Create month tables and ledger partitions ahead of time (idempotent).
+    EnsureTables {
+        /// Months after the current one to create (default: config `months_ahead`).
+        #[arg(long)]
+        months_ahead: Option<u32>,
+    },
+    /// Where something lives.
+    Locate {
+        #[command(subcommand)]
+        what: Locate,
+    },
+    /// User directory operations.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Apply pending migrations (creating the databases if needed).
+    Up,
+    /// Revert migrations above `--to` (0 = all; month tables are dropped with their template).
+    Down {
+        #[arg(long, default_value_t = 0)]
+        to: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Locate {
+    /// A user by id: shard and whether its row is there.
+    User { user_id: u64 },
+    /// A user by email.
+    Email { email: String },
+    /// An order: decoded id and its table on... every shard holds that symbol's table;
+    /// with `--user` the one shard.
+    Order {
+        order_id: u64,
+        #[arg(long)]
+        symbol: String,
+        #[arg(long)]
+        user: Option<u64>,
+    },
+    /// Decode any snowflake id (time, datacenter, worker, sequence, month).
+    Id { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Register users by email (idempotent) and print where they landed.
+    Add {
+        #[arg(required = true)]
+        emails: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    router::telemetry::init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Returns `Ok(false)` when a check ran and failed.
+async fn run(cli: Cli) -> Result<bool> {
+    let settings = Settings::load().context("loading settings")?;
+    tracing::debug!(settings = ?settings.redacted(), "effective settings");
+    match cli.command {
+        Command::Status => status(&settings).await,
+        Command::Migrate { action } => {
+            let map = ShardMap::connect_creating(&settings).await?;
+            match action.unwrap_or(MigrateAction::Up) {
+                MigrateAction::Up => {
+                    map.migrate_up().await?;
+                    println!("migrations applied on meta and {} shards", map.count());
+                }
+                MigrateAction::Down { to } => {
+                    map.migrate_down(to).await?;
+                    println!("migrations reverted to version {to} on {} shards and meta", map.count());
+                }
+            }
+            Ok(true)
+        }
+        Command::EnsureTables { months_ahead } => {
+            let map = ShardMap::connect_lazy(&settings)?;
+            let router = TableRouter::new(&settings.symbols)?;
+            let ahead = months_ahead.unwrap_or(settings.months_ahead);
+            let report = map.ensure_tables(&router, chrono::Utc::now(), ahead).await?;
+            println!(
+                "ensure-tables: {} symbols x {} months on {} shards: {} tables created, {} ledger partitions added",
+                settings.symbols.len(),
+                ahead + 1,
+                map.count(),
+                report.tables_created,
+                report.partitions_added
+            );
+            Ok(true)
+        }
+        Command::Locate { what } => locate(&settings, what).await,
+        Command::User { action: UserAction::Add { emails } } => {
+            let dir = directory(&settings)?;
+            println!("{:<32} {:>8} {:>6} new", "email", "user_id", "shard");
+            for email in emails {
+                let r = dir.register(&email, NO_PASSWORD).await?;
+                println!("{:<32} {:>8} {:>6} {}", email, r.user_id, r.shard, if r.created { "yes" } else { "no (existed)" });
+            }
+            Ok(true)
+        }
+    }
+}
+
+fn directory(settings: &Settings) -> Result<UserDirectory> {
+    let map = ShardMap::connect_lazy(settings)?;
+    let redis = redis_pool(&settings.redis)?;
+    Ok(UserDirectory::new(map, redis, settings.redis.key_prefix.clone(), settings.redis.cache_ttl_s))
+}
+
+async fn status(settings: &Settings) -> Result<bool> {
+    let mut short = settings.clone();
+    short.pool.acquire_timeout_ms = 2_000;
+    let map = ShardMap::connect_lazy(&short)?;
+    let mut all_ok = true;
+    println!("{:<6} {:<5} {:<44} {:<22} {:>9} {:>7} {:>12}", "place", "state", "url", "version", "migration", "users", "month_tables");
+    let meta = probe(map.meta(), "SELECT COUNT(*) FROM user_directory").await;
+    all_ok &= print_probe("meta", map.meta_url(), &meta, None);
+    for (id, pool) in map.iter() {
+        let p = probe(pool, "SELECT COUNT(*) FROM users").await;
+        let tables = match &p {
+            Ok(_) => map.month_tables(id).await.ok().map(|t| t.len()),
+            Err(_) => None,
+        };
+        all_ok &= print_probe(&format!("shard{}", id.get()), map.url(id), &p, tables);
+    }
+    let redis = async {
+        let pool = redis_pool(&settings.redis)?;
+        let mut conn = tokio::time::timeout(Duration::from_secs(2), pool.get())
+            .await
+            .context("redis: timed out")??;
+        let pong: String = deadpool_redis::redis::cmd("PING").query_async(&mut *conn).await?;
+        anyhow::Ok(pong)
+    }
+    .await;
+    match redis {
+        Ok(p) => println!("{:<6} {:<5} {:<44} {}", "redis", "up", router::config::redact_url(&settings.redis.url), p),
+        Err(e) => {
+            all_ok = false;
+            println!("{:<6} {:<5} {:<44} {e:#}", "redis", "DOWN", router::config::redact_url(&settings.redis.url));
+        }
+    }
+    Ok(all_ok)
+}
+
+struct Probe {
+    version: String,
+    migration: Option<i64>,
+    rows: Option<i64>,
+}
+
+async fn probe(pool: &sqlx::MySqlPool, count_sql: &str) -> Result<Probe> {
+    let (version,): (String,) = sqlx::query_as("SELECT VERSION()").fetch_one(pool).await?;
+    let migration: Option<(i64,)> =
+        sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success = 1")
+            .fetch_optional(pool)
+            .await
+            .ok()
+            .flatten();
+    let rows: Option<(i64,)> = sqlx::query_as(count_sql).fetch_optional(pool).await.ok().flatten();
+    Ok(Probe {
+        version: version.chars().take(22).collect(),
+        migration: migration.map(|(v,)| v),
+        rows: rows.map(|(r,)| r),
+    })
+}
+
+fn print_probe(place: &str, url: &str, p: &Result<Probe>, tables: Option<usize>) -> bool {
+    let dash = || "-".to_owned();
+    match p {
+        Ok(p) => {
+            println!(
+                "{:<6} {:<5} {:<44} {:<22} {:>9} {:>7} {:>12}",
+                place,
+                "up",
+                url,
+                p.version,
+                p.migration.map_or_else(|| "none".into(), |v| v.to_string()),
+                p.rows.map_or_else(dash, |v| v.to_string()),
+                tables.map_or_else(dash, |v| v.to_string()),
+            );
+            true
+        }
+        Err(e) => {
+            println!("{place:<6} {:<5} {url:<44} {e:#}", "DOWN");
+            false
+        }
+    }
+}
+
+async fn locate(settings: &Settings, what: Locate) -> Result<bool> {
+    match what {
+        Locate::Id { id } => {
+            let d = decode(id)?;
+            println!("id          {}", d.id);
+            println!("time        {} ({} ms)", d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ"), d.unix_ms);
+            println!("datacenter  {}", d.datacenter);
+            println!("worker      {}", d.worker);
+            println!("sequence    {}", d.sequence);
+            println!("month       {}", d.month());
+            Ok(true)
+        }
+        Locate::Order { order_id, symbol, user } => {
+            let router = TableRouter::new(&settings.symbols)?;
+            let sym = router.symbol(&symbol)?;
+            let oid = OrderId::new(order_id)?;
+            let table = router.orders_table(&sym, oid)?;
+            let d = decode(order_id)?;
+            println!("order_id    {order_id}");
+            println!("issued      {}", d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ"));
+            println!("table       {table}");
+            let map = ShardMap::connect_lazy(settings)?;
+            let shards: Vec<ShardId> = match user {
+                Some(u) => vec![map.shard_of(UserId::new(u)?)],
+                None => map.iter().map(|(s, _)| s).collect(),
+            };
+            let mut found = false;
+            for shard in shards {
+                map.require_tables(shard, std::slice::from_ref(&table)).await?;
+                let sql = format!("SELECT user_id, CAST(status AS CHAR) FROM `{}` WHERE order_id = ?", table.as_str());
+                let row: Option<(u64, String)> = sqlx::query_as(&sql)
+                    .bind(order_id)
+                    .fetch_optional(map.pool(shard)?)
+                    .await
+                    .map_err(|e| router::RouterError::db_on_shard(shard.get(), e))?;
+                if let Some((uid, status)) = row {
+                    println!("shard       {shard} (user {uid}, status {status})");
+                    found = true;
+                }
+            }
+            if !found {
+                println!("shard       not found in {table} on the shards searched");
+            }
+            Ok(found)
+        }
+        Locate::User { user_id } => {
+            let dir = directory(settings)?;
+            let uid = UserId::new(user_id)?;
+            print_user(&dir, uid).await
+        }
+        Locate::Email { email } => {
+            let dir = directory(settings)?;
+            match dir.lookup_email(&email).await? {
+                Some(uid) => print_user(&dir, uid).await,
+                None => bail!("no user with email {email:?}"),
+            }
+        }
+    }
+}
+
+async fn print_user(dir: &UserDirectory, uid: UserId) -> Result<bool> {
+    let shard = dir.shards().shard_of(uid);
+    let present = dir.exists_on_shard(uid).await?;
+    println!("user_id     {uid}");
+    println!("shard       {shard} ({})", dir.shards().url(shard));
+    println!("row         {}", if present { "present" } else { "MISSING on its shard" });
+    Ok(present)
+}

@@ -1,0 +1,120 @@
+//! The router's error type. Every failure names what it was about (shard, table,
+//! symbol) so an operator can act on the message alone.
+
+use thiserror::Error;
+
+/// Errors of the router layer.
+#[derive(Debug, Error)]
+pub enum RouterError {
+    /// A configuration value is missing or invalid.
+    #[error("config: {0}")]
+    Config(String),
+    /// A symbol that is not in the configured whitelist.
+    #[error("unknown symbol {0:?}: not in the symbol whitelist")]
+    UnknownSymbol(String),
+    /// Input that can never name a table (bad charset, length, ...).
+    #[error("invalid symbol {input:?}: {reason}")]
+    InvalidSymbol {
+        /// What was given.
+        input: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A routed table does not exist on a shard: reported, never skipped.
+    #[error("table {table} does not exist on shard {shard} (run `shardctl ensure-tables`)")]
+    MissingTable {
+        /// Table name.
+        table: String,
+        /// Shard index.
+        shard: u16,
+    },
+    /// A month range that is reversed or too long.
+    #[error("bad month range: {0}")]
+    BadRange(String),
+    /// A snowflake id that cannot be decoded or routed.
+    #[error("bad id {id}: {reason}")]
+    BadId {
+        /// The raw id.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Shard index out of range.
+    #[error("shard {shard} does not exist (shard count {count})")]
+    NoSuchShard {
+        /// Index asked for.
+        shard: u16,
+        /// Configured count.
+        count: u16,
+    },
+    /// Invalid input to the user directory.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The clock moved back by more than the tolerated skew.
+    #[error(transparent)]
+    Snowflake(#[from] crate::snowflake::SnowflakeError),
+    /// Database error with the shard it came from (`None` = meta).
+    #[error("database error on {place}: {source}")]
+    Db {
+        /// `shard N` or `meta`.
+        place: String,
+        /// The sqlx error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("migration on {place}: {source}")]
+    Migrate {
+        /// `shard N` or `meta`.
+        place: String,
+        /// The sqlx error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// Redis error.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// A decimal read from MySQL that cannot be held exactly.
+    #[error("decimal: {0}")]
+    Decimal(#[from] domain::MoneyError),
+}
+
+impl RouterError {
+    /// Wraps a sqlx error with the place it happened.
+    pub fn db(place: impl Into<String>, source: sqlx::Error) -> Self {
+        Self::Db {
+            place: place.into(),
+            source,
+        }
+    }
+
+    /// Like [`RouterError::db`] but turns MySQL's "table doesn't exist" (1146) into
+    /// [`RouterError::MissingTable`], so callers never mistake it for "no rows".
+    pub fn db_on_shard(shard: u16, source: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &source {
+            if db.code().as_deref() == Some("42S02") {
+                let table = db
+                    .message()
+                    .split('\'')
+                    .nth(1)
+                    .and_then(|qualified| qualified.rsplit('.').next())
+                    .unwrap_or("?")
+                    .to_owned();
+                return Self::MissingTable { table, shard };
+            }
+        }
+        Self::db(format!("shard {shard}"), source)
+    }
+}
+
+impl From<deadpool_redis::redis::RedisError> for RouterError {
+    fn from(e: deadpool_redis::redis::RedisError) -> Self {
+        Self::Redis(e.to_string())
+    }
+}
+
+impl From<deadpool_redis::PoolError> for RouterError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        Self::Redis(e.to_string())
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS `account_transactions`;
+DROP TABLE IF EXISTS `account_balances`;
+DROP TABLE IF EXISTS `users`;

@@ -1,0 +1,73 @@
+-- Deposits, withdrawals (with review) and positions (schema only while spot).
+
+CREATE TABLE `deposits` (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  `user_id` BIGINT UNSIGNED NOT NULL,
+  `currency` VARCHAR(20) NOT NULL,
+  `amount` DECIMAL(36, 18) NOT NULL,
+  `chain` VARCHAR(20) NOT NULL COMMENT 'ETH, BSC, TRX, ...',
+  `txid` VARCHAR(255) NOT NULL,
+  `from_address` VARCHAR(255) NOT NULL,
+  `to_address` VARCHAR(255) NOT NULL,
+  `confirmations` INT NOT NULL DEFAULT 0,
+  `required_confirmations` INT NOT NULL,
+  `status` ENUM('pending', 'confirming', 'completed', 'failed') NOT NULL DEFAULT 'pending',
+  `created_at` DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  `updated_at` DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  `completed_at` DATETIME(3) DEFAULT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `uk_txid_currency` (`txid`, `currency`),
+  KEY `idx_user_status` (`user_id`, `status`, `created_at`),
+  KEY `idx_status_created` (`status`, `created_at`),
+  CONSTRAINT `chk_deposit_positive` CHECK (`amount` > 0)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci COMMENT='deposits';
+
+CREATE TABLE `withdrawals` (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  `withdrawal_id` BIGINT UNSIGNED NOT NULL COMMENT 'snowflake',
+  `user_id` BIGINT UNSIGNED NOT NULL,
+  `currency` VARCHAR(20) NOT NULL,
+  `amount` DECIMAL(36, 18) NOT NULL,
+  `fee` DECIMAL(36, 18) NOT NULL,
+  `actual_amount` DECIMAL(36, 18) NOT NULL,
+  `chain` VARCHAR(20) NOT NULL,
+  `to_address` VARCHAR(255) NOT NULL,
+  `txid` VARCHAR(255) DEFAULT NULL,
+  `status` ENUM('pending', 'reviewing', 'approved', 'processing', 'completed', 'rejected', 'failed') NOT NULL DEFAULT 'pending',
+  `reviewer_id` BIGINT UNSIGNED DEFAULT NULL,
+  `review_comment` VARCHAR(500) DEFAULT NULL,
+  `created_at` DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  `updated_at` DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  `completed_at` DATETIME(3) DEFAULT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `uk_withdrawal_id` (`withdrawal_id`),
+  KEY `idx_user_status` (`user_id`, `status`, `created_at`),
+  KEY `idx_status_created` (`status`, `created_at`),
+  KEY `idx_txid` (`txid`),
+  CONSTRAINT `chk_withdrawal_amounts` CHECK (`amount` > 0 AND `fee` >= 0 AND `actual_amount` = `amount` - `fee`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci COMMENT='withdrawals';
+
+CREATE TABLE `positions` (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  `user_id` BIGINT UNSIGNED NOT NULL,
+  `symbol` VARCHAR(20) NOT NULL,
+  `side` ENUM('long', 'short') NOT NULL,
+  `quantity` DECIMAL(36, 18) NOT NULL,
+  `entry_price` DECIMAL(36, 18) NOT NULL,
+  `mark_price` DECIMAL(36, 18) NOT NULL,
+  `liquidation_price` DECIMAL(36, 18) NOT NULL,
+  `leverage` INT NOT NULL,
+  `margin_mode` ENUM('isolated', 'cross') NOT NULL,
+  `initial_margin` DECIMAL(36, 18) NOT NULL,
+  `maintenance_margin` DECIMAL(36, 18) NOT NULL,
+  `margin` DECIMAL(36, 18) NOT NULL,
+  `unrealized_pnl` DECIMAL(36, 18) NOT NULL DEFAULT 0,
+  `realized_pnl` DECIMAL(36, 18) NOT NULL DEFAULT 0,
+  `version` BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  `created_at` DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  `updated_at` DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `uk_user_symbol` (`user_id`, `symbol`),
+  KEY `idx_symbol` (`symbol`),
+  KEY `idx_user_id` (`user_id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci COMMENT='positions (schema only while spot)';

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS `tcc_branches`;
+DROP TABLE IF EXISTS `outbox`;
