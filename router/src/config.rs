@@ -100,7 +100,11 @@ impl Default for Settings {
                 worker_id: None,
                 lease_ttl_ms: 10_000,
             },
-            symbols: vec!["BTCUSDT".to_owned(), "ETHUSDT".to_owned(), "ETHBTC".to_owned()],
+            symbols: vec![
+                "BTCUSDT".to_owned(),
+                "ETHUSDT".to_owned(),
+                "ETHBTC".to_owned(),
+            ],
             months_ahead: 2,
         }
     }
@@ -174,7 +178,12 @@ impl Settings {
         if self.shards.len() > usize::from(u16::MAX) {
             return bad("too many shards".into());
         }
-        for (i, url) in self.shards.iter().chain(std::iter::once(&self.meta)).enumerate() {
+        for (i, url) in self
+            .shards
+            .iter()
+            .chain(std::iter::once(&self.meta))
+            .enumerate()
+        {
             if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
                 return bad(format!("database url #{i} must start with mysql://"));
             }
@@ -192,7 +201,8 @@ impl Settings {
             return bad("snowflake.lease_ttl_ms must be at least 1000".into());
         }
         for s in &self.symbols {
-            domain::Symbol::new(s).map_err(|e| RouterError::Config(format!("symbol {s:?}: {e}")))?;
+            domain::Symbol::new(s)
+                .map_err(|e| RouterError::Config(format!("symbol {s:?}: {e}")))?;
         }
         if self.months_ahead > 24 {
             return bad("months_ahead must be at most 24".into());
@@ -243,7 +253,10 @@ mod tests {
 
     #[test]
     fn redaction_hides_passwords_only() {
-        assert_eq!(redact_url("mysql://u:secret@h:1/db"), "mysql://u:***@h:1/db");
+        assert_eq!(
+            redact_url("mysql://u:secret@h:1/db"),
+            "mysql://u:***@h:1/db"
+        );
         assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
         let r = Settings::default().redacted();
         assert!(r.shards.iter().all(|u| !u.contains("exchange@")));

@@ -59,7 +59,12 @@ impl std::fmt::Debug for UserDirectory {
 
 impl UserDirectory {
     /// A directory over `shards`, caching in `redis` under `prefix`.
-    pub fn new(shards: ShardMap, redis: deadpool_redis::Pool, prefix: impl Into<String>, ttl_s: u64) -> Self {
+    pub fn new(
+        shards: ShardMap,
+        redis: deadpool_redis::Pool,
+        prefix: impl Into<String>,
+        ttl_s: u64,
+    ) -> Self {
         Self {
             shards,
             redis,
@@ -80,10 +85,16 @@ impl UserDirectory {
     /// [`RouterError::InvalidInput`] for a malformed email; database errors naming the
     /// place.
     #[instrument(skip(self, password_hash), fields(shard))]
-    pub async fn register(&self, email: &str, password_hash: &str) -> Result<Registered, RouterError> {
+    pub async fn register(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Registered, RouterError> {
         let email = normalize_email(email)?;
         if password_hash.is_empty() || password_hash.len() > 255 {
-            return Err(RouterError::InvalidInput("password hash must be 1..=255 bytes".into()));
+            return Err(RouterError::InvalidInput(
+                "password hash must be 1..=255 bytes".into(),
+            ));
         }
         let (user_id, created) = match self.directory_id(&email).await? {
             Some(id) => (id, false),
@@ -93,14 +104,20 @@ impl UserDirectory {
                 .await
             {
                 Ok(res) => (
-                    UserId::new(res.last_insert_id())
-                        .map_err(|e| RouterError::InvalidInput(format!("directory returned a bad id: {e}")))?,
+                    UserId::new(res.last_insert_id()).map_err(|e| {
+                        RouterError::InvalidInput(format!("directory returned a bad id: {e}"))
+                    })?,
                     true,
                 ),
                 // lost a race with a concurrent registration of the same email
                 Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                     let id = self.directory_id(&email).await?;
-                    (id.ok_or_else(|| RouterError::InvalidInput("email vanished during registration".into()))?, false)
+                    (
+                        id.ok_or_else(|| {
+                            RouterError::InvalidInput("email vanished during registration".into())
+                        })?,
+                        false,
+                    )
                 }
                 Err(e) => return Err(RouterError::db("meta", e)),
             },
@@ -161,7 +178,9 @@ impl UserDirectory {
             .await
             .map_err(|e| RouterError::db("meta", e))?;
         if exists.is_none() {
-            return Err(RouterError::InvalidInput(format!("user {user} is not registered")));
+            return Err(RouterError::InvalidInput(format!(
+                "user {user} is not registered"
+            )));
         }
         let label: String = label.chars().take(64).collect();
         let mut rng = rand::rng();
@@ -281,7 +300,9 @@ pub fn normalize_email(raw: &str) -> Result<String, RouterError> {
 ///
 /// # Errors
 /// [`RouterError::Redis`] for a bad URL.
-pub fn redis_pool(settings: &crate::config::RedisSettings) -> Result<deadpool_redis::Pool, RouterError> {
+pub fn redis_pool(
+    settings: &crate::config::RedisSettings,
+) -> Result<deadpool_redis::Pool, RouterError> {
     let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
     cfg.pool = Some(deadpool_redis::PoolConfig::new(settings.pool_size));
     cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
@@ -294,8 +315,22 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_or_rejected() {
-        assert_eq!(normalize_email(" A@Example.COM ").expect("ok"), "a@example.com");
-        for bad in ["", "a", "a@", "@b.c", "a b@c.d", "a@b", "a@@b.c", "a@.b", "a@b.", &"x".repeat(300)] {
+        assert_eq!(
+            normalize_email(" A@Example.COM ").expect("ok"),
+            "a@example.com"
+        );
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.c",
+            "a b@c.d",
+            "a@b",
+            "a@@b.c",
+            "a@.b",
+            "a@b.",
+            &"x".repeat(300),
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?}");
         }
     }

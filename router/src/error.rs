@@ -47,6 +47,9 @@ pub enum RouterError {
         /// Configured count.
         count: u16,
     },
+    /// An optimistic-lock update kept losing to concurrent writers.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Invalid input to the user directory.
     #[error("invalid input: {0}")]
     InvalidInput(String),

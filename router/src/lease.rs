@@ -51,11 +51,16 @@ impl WorkerLease {
         ttl: Duration,
     ) -> Result<Self, RouterError> {
         if datacenter > MAX_NODE {
-            return Err(RouterError::Config(format!("datacenter {datacenter} > {MAX_NODE}")));
+            return Err(RouterError::Config(format!(
+                "datacenter {datacenter} > {MAX_NODE}"
+            )));
         }
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         if ttl_ms <= SAFETY_MARGIN_MS * 2 {
-            return Err(RouterError::Config(format!("lease ttl must exceed {} ms", SAFETY_MARGIN_MS * 2)));
+            return Err(RouterError::Config(format!(
+                "lease ttl must exceed {} ms",
+                SAFETY_MARGIN_MS * 2
+            )));
         }
         let token = Alphanumeric.sample_string(&mut rand::rng(), 32);
         let mut conn = pool.get().await?;
@@ -125,7 +130,10 @@ impl WorkerLease {
     ///
     /// # Errors
     /// See [`WorkerLease::generator`].
-    pub fn generator_with_clock<C: Clock>(&self, clock: C) -> Result<Snowflake<LeaseClock<C>>, RouterError> {
+    pub fn generator_with_clock<C: Clock>(
+        &self,
+        clock: C,
+    ) -> Result<Snowflake<LeaseClock<C>>, RouterError> {
         Ok(Snowflake::with_clock(
             self.datacenter,
             self.worker,
@@ -162,7 +170,13 @@ impl Drop for WorkerLease {
     }
 }
 
-async fn renew_loop(pool: deadpool_redis::Pool, key: String, token: String, ttl_ms: u64, deadline: Arc<AtomicU64>) {
+async fn renew_loop(
+    pool: deadpool_redis::Pool,
+    key: String,
+    token: String,
+    ttl_ms: u64,
+    deadline: Arc<AtomicU64>,
+) {
     let script = Script::new(RENEW);
     let period = Duration::from_millis(ttl_ms / 3);
     loop {
@@ -170,14 +184,22 @@ async fn renew_loop(pool: deadpool_redis::Pool, key: String, token: String, ttl_
         let sent_at = now_ms();
         let res: Result<i64, RouterError> = async {
             let mut conn = pool.get().await?;
-            Ok(script.key(&key).arg(&token).arg(ttl_ms).invoke_async(&mut *conn).await?)
+            Ok(script
+                .key(&key)
+                .arg(&token)
+                .arg(ttl_ms)
+                .invoke_async(&mut *conn)
+                .await?)
         }
         .await;
         match res {
             Ok(1) => deadline.store(sent_at + ttl_ms - SAFETY_MARGIN_MS, Ordering::Release),
             Ok(_) => {
                 deadline.store(0, Ordering::Release);
-                warn!(key, "snowflake lease lost: key no longer ours; id issuance stopped");
+                warn!(
+                    key,
+                    "snowflake lease lost: key no longer ours; id issuance stopped"
+                );
                 return;
             }
             // transient: keep the old deadline; issuance stops by itself when it passes

@@ -122,7 +122,9 @@ impl ShardMap {
 
     /// The shard's URL with the password masked.
     pub fn url(&self, shard: ShardId) -> &str {
-        self.urls.get(usize::from(shard.get())).map_or("?", String::as_str)
+        self.urls
+            .get(usize::from(shard.get()))
+            .map_or("?", String::as_str)
     }
 
     /// The meta URL with the password masked.
@@ -173,7 +175,7 @@ impl ShardMap {
     ///
     /// # Errors
     /// A database error naming the shard.
-    #[instrument(skip(self, router))]
+    #[instrument(skip(self, router, now))]
     pub async fn ensure_tables(
         &self,
         router: &TableRouter,
@@ -201,7 +203,11 @@ impl ShardMap {
                             .execute(pool)
                             .await
                             .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
-                        info!(shard = shard.get(), table = table.as_str(), "created month table");
+                        tracing::debug!(
+                            shard = shard.get(),
+                            table = table.as_str(),
+                            "created month table"
+                        );
                         report.tables_created += 1;
                     }
                 }
@@ -233,7 +239,11 @@ impl ShardMap {
     ///
     /// # Errors
     /// [`RouterError::MissingTable`] naming the table and shard.
-    pub async fn require_tables(&self, shard: ShardId, tables: &[TableName]) -> Result<(), RouterError> {
+    pub async fn require_tables(
+        &self,
+        shard: ShardId,
+        tables: &[TableName],
+    ) -> Result<(), RouterError> {
         let existing = self.month_tables(shard).await?;
         match tables.iter().find(|t| !existing.contains(t.as_str())) {
             Some(t) => Err(RouterError::MissingTable {
@@ -275,8 +285,11 @@ async fn create_database(place: &str, url: &str) -> Result<(), RouterError> {
         .get_database()
         .ok_or_else(|| RouterError::Config(format!("{place}: url has no database name")))?
         .to_owned();
-    if db.is_empty() || !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || db.len() > 64 {
-        return Err(RouterError::Config(format!("{place}: bad database name {db:?}")));
+    if db.is_empty() || !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || db.len() > 64
+    {
+        return Err(RouterError::Config(format!(
+            "{place}: bad database name {db:?}"
+        )));
     }
     // connect to the server's built-in schema to create ours
     let mut conn = opts
@@ -305,7 +318,11 @@ async fn run_migrations(m: &Migrator, pool: &MySqlPool, place: &str) -> Result<(
 /// Splits the ledger's `pmax` so every month in `months` has its own partition.
 /// Partitions only grow forward: months at or below the newest existing monthly
 /// partition are already covered by it or an earlier one.
-async fn ensure_ledger_partitions(pool: &MySqlPool, shard: ShardId, months: &[Month]) -> Result<u32, RouterError> {
+async fn ensure_ledger_partitions(
+    pool: &MySqlPool,
+    shard: ShardId,
+    months: &[Month],
+) -> Result<u32, RouterError> {
     let names: Vec<(String,)> = sqlx::query_as(
         "SELECT CAST(partition_name AS CHAR) FROM information_schema.partitions \
          WHERE table_schema = DATABASE() AND table_name = ? AND partition_name IS NOT NULL",
@@ -322,7 +339,10 @@ async fn ensure_ledger_partitions(pool: &MySqlPool, shard: ShardId, months: &[Mo
     }
     let newest = names
         .iter()
-        .filter_map(|(n,)| n.strip_prefix('p').and_then(|m| Month::parse_yyyymm(m).ok()))
+        .filter_map(|(n,)| {
+            n.strip_prefix('p')
+                .and_then(|m| Month::parse_yyyymm(m).ok())
+        })
         .max();
     let mut added = 0;
     for &m in months.iter().filter(|m| newest.is_none_or(|n| **m > n)) {

@@ -90,7 +90,8 @@ impl Clock for SystemClock {
         let d = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| SnowflakeError::ClockOutOfRange { now_ms: 0 })?;
-        u64::try_from(d.as_millis()).map_err(|_| SnowflakeError::ClockOutOfRange { now_ms: u64::MAX })
+        u64::try_from(d.as_millis())
+            .map_err(|_| SnowflakeError::ClockOutOfRange { now_ms: u64::MAX })
     }
 }
 
@@ -353,8 +354,12 @@ mod tests {
     #[test]
     fn small_rollback_waits_large_rollback_errors() {
         // issue at T0+10, clock goes back 5 ms then recovers: waits, no error
-        let g = Snowflake::with_clock(0, 0, ScriptClock::new(&[T0 + 10, T0 + 5, T0 + 7, T0 + 10, T0 + 11]))
-            .expect("gen");
+        let g = Snowflake::with_clock(
+            0,
+            0,
+            ScriptClock::new(&[T0 + 10, T0 + 5, T0 + 7, T0 + 10, T0 + 11]),
+        )
+        .expect("gen");
         let a = g.next_id().expect("a");
         let b = g.next_id().expect("b waits out a 5 ms rollback");
         assert!(b > a);
@@ -372,15 +377,25 @@ mod tests {
     #[test]
     fn out_of_range_clock_is_an_error() {
         let g = Snowflake::with_clock(0, 0, ScriptClock::new(&[EPOCH_MS - 1])).expect("gen");
-        assert!(matches!(g.next_id(), Err(SnowflakeError::ClockOutOfRange { .. })));
-        let g = Snowflake::with_clock(0, 0, ScriptClock::new(&[EPOCH_MS + MAX_ELAPSED + 1])).expect("gen");
-        assert!(matches!(g.next_id(), Err(SnowflakeError::ClockOutOfRange { .. })));
+        assert!(matches!(
+            g.next_id(),
+            Err(SnowflakeError::ClockOutOfRange { .. })
+        ));
+        let g = Snowflake::with_clock(0, 0, ScriptClock::new(&[EPOCH_MS + MAX_ELAPSED + 1]))
+            .expect("gen");
+        assert!(matches!(
+            g.next_id(),
+            Err(SnowflakeError::ClockOutOfRange { .. })
+        ));
     }
 
     #[test]
     fn lease_clock_stops_issuance_at_deadline() {
         let deadline = Arc::new(AtomicU64::new(T0 + 3));
-        let clock = LeaseClock::new(ScriptClock::new(&[T0, T0 + 1, T0 + 2, T0 + 3]), deadline.clone());
+        let clock = LeaseClock::new(
+            ScriptClock::new(&[T0, T0 + 1, T0 + 2, T0 + 3]),
+            deadline.clone(),
+        );
         let g = Snowflake::with_clock(0, 1, clock).expect("gen");
         assert!(g.next_id().is_ok());
         assert!(g.next_id().is_ok());

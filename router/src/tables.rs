@@ -30,7 +30,10 @@ pub struct Month {
 
 impl Month {
     /// The month of the snowflake epoch, 2022-01.
-    pub const EPOCH: Month = Month { year: 2022, month: 1 };
+    pub const EPOCH: Month = Month {
+        year: 2022,
+        month: 1,
+    };
 
     /// A month; `month` is 1..=12 and the year 2000..=9999.
     ///
@@ -38,7 +41,9 @@ impl Month {
     /// [`RouterError::BadRange`] for anything else.
     pub fn new(year: i32, month: u32) -> Result<Self, RouterError> {
         if !(1..=12).contains(&month) || !(2000..=9999).contains(&year) {
-            return Err(RouterError::BadRange(format!("no such month {year}-{month:02}")));
+            return Err(RouterError::BadRange(format!(
+                "no such month {year}-{month:02}"
+            )));
         }
         Ok(Self { year, month })
     }
@@ -67,8 +72,12 @@ impl Month {
         if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(RouterError::BadRange(format!("{s:?} is not YYYYMM")));
         }
-        let year = s[..4].parse().map_err(|_| RouterError::BadRange(s.into()))?;
-        let month = s[4..].parse().map_err(|_| RouterError::BadRange(s.into()))?;
+        let year = s[..4]
+            .parse()
+            .map_err(|_| RouterError::BadRange(s.into()))?;
+        let month = s[4..]
+            .parse()
+            .map_err(|_| RouterError::BadRange(s.into()))?;
         Self::new(year, month)
     }
 
@@ -215,7 +224,12 @@ impl TableRouter {
     ///
     /// # Errors
     /// [`RouterError::UnknownSymbol`] if the symbol is not whitelisted.
-    pub fn table(&self, kind: TableKind, symbol: &Symbol, month: Month) -> Result<TableName, RouterError> {
+    pub fn table(
+        &self,
+        kind: TableKind,
+        symbol: &Symbol,
+        month: Month,
+    ) -> Result<TableName, RouterError> {
         if !self.symbols.contains(symbol) {
             return Err(RouterError::UnknownSymbol(symbol.to_string()));
         }
@@ -230,7 +244,11 @@ impl TableRouter {
     ///
     /// # Errors
     /// Unknown symbol, or an id that is not a snowflake.
-    pub fn orders_table(&self, symbol: &Symbol, order_id: domain::OrderId) -> Result<TableName, RouterError> {
+    pub fn orders_table(
+        &self,
+        symbol: &Symbol,
+        order_id: domain::OrderId,
+    ) -> Result<TableName, RouterError> {
         self.table(TableKind::Orders, symbol, Month::of_id(order_id.get())?)
     }
 
@@ -246,7 +264,9 @@ impl TableRouter {
         to: DateTime<Utc>,
     ) -> Result<Vec<TableName>, RouterError> {
         if from > to {
-            return Err(RouterError::BadRange(format!("from {from} is after to {to}")));
+            return Err(RouterError::BadRange(format!(
+                "from {from} is after to {to}"
+            )));
         }
         let (first, last) = (Month::of(from), Month::of(to));
         let mut out = Vec::new();
@@ -283,7 +303,9 @@ mod tests {
     }
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, ms: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("time")
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("time")
             + chrono::Duration::milliseconds(i64::from(ms))
     }
 
@@ -298,12 +320,27 @@ mod tests {
         let btc = r.symbol("BTCUSDT").expect("sym");
         let last_ms_of_nov = at(2026, 11, 30, 23, 59, 59, 999);
         let first_ms_of_dec = at(2026, 12, 1, 0, 0, 0, 0);
-        assert_eq!(r.orders_table(&btc, id_at(last_ms_of_nov)).expect("t").as_str(), "orders_BTCUSDT_202611");
-        assert_eq!(r.orders_table(&btc, id_at(first_ms_of_dec)).expect("t").as_str(), "orders_BTCUSDT_202612");
-        let new_year = at(2027, 1, 1, 0, 0, 0, 0);
-        assert_eq!(r.orders_table(&btc, id_at(new_year)).expect("t").as_str(), "orders_BTCUSDT_202701");
         assert_eq!(
-            r.orders_table(&btc, id_at(new_year - chrono::Duration::milliseconds(1))).expect("t").as_str(),
+            r.orders_table(&btc, id_at(last_ms_of_nov))
+                .expect("t")
+                .as_str(),
+            "orders_BTCUSDT_202611"
+        );
+        assert_eq!(
+            r.orders_table(&btc, id_at(first_ms_of_dec))
+                .expect("t")
+                .as_str(),
+            "orders_BTCUSDT_202612"
+        );
+        let new_year = at(2027, 1, 1, 0, 0, 0, 0);
+        assert_eq!(
+            r.orders_table(&btc, id_at(new_year)).expect("t").as_str(),
+            "orders_BTCUSDT_202701"
+        );
+        assert_eq!(
+            r.orders_table(&btc, id_at(new_year - chrono::Duration::milliseconds(1)))
+                .expect("t")
+                .as_str(),
             "orders_BTCUSDT_202612"
         );
     }
@@ -313,30 +350,74 @@ mod tests {
         let r = router();
         let eth = r.symbol("ETHUSDT").expect("sym");
         let names: Vec<String> = r
-            .tables_in_range(TableKind::Trades, &eth, at(2026, 11, 30, 0, 0, 0, 0), at(2027, 2, 1, 0, 0, 0, 0))
+            .tables_in_range(
+                TableKind::Trades,
+                &eth,
+                at(2026, 11, 30, 0, 0, 0, 0),
+                at(2027, 2, 1, 0, 0, 0, 0),
+            )
             .expect("range")
             .iter()
             .map(|t| t.to_string())
             .collect();
         assert_eq!(
             names,
-            ["trades_ETHUSDT_202611", "trades_ETHUSDT_202612", "trades_ETHUSDT_202701", "trades_ETHUSDT_202702"]
+            [
+                "trades_ETHUSDT_202611",
+                "trades_ETHUSDT_202612",
+                "trades_ETHUSDT_202701",
+                "trades_ETHUSDT_202702"
+            ]
         );
         let one = r
-            .tables_in_range(TableKind::Orders, &eth, at(2026, 11, 1, 0, 0, 0, 0), at(2026, 11, 30, 23, 0, 0, 0))
+            .tables_in_range(
+                TableKind::Orders,
+                &eth,
+                at(2026, 11, 1, 0, 0, 0, 0),
+                at(2026, 11, 30, 23, 0, 0, 0),
+            )
             .expect("range");
         assert_eq!(one.len(), 1);
-        assert!(r.tables_in_range(TableKind::Orders, &eth, at(2026, 12, 1, 0, 0, 0, 0), at(2026, 11, 1, 0, 0, 0, 0)).is_err());
-        assert!(r.tables_in_range(TableKind::Orders, &eth, at(2010, 1, 1, 0, 0, 0, 0), at(2026, 1, 1, 0, 0, 0, 0)).is_err());
+        assert!(r
+            .tables_in_range(
+                TableKind::Orders,
+                &eth,
+                at(2026, 12, 1, 0, 0, 0, 0),
+                at(2026, 11, 1, 0, 0, 0, 0)
+            )
+            .is_err());
+        assert!(r
+            .tables_in_range(
+                TableKind::Orders,
+                &eth,
+                at(2010, 1, 1, 0, 0, 0, 0),
+                at(2026, 1, 1, 0, 0, 0, 0)
+            )
+            .is_err());
     }
 
     #[test]
     fn bad_symbols_never_become_table_names() {
         let r = router();
-        for bad in ["BTC;DROP", "btcusdt", "BTCUSDTBTCUSDTBTCUSDT", "", "B", "BTC USDT", "BTC`", "ÄBCD"] {
-            assert!(matches!(r.symbol(bad), Err(RouterError::InvalidSymbol { .. })), "{bad:?} accepted");
+        for bad in [
+            "BTC;DROP",
+            "btcusdt",
+            "BTCUSDTBTCUSDTBTCUSDT",
+            "",
+            "B",
+            "BTC USDT",
+            "BTC`",
+            "ÄBCD",
+        ] {
+            assert!(
+                matches!(r.symbol(bad), Err(RouterError::InvalidSymbol { .. })),
+                "{bad:?} accepted"
+            );
         }
-        assert!(matches!(r.symbol("DOGEUSDT"), Err(RouterError::UnknownSymbol(_))));
+        assert!(matches!(
+            r.symbol("DOGEUSDT"),
+            Err(RouterError::UnknownSymbol(_))
+        ));
         let doge = domain::Symbol::new("DOGEUSDT").expect("valid charset");
         assert!(r.table(TableKind::Orders, &doge, Month::EPOCH).is_err());
         assert!(TableRouter::new(&["BTC;DROP TABLE users"]).is_err());

@@ -14,7 +14,11 @@ use router::directory::{redis_pool, NO_PASSWORD};
 use router::{decode, Settings, ShardMap, TableRouter, UserDirectory};
 
 #[derive(Debug, Parser)]
-#[command(name = "shardctl", version, about = "Shard admin for the exchange: status, migrations, month tables, locating users and orders")]
+#[command(
+    name = "shardctl",
+    version,
+    about = "Shard admin for the exchange: status, migrations, month tables, locating users and orders"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,7 +93,11 @@ enum UserAction {
 fn main() -> ExitCode {
     router::telemetry::init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -121,7 +129,10 @@ async fn run(cli: Cli) -> Result<bool> {
                 }
                 MigrateAction::Down { to } => {
                     map.migrate_down(to).await?;
-                    println!("migrations reverted to version {to} on {} shards and meta", map.count());
+                    println!(
+                        "migrations reverted to version {to} on {} shards and meta",
+                        map.count()
+                    );
                 }
             }
             Ok(true)
@@ -130,7 +141,9 @@ async fn run(cli: Cli) -> Result<bool> {
             let map = ShardMap::connect_lazy(&settings)?;
             let router = TableRouter::new(&settings.symbols)?;
             let ahead = months_ahead.unwrap_or(settings.months_ahead);
-            let report = map.ensure_tables(&router, chrono::Utc::now(), ahead).await?;
+            let report = map
+                .ensure_tables(&router, chrono::Utc::now(), ahead)
+                .await?;
             println!(
                 "ensure-tables: {} symbols x {} months on {} shards: {} tables created, {} ledger partitions added",
                 settings.symbols.len(),
@@ -142,12 +155,20 @@ async fn run(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Command::Locate { what } => locate(&settings, what).await,
-        Command::User { action: UserAction::Add { emails } } => {
+        Command::User {
+            action: UserAction::Add { emails },
+        } => {
             let dir = directory(&settings)?;
             println!("{:<32} {:>8} {:>6} new", "email", "user_id", "shard");
             for email in emails {
                 let r = dir.register(&email, NO_PASSWORD).await?;
-                println!("{:<32} {:>8} {:>6} {}", email, r.user_id, r.shard, if r.created { "yes" } else { "no (existed)" });
+                println!(
+                    "{:<32} {:>8} {:>6} {}",
+                    email,
+                    r.user_id,
+                    r.shard,
+                    if r.created { "yes" } else { "no (existed)" }
+                );
             }
             Ok(true)
         }
@@ -157,7 +178,12 @@ async fn run(cli: Cli) -> Result<bool> {
 fn directory(settings: &Settings) -> Result<UserDirectory> {
     let map = ShardMap::connect_lazy(settings)?;
     let redis = redis_pool(&settings.redis)?;
-    Ok(UserDirectory::new(map, redis, settings.redis.key_prefix.clone(), settings.redis.cache_ttl_s))
+    Ok(UserDirectory::new(
+        map,
+        redis,
+        settings.redis.key_prefix.clone(),
+        settings.redis.cache_ttl_s,
+    ))
 }
 
 async fn status(settings: &Settings) -> Result<bool> {
@@ -165,7 +191,10 @@ async fn status(settings: &Settings) -> Result<bool> {
     short.pool.acquire_timeout_ms = 2_000;
     let map = ShardMap::connect_lazy(&short)?;
     let mut all_ok = true;
-    println!("{:<6} {:<5} {:<44} {:<22} {:>9} {:>7} {:>12}", "place", "state", "url", "version", "migration", "users", "month_tables");
+    println!(
+        "{:<6} {:<5} {:<52} {:<22} {:>9} {:>7} {:>12}",
+        "place", "state", "url", "version", "migration", "users", "month_tables"
+    );
     let meta = probe(map.meta(), "SELECT COUNT(*) FROM user_directory").await;
     all_ok &= print_probe("meta", map.meta_url(), &meta, None);
     for (id, pool) in map.iter() {
@@ -181,15 +210,28 @@ async fn status(settings: &Settings) -> Result<bool> {
         let mut conn = tokio::time::timeout(Duration::from_secs(2), pool.get())
             .await
             .context("redis: timed out")??;
-        let pong: String = deadpool_redis::redis::cmd("PING").query_async(&mut *conn).await?;
+        let pong: String = deadpool_redis::redis::cmd("PING")
+            .query_async(&mut *conn)
+            .await?;
         anyhow::Ok(pong)
     }
     .await;
     match redis {
-        Ok(p) => println!("{:<6} {:<5} {:<44} {}", "redis", "up", router::config::redact_url(&settings.redis.url), p),
+        Ok(p) => println!(
+            "{:<6} {:<5} {:<52} {}",
+            "redis",
+            "up",
+            router::config::redact_url(&settings.redis.url),
+            p
+        ),
         Err(e) => {
             all_ok = false;
-            println!("{:<6} {:<5} {:<44} {e:#}", "redis", "DOWN", router::config::redact_url(&settings.redis.url));
+            println!(
+                "{:<6} {:<5} {:<52} {e:#}",
+                "redis",
+                "DOWN",
+                router::config::redact_url(&settings.redis.url)
+            );
         }
     }
     Ok(all_ok)
@@ -209,7 +251,11 @@ async fn probe(pool: &sqlx::MySqlPool, count_sql: &str) -> Result<Probe> {
             .await
             .ok()
             .flatten();
-    let rows: Option<(i64,)> = sqlx::query_as(count_sql).fetch_optional(pool).await.ok().flatten();
+    let rows: Option<(i64,)> = sqlx::query_as(count_sql)
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
     Ok(Probe {
         version: version.chars().take(22).collect(),
         migration: migration.map(|(v,)| v),
@@ -222,7 +268,7 @@ fn print_probe(place: &str, url: &str, p: &Result<Probe>, tables: Option<usize>)
     match p {
         Ok(p) => {
             println!(
-                "{:<6} {:<5} {:<44} {:<22} {:>9} {:>7} {:>12}",
+                "{:<6} {:<5} {:<52} {:<22} {:>9} {:>7} {:>12}",
                 place,
                 "up",
                 url,
@@ -234,7 +280,7 @@ fn print_probe(place: &str, url: &str, p: &Result<Probe>, tables: Option<usize>)
             true
         }
         Err(e) => {
-            println!("{place:<6} {:<5} {url:<44} {e:#}", "DOWN");
+            println!("{place:<6} {:<5} {url:<52} {e:#}", "DOWN");
             false
         }
     }
@@ -245,14 +291,22 @@ async fn locate(settings: &Settings, what: Locate) -> Result<bool> {
         Locate::Id { id } => {
             let d = decode(id)?;
             println!("id          {}", d.id);
-            println!("time        {} ({} ms)", d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ"), d.unix_ms);
+            println!(
+                "time        {} ({} ms)",
+                d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                d.unix_ms
+            );
             println!("datacenter  {}", d.datacenter);
             println!("worker      {}", d.worker);
             println!("sequence    {}", d.sequence);
             println!("month       {}", d.month());
             Ok(true)
         }
-        Locate::Order { order_id, symbol, user } => {
+        Locate::Order {
+            order_id,
+            symbol,
+            user,
+        } => {
             let router = TableRouter::new(&settings.symbols)?;
             let sym = router.symbol(&symbol)?;
             let oid = OrderId::new(order_id)?;
@@ -268,8 +322,12 @@ async fn locate(settings: &Settings, what: Locate) -> Result<bool> {
             };
             let mut found = false;
             for shard in shards {
-                map.require_tables(shard, std::slice::from_ref(&table)).await?;
-                let sql = format!("SELECT user_id, CAST(status AS CHAR) FROM `{}` WHERE order_id = ?", table.as_str());
+                map.require_tables(shard, std::slice::from_ref(&table))
+                    .await?;
+                let sql = format!(
+                    "SELECT user_id, CAST(status AS CHAR) FROM `{}` WHERE order_id = ?",
+                    table.as_str()
+                );
                 let row: Option<(u64, String)> = sqlx::query_as(&sql)
                     .bind(order_id)
                     .fetch_optional(map.pool(shard)?)
@@ -305,6 +363,13 @@ async fn print_user(dir: &UserDirectory, uid: UserId) -> Result<bool> {
     let present = dir.exists_on_shard(uid).await?;
     println!("user_id     {uid}");
     println!("shard       {shard} ({})", dir.shards().url(shard));
-    println!("row         {}", if present { "present" } else { "MISSING on its shard" });
+    println!(
+        "row         {}",
+        if present {
+            "present"
+        } else {
+            "MISSING on its shard"
+        }
+    );
     Ok(present)
 }

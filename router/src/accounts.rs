@@ -1,0 +1,128 @@
+//! Balances on a shard, changed only by optimistic-lock updates.
+//!
+//! Every change is `UPDATE … SET …, version = version + 1 WHERE user_id = ? AND
+//! currency = ? AND version = ? [AND available >= ?]`. Zero rows means somebody else
+//! changed the row first (or funds are short): re-read and retry a bounded number of
+//! times. Invariants, per row: `available >= 0`, `frozen >= 0` (also a CHECK
+//! constraint), `version` grows by exactly one per successful change, and a freeze or
+//! unfreeze never changes `available + frozen`.
+
+use domain::{Amount, Asset, UserId};
+use serde::Serialize;
+use sqlx::{Executor, MySql, Row};
+
+use crate::error::RouterError;
+use crate::shards::get_amount;
+
+/// One balance row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    /// Spendable.
+    pub available: Amount,
+    /// Held by open orders, pending withdrawals and transfers.
+    pub frozen: Amount,
+    /// Optimistic-lock version.
+    pub version: u64,
+}
+
+/// Outcome of a freeze attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Freeze {
+    /// Funds moved from available to frozen; the new row.
+    Done(Balance),
+    /// Not enough available (a business reject, not an error).
+    Insufficient {
+        /// What was available at the last read.
+        available: Amount,
+    },
+}
+
+/// Reads a balance (`None` when the user has never held the asset).
+///
+/// # Errors
+/// Database errors; a stored value that cannot be held exactly.
+pub async fn balance<'e, E>(
+    exec: E,
+    user: UserId,
+    asset: &Asset,
+) -> Result<Option<Balance>, RouterError>
+where
+    E: Executor<'e, Database = MySql>,
+{
+    let row = sqlx::query(
+        "SELECT available, frozen, version FROM account_balances \
+         WHERE user_id = ? AND currency = ? AND account_type = 'spot'",
+    )
+    .bind(user.get())
+    .bind(asset.as_str())
+    .fetch_optional(exec)
+    .await
+    .map_err(|e| RouterError::db("shard", e))?;
+    row.map(|r| {
+        Ok(Balance {
+            available: get_amount(&r, "available")?,
+            frozen: get_amount(&r, "frozen")?,
+            version: r
+                .try_get("version")
+                .map_err(|e| RouterError::db("shard", e))?,
+        })
+    })
+    .transpose()
+}
+
+/// Moves `amount` from available to frozen with the optimistic lock, retrying up to
+/// `max_retries` times when another writer got there first.
+///
+/// # Errors
+/// [`RouterError::InvalidInput`] for a non-positive amount; `Conflict`-style
+/// exhaustion is reported as [`RouterError::Busy`]; database errors.
+pub async fn freeze(
+    pool: &sqlx::MySqlPool,
+    user: UserId,
+    asset: &Asset,
+    amount: Amount,
+    max_retries: u32,
+) -> Result<Freeze, RouterError> {
+    if !amount.is_positive() {
+        return Err(RouterError::InvalidInput(format!(
+            "freeze amount must be positive, got {amount}"
+        )));
+    }
+    let amount_sql = amount.to_db_string();
+    for _ in 0..=max_retries {
+        let Some(cur) = balance(pool, user, asset).await? else {
+            return Ok(Freeze::Insufficient {
+                available: Amount::ZERO,
+            });
+        };
+        if cur.available.get() < amount.get() {
+            return Ok(Freeze::Insufficient {
+                available: cur.available,
+            });
+        }
+        let res = sqlx::query(
+            "UPDATE account_balances SET available = available - ?, frozen = frozen + ?, version = version + 1 \
+             WHERE user_id = ? AND currency = ? AND account_type = 'spot' AND version = ? AND available >= ?",
+        )
+        .bind(&amount_sql)
+        .bind(&amount_sql)
+        .bind(user.get())
+        .bind(asset.as_str())
+        .bind(cur.version)
+        .bind(&amount_sql)
+        .execute(pool)
+        .await
+        .map_err(|e| RouterError::db("shard", e))?;
+        if res.rows_affected() == 1 {
+            return Ok(Freeze::Done(Balance {
+                available: cur.available.checked_sub(amount)?,
+                frozen: cur.frozen.checked_add(amount)?,
+                version: cur.version + 1,
+            }));
+        }
+    }
+    Err(RouterError::Busy(format!(
+        "balance of user {user} {asset} changed {} times in a row",
+        max_retries + 1
+    )))
+}

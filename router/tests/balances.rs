@@ -1,0 +1,187 @@
+//! Optimistic-lock balance updates and exact DECIMAL(36,18) handling against MariaDB.
+
+mod common;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use common::TestEnv;
+use domain::{Amount, Asset, MoneyError, UserId};
+use router::accounts::{balance, freeze, Freeze};
+use router::{get_amount, RouterError};
+
+async fn seed_balance(env: &TestEnv, user: UserId, asset: &str, available: &str) {
+    sqlx::query("INSERT INTO account_balances (user_id, currency, available) VALUES (?, ?, ?)")
+        .bind(user.get())
+        .bind(asset)
+        .bind(available)
+        .execute(env.map.pool_for(user))
+        .await
+        .expect("seed balance");
+}
+
+#[tokio::test]
+async fn concurrent_freezes_never_overdraw_and_conserve_the_sum() {
+    let env = TestEnv::new("freeze").await;
+    let user = UserId::new(7).expect("user");
+    let usdt = Asset::new("USDT").expect("asset");
+    // 1000 available, 64 tasks each freezing 0.5 three times: 96 of 192 fit... all fit;
+    // then 64 tasks each trying 30: only 31 more fit (1000 - 96 = 904 → 30 x 30 = 900)
+    seed_balance(&env, user, "USDT", "1000").await;
+    let pool = Arc::new(env.map.pool_for(user).clone());
+    let start = balance(&*pool, user, &usdt)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(start.version, 0);
+
+    let mut successes = 0u64;
+    let mut insufficient = 0u64;
+    for (per_task, amount) in [(3, "0.5"), (1, "30")] {
+        let amount = Amount::from_str(amount).expect("amount");
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (pool, usdt) = (pool.clone(), usdt);
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for _ in 0..per_task {
+                        out.push(
+                            freeze(&pool, user, &usdt, amount, 1_000)
+                                .await
+                                .expect("freeze"),
+                        );
+                    }
+                    out
+                })
+            })
+            .collect();
+        for t in tasks {
+            for outcome in t.await.expect("task") {
+                match outcome {
+                    Freeze::Done(b) => {
+                        assert!(!b.available.is_negative());
+                        successes += 1;
+                    }
+                    Freeze::Insufficient { available } => {
+                        assert!(available.get() < amount.get());
+                        insufficient += 1;
+                    }
+                }
+            }
+        }
+    }
+    let end = balance(&*pool, user, &usdt)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(
+        successes,
+        192 + 30,
+        "192 small freezes and exactly 30 of the large ones fit"
+    );
+    assert_eq!(insufficient, 34);
+    assert_eq!(
+        end.version, successes,
+        "version counts successful updates exactly"
+    );
+    assert_eq!(end.available, Amount::from_str("4").expect("4"));
+    assert_eq!(end.frozen, Amount::from_str("996").expect("996"));
+    assert_eq!(
+        end.available.checked_add(end.frozen).expect("sum"),
+        Amount::from_str("1000").expect("1000"),
+        "conserved"
+    );
+
+    // bad input changes nothing
+    assert!(matches!(
+        freeze(&pool, user, &usdt, Amount::ZERO, 3).await,
+        Err(RouterError::InvalidInput(_))
+    ));
+    let after = balance(&*pool, user, &usdt)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(after, end);
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn decimal_36_18_extremes_round_trip_exactly_or_are_rejected() {
+    let env = TestEnv::new("decimal").await;
+    let pool = env.map.pool(domain::ShardId::new(0)).expect("pool");
+    sqlx::query("CREATE TABLE dec_probe (k VARCHAR(40) PRIMARY KEY, v DECIMAL(36,18) NOT NULL)")
+        .execute(pool)
+        .await
+        .expect("create");
+    let cases = [
+        // (stored literal, expected: Ok(text read back) or the error)
+        (
+            "999999999999999999.999999999999999999",
+            Err(MoneyError::NotRepresentable),
+        ),
+        (
+            "-999999999999999999.999999999999999999",
+            Err(MoneyError::NotRepresentable),
+        ),
+        (
+            "123456789012.123456789012345678",
+            Err(MoneyError::NotRepresentable),
+        ),
+        (
+            "999999999999999999",
+            Ok("999999999999999999.000000000000000000"),
+        ),
+        (
+            "-999999999999999999",
+            Ok("-999999999999999999.000000000000000000"),
+        ),
+        ("0.000000000000000001", Ok("0.000000000000000001")),
+        ("-0.000000000000000001", Ok("-0.000000000000000001")),
+        (
+            "1234567890.123456789012345678",
+            Ok("1234567890.123456789012345678"),
+        ),
+        ("0", Ok("0.000000000000000000")),
+    ];
+    for (literal, _) in &cases {
+        sqlx::query("INSERT INTO dec_probe (k, v) VALUES (?, ?)")
+            .bind(literal)
+            .bind(literal)
+            .execute(pool)
+            .await
+            .expect("insert");
+    }
+    for (literal, want) in cases {
+        let row = sqlx::query("SELECT v FROM dec_probe WHERE k = ?")
+            .bind(literal)
+            .fetch_one(pool)
+            .await
+            .expect("row");
+        match (get_amount(&row, "v"), want) {
+            (Ok(a), Ok(text)) => {
+                assert_eq!(a.to_db_string(), text, "{literal}");
+                // and back: writing the value stores exactly the same number
+                let (same,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM dec_probe WHERE k = ? AND v = ?")
+                        .bind(literal)
+                        .bind(a.to_db_string())
+                        .fetch_one(pool)
+                        .await
+                        .expect("compare");
+                assert_eq!(same, 1, "{literal} did not round-trip");
+            }
+            (Err(RouterError::Decimal(e)), Err(w)) => assert_eq!(e, w, "{literal}"),
+            (got, want) => panic!("{literal}: got {got:?}, want {want:?}"),
+        }
+    }
+    // a non-DECIMAL column is refused rather than guessed at
+    let row = sqlx::query("SELECT k FROM dec_probe LIMIT 1")
+        .fetch_one(pool)
+        .await
+        .expect("row");
+    assert!(get_amount(&row, "k").is_err());
+    // values the domain refuses never reach SQL: no silent rounding on either side
+    assert!(Amount::from_str("0.0000000000000000001").is_err());
+    assert!(Amount::from_str("1000000000000000000").is_err());
+    env.drop_all().await;
+}
