@@ -211,7 +211,7 @@ spawn_daemon() {
     cd "$workdir" || exit 1
     # shellcheck disable=SC2016  # expanded by the inner bash
     exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" \
-      </dev/null >>"$logfile" 2>&1
+      </dev/null >>"$logfile" 2>&1 9>&-   # fd 9 = stack.sh lock, not for daemons
   ) &
   # Wait (briefly) for the pid file so callers can rely on it.
   local i

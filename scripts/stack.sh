@@ -7,6 +7,7 @@
 #   start   [svc...]   install what is missing, then start services (idempotent)
 #   stop    [svc...]   stop services gracefully (SIGTERM, SIGKILL after timeout)
 #   restart [svc...]   stop + start
+#   kill    [svc...]   SIGKILL, no shutdown (crash tests)
 #   status             table of all services; exit 0 only if all are up
 #   wipe               stop everything and delete the data directory
 #   env                print the effective settings
@@ -27,7 +28,7 @@ DATA="$EXCHANGE_DATA_DIR"
 HOST=127.0.0.1
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # ------------------------------------------------------- service catalogue ---
@@ -269,7 +270,7 @@ redis_launch() {
   # Redis daemonizes itself and writes its own pid file.
   redis-server --port "$(svc_port redis)" --bind "$HOST" --dir "$dir" \
     --daemonize yes --pidfile "$(svc_pidfile redis)" --logfile "$(svc_log redis)" \
-    --appendonly yes --protected-mode yes </dev/null >>"$dir/redis.out" 2>&1
+    --appendonly yes --protected-mode yes </dev/null >>"$dir/redis.out" 2>&1 9>&-
 }
 
 # ------------------------------------------------------------------ kafka ---
@@ -425,7 +426,32 @@ svc_stop() {
   log "$svc: stopped"
 }
 
+# Simulates a crash: SIGKILL, no shutdown, pid file left for start to clean.
+svc_kill() {
+  local svc=$1 pid
+  if ! pid=$(svc_pid "$svc"); then
+    log "$svc: not running"
+    return 0
+  fi
+  log "$svc: killing (pid $pid, SIGKILL)"
+  kill -9 "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "$svc: killed"
+}
+
 # --------------------------------------------------------------- commands ---
+
+cmd_kill() {
+  local svcs svc
+  mapfile -t svcs < <(resolve_services "$@")
+  for svc in "${svcs[@]}"; do
+    svc_kill "$svc"
+  done
+}
 
 cmd_start() {
   local svcs parts=() svc part failed=()
@@ -520,13 +546,28 @@ cmd_env() {
   done
 }
 
+# Serialise concurrent start/stop/wipe runs on the same data dir.
+take_lock() {
+  command -v flock >/dev/null 2>&1 || return 0
+  mkdir -p "$DATA"
+  exec 9>"$DATA/.stack.lock"
+  if ! flock -n 9; then
+    log "another stack.sh is working on $DATA; waiting for it..."
+    flock -w 600 9 || die "could not get the lock $DATA/.stack.lock"
+  fi
+}
+
 main() {
   (($#)) || { usage; exit 2; }
   local cmd=$1
   shift
   case "$cmd" in
+    start | stop | restart | kill | wipe) take_lock ;;
+  esac
+  case "$cmd" in
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
+    kill) cmd_kill "$@" ;;
     restart) cmd_stop "$@" && cmd_start "$@" ;;
     status) cmd_status "$@" ;;
     wipe) cmd_wipe "$@" ;;
