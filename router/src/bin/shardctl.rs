@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use domain::{OrderId, ShardId, UserId};
 use router::directory::{redis_pool, NO_PASSWORD};
-use router::{decode, Settings, ShardMap, TableRouter, UserDirectory};
+use router::{decode, Settings, ShardMap, TableRouter, UserDirectory, WorkerLease};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +43,12 @@ enum Command {
     Locate {
         #[command(subcommand)]
         what: Locate,
+    },
+    /// Issue snowflake ids (worker id from config, else leased in Redis) and decode them.
+    Ids {
+        /// How many.
+        #[arg(long, default_value_t = 3)]
+        count: u32,
     },
     /// User directory operations.
     User {
@@ -155,6 +161,7 @@ async fn run(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Command::Locate { what } => locate(&settings, what).await,
+        Command::Ids { count } => issue_ids(&settings, count).await,
         Command::User {
             action: UserAction::Add { emails },
         } => {
@@ -184,6 +191,61 @@ fn directory(settings: &Settings) -> Result<UserDirectory> {
         settings.redis.key_prefix.clone(),
         settings.redis.cache_ttl_s,
     ))
+}
+
+async fn issue_ids(settings: &Settings, count: u32) -> Result<bool> {
+    let sf = &settings.snowflake;
+    // a leased worker id issues through its lease (stops if the lease is lost)
+    let lease = match sf.worker_id {
+        Some(_) => None,
+        None => Some(
+            WorkerLease::acquire(
+                redis_pool(&settings.redis)?,
+                &settings.redis.key_prefix,
+                sf.datacenter_id,
+                Duration::from_millis(sf.lease_ttl_ms),
+            )
+            .await
+            .context("leasing a worker id")?,
+        ),
+    };
+    let next: Box<dyn Fn() -> Result<u64, router::SnowflakeError>> = match (&lease, sf.worker_id) {
+        (Some(l), _) => {
+            let g = l.generator()?;
+            Box::new(move || g.next_id())
+        }
+        (None, w) => {
+            let g = router::Snowflake::new(sf.datacenter_id, w.unwrap_or_default())?;
+            Box::new(move || g.next_id())
+        }
+    };
+    let source = if lease.is_some() {
+        "leased in redis"
+    } else {
+        "from config"
+    };
+    println!(
+        "{:<20} {:<24} {:>3} {:>3} {:>5} month",
+        "id", "time (UTC)", "dc", "wk", "seq"
+    );
+    for _ in 0..count {
+        let d = decode(next()?)?;
+        println!(
+            "{:<20} {:<24} {:>3} {:>3} {:>5} {}",
+            d.id,
+            d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            d.datacenter,
+            d.worker,
+            d.sequence,
+            d.month()
+        );
+    }
+    println!("worker id {source}");
+    drop(next);
+    if let Some(lease) = lease {
+        lease.release().await?;
+    }
+    Ok(true)
 }
 
 async fn status(settings: &Settings) -> Result<bool> {
