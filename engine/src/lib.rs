@@ -1,7 +1,11 @@
 //! The engine: the Kafka services around the matcher.
 //!
-//! So far: [`bus`], the Kafka clients configured as the pipeline relies on them
-//! (idempotent `acks=all` producers, manual-commit group consumers, topic creation).
-//! The matcher, order intake, settlers and TCC coordinator arrive with their issues.
+//! * [`matcher`] — the deterministic matching state machine of one symbol (pure: no
+//!   I/O, no clock, no randomness);
+//! * [`bus`] — the Kafka clients configured as the pipeline relies on them
+//!   (idempotent `acks=all` producers, manual-commit group consumers, topic creation).
+//!
+//! Order intake, settlers and the TCC coordinator arrive with their issues.
 
 pub mod bus;
+pub mod matcher;

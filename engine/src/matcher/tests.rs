@@ -1,0 +1,917 @@
+//! Unit tests for every order type, TIF and STP mode, and properties over random
+//! command streams.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use domain::{
+    Amount, Asset, Decimal, OrderId, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId,
+};
+use proptest::prelude::*;
+
+use super::*;
+
+const BUY: Side = Side::Buy;
+const SELL: Side = Side::Sell;
+
+/// tick 0.01, step 0.001, 8-digit assets, maker 0.1 %, taker 0.2 %, band 5 %.
+fn spec() -> SymbolSpec {
+    SymbolSpec::new(
+        Symbol::new("BTCUSDT").expect("sym"),
+        Asset::new("BTC").expect("base"),
+        Asset::new("USDT").expect("quote"),
+        "0.01".parse().expect("tick"),
+        "0.001".parse().expect("step"),
+        8,
+        8,
+        1_000,
+        2_000,
+        500,
+    )
+    .expect("spec")
+}
+
+fn px(t: u64) -> Price {
+    Price::new(Decimal::new(i64::try_from(t).expect("t"), 2)).expect("price")
+}
+
+fn q(l: u64) -> Qty {
+    Qty::new(Decimal::new(i64::try_from(l).expect("l"), 3)).expect("qty")
+}
+
+fn oid(i: u64) -> OrderId {
+    OrderId::new(i).expect("oid")
+}
+
+fn uid(i: u64) -> UserId {
+    UserId::new(i).expect("uid")
+}
+
+fn order(id: u64, user: u64, side: Side, ty: OrderType) -> NewOrder {
+    NewOrder {
+        order_id: oid(id),
+        user_id: uid(user),
+        side,
+        order_type: ty,
+        tif: TimeInForce::Gtc,
+        price: None,
+        qty: None,
+        quote_qty: None,
+        stop_price: None,
+        stp: StpMode::None,
+    }
+}
+
+fn limit(id: u64, user: u64, side: Side, ticks: u64, lots: u64, tif: TimeInForce) -> Command {
+    Command::Place(NewOrder {
+        tif,
+        price: Some(px(ticks)),
+        qty: Some(q(lots)),
+        ..order(id, user, side, OrderType::Limit)
+    })
+}
+
+fn gtc(id: u64, user: u64, side: Side, ticks: u64, lots: u64) -> Command {
+    limit(id, user, side, ticks, lots, TimeInForce::Gtc)
+}
+
+fn market(id: u64, user: u64, side: Side, lots: u64) -> Command {
+    Command::Place(NewOrder {
+        qty: Some(q(lots)),
+        ..order(id, user, side, OrderType::Market)
+    })
+}
+
+fn with_stp(cmd: Command, stp: StpMode) -> Command {
+    match cmd {
+        Command::Place(mut n) => {
+            n.stp = stp;
+            Command::Place(n)
+        }
+        other => other,
+    }
+}
+
+fn run(m: &mut Matcher, cmds: &[Command]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for c in cmds {
+        m.apply(c, &mut out);
+    }
+    out
+}
+
+fn trades(ev: &[Event]) -> Vec<(u64, u64, u64, u64)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Trade { trade, .. } => Some((
+                trade.taker_order.get(),
+                trade.maker_order.get(),
+                trade.price,
+                trade.qty,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rejects(ev: &[Event]) -> Vec<(u64, RejectReason)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Rejected {
+                order_id, reason, ..
+            } => Some((order_id.get(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn expiries(ev: &[Event]) -> Vec<(u64, u64, ExpireReason)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Expired {
+                order_id,
+                remaining,
+                reason,
+                ..
+            } => Some((order_id.get(), *remaining, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancels(ev: &[Event]) -> Vec<(u64, u64, CancelReason)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Cancelled {
+                order_id,
+                remaining,
+                reason,
+                ..
+            } => Some((order_id.get(), *remaining, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn price_time_priority_and_price_improvement() {
+    let mut m = Matcher::new(spec());
+    run(
+        &mut m,
+        &[
+            gtc(1, 1, SELL, 101, 5),
+            gtc(2, 2, SELL, 100, 5),
+            gtc(3, 3, SELL, 100, 5),
+        ],
+    );
+    // a buy at 102 takes 100 first (older order 2 before 3), then 101: maker prices
+    let ev = run(&mut m, &[gtc(4, 4, BUY, 102, 12)]);
+    assert_eq!(
+        trades(&ev),
+        [(4, 2, 100, 5), (4, 3, 100, 5), (4, 1, 101, 2)]
+    );
+    assert_eq!(m.best_ask(), Some((101, 3)));
+    assert_eq!(m.best_bid(), None, "fully filled taker does not rest");
+    assert_eq!(m.last_price(), Some(101));
+    let seqs: Vec<u64> = ev.iter().map(Event::seq).collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + seqs.len() as u64).collect::<Vec<_>>(),
+        "seq has no gaps"
+    );
+}
+
+#[test]
+fn partial_fill_rests_the_remainder_and_fees_round_up() {
+    let mut m = Matcher::new(spec());
+    run(&mut m, &[gtc(1, 1, SELL, 10_000, 3)]); // 3 lots = 0.003 BTC at 100.00
+    let ev = run(&mut m, &[gtc(2, 2, BUY, 10_000, 7)]);
+    let t = ev
+        .iter()
+        .find_map(|e| match e {
+            Event::Trade { trade, .. } => Some(trade.clone()),
+            _ => None,
+        })
+        .expect("trade");
+    // notional 0.3 USDT = 30_000_000 quote atoms; base 0.003 BTC = 300_000 atoms
+    assert_eq!(t.quote_atoms, 30_000_000);
+    assert_eq!(t.taker_fee, 600, "taker buys: 0.2 % of 300_000 base atoms");
+    assert_eq!(
+        t.maker_fee, 30_000,
+        "maker sells: 0.1 % of 30_000_000 quote atoms"
+    );
+    assert!(t.maker_filled);
+    assert_eq!(m.best_bid(), Some((10_000, 4)));
+    // rounding up: 1 lot = 100_000 base atoms x 0.2 % = 200 exactly; odd notional rounds up
+    assert_eq!(SymbolSpec::fee(1_001, 1_000), 2);
+    assert_eq!(SymbolSpec::fee(1_000, 1_000), 1);
+    assert_eq!(SymbolSpec::fee(0, 1_000), 0);
+    let s = spec();
+    assert_eq!(
+        s.quote_amount(t.quote_atoms).expect("amt"),
+        "0.3".parse::<Amount>().expect("a")
+    );
+    assert_eq!(
+        s.price(10_000).expect("p"),
+        "100".parse::<Price>().expect("p")
+    );
+    assert_eq!(s.qty(3).expect("q"), "0.003".parse::<Qty>().expect("q"));
+}
+
+#[test]
+fn ioc_and_fok() {
+    let mut m = Matcher::new(spec());
+    run(&mut m, &[gtc(1, 1, SELL, 100, 5), gtc(2, 1, SELL, 102, 5)]);
+    // IOC: takes what crosses, expires the rest
+    let ev = run(&mut m, &[limit(3, 2, BUY, 101, 8, TimeInForce::Ioc)]);
+    assert_eq!(trades(&ev), [(3, 1, 100, 5)]);
+    assert_eq!(expiries(&ev), [(3, 3, ExpireReason::Ioc)]);
+    // FOK that cannot fill: nothing trades at all
+    let ev = run(&mut m, &[limit(4, 2, BUY, 102, 6, TimeInForce::Fok)]);
+    assert!(trades(&ev).is_empty());
+    assert_eq!(expiries(&ev), [(4, 6, ExpireReason::Fok)]);
+    assert_eq!(m.best_ask(), Some((102, 5)));
+    // FOK that can
+    let ev = run(&mut m, &[limit(5, 2, BUY, 102, 5, TimeInForce::Fok)]);
+    assert_eq!(trades(&ev), [(5, 2, 102, 5)]);
+    assert!(expiries(&ev).is_empty());
+    // empty book: IOC expires whole, GTC rests
+    let ev = run(
+        &mut m,
+        &[
+            limit(6, 2, BUY, 99, 1, TimeInForce::Ioc),
+            gtc(7, 2, BUY, 99, 1),
+        ],
+    );
+    assert_eq!(expiries(&ev), [(6, 1, ExpireReason::Ioc)]);
+    assert_eq!(m.best_bid(), Some((99, 1)));
+}
+
+#[test]
+fn market_orders_band_liquidity_and_quote() {
+    let mut m = Matcher::new(spec());
+    // empty book: expires cleanly
+    let ev = run(&mut m, &[market(1, 1, BUY, 5)]);
+    assert_eq!(expiries(&ev), [(1, 5, ExpireReason::NoLiquidity)]);
+    // asks at 100, 104, 106; band 5 % from reference 100 (no last price: best ask) = 105
+    run(
+        &mut m,
+        &[
+            gtc(2, 2, SELL, 100, 2),
+            gtc(3, 2, SELL, 104, 2),
+            gtc(4, 2, SELL, 106, 2),
+        ],
+    );
+    let ev = run(&mut m, &[market(5, 1, BUY, 10)]);
+    assert_eq!(trades(&ev), [(5, 2, 100, 2), (5, 3, 104, 2)]);
+    assert_eq!(expiries(&ev), [(5, 6, ExpireReason::PriceBand)]);
+    assert_eq!(m.best_ask(), Some((106, 2)));
+    // market by quote amount: 2.12 USDT buys 2 lots at 1.06 (0.00212 BTC... 1 lot = 0.001)
+    let spend = "0.00300".parse::<Amount>().expect("amt"); // 0.003 USDT
+    let ev = run(
+        &mut m,
+        &[Command::Place(NewOrder {
+            quote_qty: Some(spend),
+            ..order(6, 1, BUY, OrderType::Market)
+        })],
+    );
+    // lot cost at 106 ticks (1.06) = 0.00106 USDT: 0.003 buys 2 lots, 0.00088 left
+    assert_eq!(trades(&ev), [(6, 4, 106, 2)]);
+    match ev.last() {
+        Some(Event::Expired {
+            remaining_quote,
+            reason,
+            ..
+        }) => {
+            assert_eq!(*remaining_quote, 88_000);
+            assert!(matches!(
+                reason,
+                ExpireReason::NoLiquidity | ExpireReason::QuoteExhausted
+            ));
+        }
+        other => panic!("expected expiry, got {other:?}"),
+    }
+    // sell market: band below last price (106): 106 * 0.95 = 100.7 -> ceil 101
+    run(&mut m, &[gtc(7, 3, BUY, 102, 1), gtc(8, 3, BUY, 100, 1)]);
+    let ev = run(&mut m, &[market(9, 1, SELL, 5)]);
+    assert_eq!(trades(&ev), [(9, 7, 102, 1)]);
+    assert_eq!(expiries(&ev), [(9, 4, ExpireReason::PriceBand)]);
+}
+
+#[test]
+fn limit_maker_is_rejected_when_it_would_cross() {
+    let mut m = Matcher::new(spec());
+    run(&mut m, &[gtc(1, 1, SELL, 100, 1)]);
+    let mk = |id, ticks| {
+        Command::Place(NewOrder {
+            price: Some(px(ticks)),
+            qty: Some(q(1)),
+            ..order(id, 2, BUY, OrderType::LimitMaker)
+        })
+    };
+    let ev = run(&mut m, &[mk(2, 100)]);
+    assert_eq!(rejects(&ev), [(2, RejectReason::WouldCross)]);
+    let ev = run(&mut m, &[mk(3, 99)]);
+    assert!(rejects(&ev).is_empty());
+    assert_eq!(m.best_bid(), Some((99, 1)));
+}
+
+#[test]
+fn self_trade_prevention_modes() {
+    let setup = |m: &mut Matcher| run(m, &[gtc(1, 7, SELL, 100, 2), gtc(2, 8, SELL, 100, 2)]);
+    // NONE: trades with itself
+    let mut m = Matcher::new(spec());
+    setup(&mut m);
+    let ev = run(&mut m, &[gtc(3, 7, BUY, 100, 3)]);
+    assert_eq!(trades(&ev), [(3, 1, 100, 2), (3, 2, 100, 1)]);
+    // EXPIRE_TAKER: the taker stops at its own order
+    let mut m = Matcher::new(spec());
+    setup(&mut m);
+    let ev = run(
+        &mut m,
+        &[with_stp(gtc(3, 7, BUY, 100, 3), StpMode::ExpireTaker)],
+    );
+    assert!(trades(&ev).is_empty());
+    assert_eq!(expiries(&ev), [(3, 3, ExpireReason::Stp)]);
+    assert_eq!(m.best_ask(), Some((100, 4)));
+    // EXPIRE_MAKER: own resting order cancelled, matching goes on
+    let mut m = Matcher::new(spec());
+    setup(&mut m);
+    let ev = run(
+        &mut m,
+        &[with_stp(gtc(3, 7, BUY, 100, 3), StpMode::ExpireMaker)],
+    );
+    assert_eq!(cancels(&ev), [(1, 2, CancelReason::Stp)]);
+    assert_eq!(trades(&ev), [(3, 2, 100, 2)]);
+    assert_eq!(m.best_bid(), Some((100, 1)));
+    // EXPIRE_BOTH
+    let mut m = Matcher::new(spec());
+    setup(&mut m);
+    let ev = run(
+        &mut m,
+        &[with_stp(gtc(3, 7, BUY, 100, 3), StpMode::ExpireBoth)],
+    );
+    assert_eq!(cancels(&ev), [(1, 2, CancelReason::Stp)]);
+    assert_eq!(expiries(&ev), [(3, 3, ExpireReason::Stp)]);
+    assert_eq!(m.best_ask(), Some((100, 2)));
+    // FOK respects STP in its pre-check
+    let mut m = Matcher::new(spec());
+    setup(&mut m);
+    let ev = run(
+        &mut m,
+        &[with_stp(
+            limit(3, 7, BUY, 100, 3, TimeInForce::Fok),
+            StpMode::ExpireTaker,
+        )],
+    );
+    assert!(trades(&ev).is_empty());
+    assert_eq!(expiries(&ev), [(3, 3, ExpireReason::Fok)]);
+}
+
+#[test]
+fn stops_trigger_in_arrival_order_on_the_last_price() {
+    let mut m = Matcher::new(spec());
+    run(&mut m, &[gtc(1, 1, SELL, 100, 1), gtc(2, 2, BUY, 100, 1)]); // last = 100
+    let stop = |id, user, side, ty, stop_ticks, price: Option<u64>| {
+        Command::Place(NewOrder {
+            stop_price: Some(px(stop_ticks)),
+            price: price.map(px),
+            qty: Some(q(1)),
+            ..order(id, user, side, ty)
+        })
+    };
+    // already satisfied: rejected
+    let ev = run(&mut m, &[stop(3, 3, SELL, OrderType::StopLoss, 100, None)]);
+    assert_eq!(rejects(&ev), [(3, RejectReason::WouldTriggerImmediately)]);
+    // a buy stop-loss at 105 (rising) and a sell take-profit at 104 (rising)
+    let ev = run(
+        &mut m,
+        &[
+            stop(4, 4, BUY, OrderType::StopLossLimit, 105, Some(110)),
+            stop(5, 5, SELL, OrderType::TakeProfit, 104, None),
+            stop(6, 6, SELL, OrderType::StopLoss, 90, None),
+        ],
+    );
+    assert!(rejects(&ev).is_empty());
+    assert_eq!(m.open_orders(), 3);
+    // liquidity, then a trade at 106 fires 4 then 5 (arrival order)
+    let ev = run(
+        &mut m,
+        &[
+            gtc(10, 7, BUY, 95, 5),
+            gtc(7, 7, SELL, 106, 1),
+            gtc(8, 7, SELL, 107, 1),
+            gtc(9, 9, BUY, 106, 1),
+        ],
+    );
+    let fired: Vec<u64> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Triggered { order_id, .. } => Some(order_id.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fired, [4, 5]);
+    // 4 (buy limit 110) takes 107; 5 (sell market) may not sell down to the bid at 95:
+    // the band from last 107 ends at ceil(101.65) = 102
+    assert!(trades(&ev).contains(&(4, 8, 107, 1)));
+    assert!(expiries(&ev)
+        .iter()
+        .any(|(id, _, r)| *id == 5 && *r == ExpireReason::PriceBand));
+    // the falling stop at 90 still waits; cancel it
+    let ev = run(
+        &mut m,
+        &[Command::Cancel {
+            order_id: oid(6),
+            user_id: uid(6),
+        }],
+    );
+    assert_eq!(cancels(&ev), [(6, 1, CancelReason::User)]);
+    assert_eq!(m.open_orders(), 1, "only order 10 rests");
+}
+
+#[test]
+fn cancel_and_amend() {
+    let mut m = Matcher::new(spec());
+    run(&mut m, &[gtc(1, 1, SELL, 100, 5), gtc(2, 2, SELL, 100, 5)]);
+    // amend keeps priority: 1 still trades first after shrinking
+    let ev = run(
+        &mut m,
+        &[Command::Amend {
+            order_id: oid(1),
+            user_id: uid(1),
+            new_qty: q(2),
+        }],
+    );
+    assert!(matches!(
+        ev[..],
+        [
+            Event::BookDelta { qty: 7, .. },
+            Event::Amended {
+                remaining: 2,
+                reduced_by: 3,
+                ..
+            }
+        ]
+    ));
+    let ev = run(&mut m, &[gtc(3, 3, BUY, 100, 3)]);
+    assert_eq!(trades(&ev), [(3, 1, 100, 2), (3, 2, 100, 1)]);
+    // bad amends and cancels are clean rejects
+    let ev = run(
+        &mut m,
+        &[
+            Command::Amend {
+                order_id: oid(2),
+                user_id: uid(2),
+                new_qty: q(4),
+            },
+            Command::Amend {
+                order_id: oid(2),
+                user_id: uid(2),
+                new_qty: q(5),
+            },
+            Command::Amend {
+                order_id: oid(2),
+                user_id: uid(9),
+                new_qty: q(1),
+            },
+            Command::Cancel {
+                order_id: oid(2),
+                user_id: uid(9),
+            },
+            Command::Cancel {
+                order_id: oid(1),
+                user_id: uid(1),
+            },
+            Command::Cancel {
+                order_id: oid(99),
+                user_id: uid(1),
+            },
+        ],
+    );
+    assert_eq!(
+        rejects(&ev),
+        [
+            (2, RejectReason::AmendNotLower),
+            (2, RejectReason::AmendNotLower),
+            (2, RejectReason::UnknownOrder),
+            (2, RejectReason::UnknownOrder),
+            (1, RejectReason::UnknownOrder),
+            (99, RejectReason::UnknownOrder),
+        ]
+    );
+    let ev = run(
+        &mut m,
+        &[Command::Cancel {
+            order_id: oid(2),
+            user_id: uid(2),
+        }],
+    );
+    assert_eq!(cancels(&ev), [(2, 4, CancelReason::User)]);
+    assert_eq!(m.best_ask(), None);
+}
+
+#[test]
+fn cancel_replace() {
+    let mut m = Matcher::new(spec());
+    run(&mut m, &[gtc(1, 1, BUY, 100, 5)]);
+    let new = match gtc(2, 1, BUY, 101, 4) {
+        Command::Place(n) => n,
+        _ => unreachable!(),
+    };
+    let ev = run(
+        &mut m,
+        &[Command::CancelReplace {
+            cancel_order_id: oid(1),
+            new: new.clone(),
+        }],
+    );
+    assert_eq!(cancels(&ev), [(1, 5, CancelReason::Replaced)]);
+    assert_eq!(m.best_bid(), Some((101, 4)));
+    let mut again = new;
+    again.order_id = oid(3);
+    let ev = run(
+        &mut m,
+        &[Command::CancelReplace {
+            cancel_order_id: oid(1),
+            new: again,
+        }],
+    );
+    assert_eq!(
+        rejects(&ev),
+        [
+            (1, RejectReason::UnknownOrder),
+            (3, RejectReason::UnknownOrder)
+        ]
+    );
+    assert_eq!(m.best_bid(), Some((101, 4)));
+}
+
+#[test]
+fn bad_input_is_a_reject_never_a_panic() {
+    let mut m = Matcher::new(spec());
+    let bad_price = Command::Place(NewOrder {
+        price: Some("100.001".parse().expect("p")),
+        qty: Some(q(1)),
+        ..order(1, 1, BUY, OrderType::Limit)
+    });
+    let bad_qty = Command::Place(NewOrder {
+        price: Some(px(100)),
+        qty: Some("0.0015".parse().expect("q")),
+        ..order(2, 1, BUY, OrderType::Limit)
+    });
+    let huge = Command::Place(NewOrder {
+        price: Some("999999999999999999".parse().expect("p")),
+        qty: Some("999999999999999999".parse().expect("q")),
+        ..order(3, 1, BUY, OrderType::Limit)
+    });
+    let no_price = Command::Place(NewOrder {
+        qty: Some(q(1)),
+        ..order(4, 1, BUY, OrderType::Limit)
+    });
+    let no_qty = Command::Place(order(5, 1, BUY, OrderType::Market));
+    let both = Command::Place(NewOrder {
+        qty: Some(q(1)),
+        quote_qty: Some("1".parse().expect("a")),
+        ..order(6, 1, BUY, OrderType::Market)
+    });
+    let no_stop = Command::Place(NewOrder {
+        qty: Some(q(1)),
+        ..order(7, 1, BUY, OrderType::StopLoss)
+    });
+    let fine_quote = Command::Place(NewOrder {
+        quote_qty: Some("0.000000001".parse().expect("a")),
+        ..order(8, 1, BUY, OrderType::Market)
+    });
+    let ok = gtc(9, 1, BUY, 100, 1);
+    let dup = gtc(9, 1, BUY, 100, 1);
+    let ev = run(
+        &mut m,
+        &[
+            bad_price, bad_qty, huge, no_price, no_qty, both, no_stop, fine_quote, ok, dup,
+        ],
+    );
+    assert_eq!(
+        rejects(&ev),
+        [
+            (1, RejectReason::PriceNotOnTick),
+            (2, RejectReason::QtyNotOnStep),
+            (3, RejectReason::TooLarge),
+            (4, RejectReason::MissingPrice),
+            (5, RejectReason::BadQuantityFields),
+            (6, RejectReason::BadQuantityFields),
+            (7, RejectReason::MissingStopPrice),
+            (8, RejectReason::AmountNotOnPrecision),
+            (9, RejectReason::DuplicateOrderId),
+        ]
+    );
+    assert_eq!(m.open_orders(), 1);
+    // an id seen before is a duplicate even after its order is gone
+    run(
+        &mut m,
+        &[Command::Cancel {
+            order_id: oid(9),
+            user_id: uid(1),
+        }],
+    );
+    let ev = run(&mut m, &[gtc(9, 1, BUY, 100, 1)]);
+    assert_eq!(rejects(&ev), [(9, RejectReason::DuplicateOrderId)]);
+    assert!(
+        SymbolSpec::new(
+            Symbol::new("X1").expect("s"),
+            Asset::new("AA").expect("a"),
+            Asset::new("BB").expect("b"),
+            "0.01".parse().expect("t"),
+            "0.001".parse().expect("s"),
+            2,
+            2,
+            0,
+            0,
+            100
+        )
+        .is_err(),
+        "step finer than the base precision"
+    );
+}
+
+#[test]
+fn snapshot_restores_everything() {
+    let mut m = Matcher::new(spec());
+    run(
+        &mut m,
+        &[
+            gtc(1, 1, SELL, 105, 5),
+            gtc(2, 2, SELL, 105, 3),
+            gtc(3, 3, BUY, 100, 4),
+            gtc(4, 4, BUY, 105, 1),
+        ],
+    );
+    run(
+        &mut m,
+        &[Command::Place(NewOrder {
+            stop_price: Some(px(110)),
+            qty: Some(q(1)),
+            ..order(5, 5, BUY, OrderType::StopLoss)
+        })],
+    );
+    let bytes = m.snapshot();
+    let r = Matcher::restore(&bytes).expect("restore");
+    assert_eq!(r.snapshot(), bytes);
+    assert_eq!(r.orders(SELL), m.orders(SELL));
+    assert_eq!(r.last_price(), Some(105));
+    assert!(Matcher::restore(&bytes[..bytes.len() / 2]).is_err());
+    assert!(Matcher::restore(b"garbage").is_err());
+}
+
+// ---------------------------------------------------------------- properties ---
+
+fn arb_command(max_id: u64) -> impl Strategy<Value = Command> {
+    let side = prop_oneof![Just(BUY), Just(SELL)];
+    let tif = prop_oneof![
+        Just(TimeInForce::Gtc),
+        Just(TimeInForce::Gtc),
+        Just(TimeInForce::Ioc),
+        Just(TimeInForce::Fok)
+    ];
+    let stp = prop_oneof![
+        4 => Just(StpMode::None),
+        1 => Just(StpMode::ExpireTaker),
+        1 => Just(StpMode::ExpireMaker),
+        1 => Just(StpMode::ExpireBoth)
+    ];
+    let ty = prop_oneof![
+        8 => Just(OrderType::Limit),
+        2 => Just(OrderType::Market),
+        1 => Just(OrderType::LimitMaker),
+        1 => Just(OrderType::StopLoss),
+        1 => Just(OrderType::StopLossLimit),
+        1 => Just(OrderType::TakeProfit),
+        1 => Just(OrderType::TakeProfitLimit)
+    ];
+    prop_oneof![
+        6 => (1..=max_id, 1u64..=4, side, ty, tif, stp, 95u64..=105, 1u64..=6, 93u64..=107, any::<bool>()).prop_map(
+            |(id, user, side, ty, tif, stp, price, lots, stop, by_quote)| {
+                let mut n = order(id, user, side, ty);
+                n.tif = tif;
+                n.stp = stp;
+                n.price = Some(px(price));
+                if matches!(ty, OrderType::Market | OrderType::StopLoss | OrderType::TakeProfit) && by_quote {
+                    n.quote_qty = Some(Amount::new(Decimal::new(i64::try_from(lots * price).expect("a"), 5)).expect("a"));
+                } else {
+                    n.qty = Some(q(lots));
+                }
+                n.stop_price = Some(px(stop));
+                Command::Place(n)
+            }
+        ),
+        2 => (1..=max_id, 1u64..=4).prop_map(|(id, user)| Command::Cancel { order_id: oid(id), user_id: uid(user) }),
+        1 => (1..=max_id, 1u64..=4, 1u64..=5).prop_map(|(id, user, lots)| Command::Amend {
+            order_id: oid(id),
+            user_id: uid(user),
+            new_qty: q(lots)
+        }),
+        1 => Just(Command::TriggerCheck),
+    ]
+}
+
+/// Per-order accounting reconstructed from events.
+#[derive(Debug, Default)]
+struct Ledger {
+    placed: BTreeMap<u64, u64>,
+    filled: BTreeMap<u64, u64>,
+    gone: BTreeMap<u64, u64>, // cancelled + expired + amended away
+    by_quote: BTreeSet<u64>,
+}
+
+fn check_stream(cmds: &[Command]) -> Result<Vec<Event>, TestCaseError> {
+    let mut m = Matcher::new(spec());
+    let mut all = Vec::new();
+    let mut ledger = Ledger::default();
+    let mut limits: BTreeMap<u64, (Side, Option<u64>)> = BTreeMap::new();
+    let mut arrival: BTreeMap<u64, u64> = BTreeMap::new(); // order id -> acceptance seq
+    for cmd in cmds {
+        let before_open: BTreeMap<u64, (Ticks, u64)> = [BUY, SELL]
+            .iter()
+            .flat_map(|s| m.orders(*s))
+            .map(|(id, _, p, _)| (id.get(), (p, arrival.get(&id.get()).copied().unwrap_or(0))))
+            .collect();
+        let mut out = Vec::new();
+        m.apply(cmd, &mut out);
+        for e in &out {
+            match e {
+                Event::Accepted { seq, order_id, .. } => {
+                    let Command::Place(n) = cmd else {
+                        let Command::CancelReplace { new: n, .. } = cmd else {
+                            return Err(TestCaseError::fail("accepted without a place"));
+                        };
+                        ledger.placed.insert(
+                            order_id.get(),
+                            n.qty.map_or(0, |x| m.spec().lots(x).unwrap_or(0)),
+                        );
+                        continue;
+                    };
+                    arrival.insert(order_id.get(), *seq);
+                    let is_limit = matches!(
+                        n.order_type,
+                        OrderType::Limit
+                            | OrderType::LimitMaker
+                            | OrderType::StopLossLimit
+                            | OrderType::TakeProfitLimit
+                    );
+                    limits.insert(
+                        order_id.get(),
+                        (
+                            n.side,
+                            if is_limit {
+                                n.price.and_then(|p| m.spec().ticks(p).ok())
+                            } else {
+                                None
+                            },
+                        ),
+                    );
+                    match n.qty {
+                        Some(x) => {
+                            ledger
+                                .placed
+                                .insert(order_id.get(), m.spec().lots(x).unwrap_or(0));
+                        }
+                        None => {
+                            ledger.by_quote.insert(order_id.get());
+                        }
+                    }
+                }
+                Event::Trade { trade, .. } => {
+                    *ledger.filled.entry(trade.taker_order.get()).or_default() += trade.qty;
+                    *ledger.filled.entry(trade.maker_order.get()).or_default() += trade.qty;
+                    // both limits respected
+                    for id in [trade.taker_order.get(), trade.maker_order.get()] {
+                        if let Some((side, Some(l))) = limits.get(&id) {
+                            let ok = match side {
+                                Side::Buy => trade.price <= *l,
+                                Side::Sell => trade.price >= *l,
+                            };
+                            prop_assert!(
+                                ok,
+                                "trade at {} beyond limit {} of order {}",
+                                trade.price,
+                                l,
+                                id
+                            );
+                        }
+                    }
+                    // FIFO: no older order at the maker's price was still resting
+                    let maker = trade.maker_order.get();
+                    if let Some(&(price, arr)) = before_open.get(&maker) {
+                        prop_assert_eq!(price, trade.price);
+                        for (other, (p, a)) in &before_open {
+                            if *p == price && *a < arr && *other != maker {
+                                let gone_or_filled = !m
+                                    .orders(Side::Buy)
+                                    .iter()
+                                    .chain(m.orders(Side::Sell).iter())
+                                    .any(|o| o.0.get() == *other);
+                                prop_assert!(
+                                    gone_or_filled,
+                                    "order {} older than maker {} at {} still rests",
+                                    other,
+                                    maker,
+                                    price
+                                );
+                            }
+                        }
+                    }
+                }
+                // a triggered stop-limit takes its place in the queue when it fires
+                Event::Triggered { seq, order_id, .. } => {
+                    arrival.insert(order_id.get(), *seq);
+                }
+                Event::Cancelled {
+                    order_id,
+                    remaining,
+                    ..
+                }
+                | Event::Expired {
+                    order_id,
+                    remaining,
+                    ..
+                } => {
+                    *ledger.gone.entry(order_id.get()).or_default() += remaining;
+                }
+                Event::Amended {
+                    order_id,
+                    reduced_by,
+                    ..
+                } => {
+                    *ledger.gone.entry(order_id.get()).or_default() += reduced_by;
+                }
+                _ => {}
+            }
+        }
+        // never crossed
+        if let (Some((b, _)), Some((a, _))) = (m.best_bid(), m.best_ask()) {
+            prop_assert!(b < a, "crossed book: bid {} >= ask {}", b, a);
+        }
+        all.extend(out);
+    }
+    // sequences: consecutive from 1
+    for (i, e) in all.iter().enumerate() {
+        prop_assert_eq!(e.seq(), i as u64 + 1);
+    }
+    // conservation: placed = filled + resting + cancelled + expired (+ amended away),
+    // for every order placed by base quantity; stops still waiting count as resting
+    let resting: BTreeMap<u64, u64> = [BUY, SELL]
+        .iter()
+        .flat_map(|s| m.orders(*s))
+        .map(|(id, _, _, l)| (id.get(), l))
+        .collect();
+    for (id, placed) in &ledger.placed {
+        if m.stop_index.contains_key(&oid(*id)) {
+            continue;
+        }
+        let filled = ledger.filled.get(id).copied().unwrap_or(0);
+        let gone = ledger.gone.get(id).copied().unwrap_or(0);
+        let rest = resting.get(id).copied().unwrap_or(0);
+        prop_assert_eq!(
+            *placed,
+            filled + gone + rest,
+            "order {}: filled {} gone {} resting {}",
+            id,
+            filled,
+            gone,
+            rest
+        );
+    }
+    Ok(all)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_streams_keep_every_invariant(cmds in proptest::collection::vec(arb_command(60), 1..250)) {
+        check_stream(&cmds)?;
+    }
+
+    #[test]
+    fn same_input_same_output(cmds in proptest::collection::vec(arb_command(60), 1..200)) {
+        let a = check_stream(&cmds)?;
+        let b = check_stream(&cmds)?;
+        prop_assert_eq!(postcard::to_stdvec(&a).expect("a"), postcard::to_stdvec(&b).expect("b"));
+    }
+
+    #[test]
+    fn snapshot_at_any_point_then_replay_equals_uninterrupted(
+        cmds in proptest::collection::vec(arb_command(60), 1..200),
+        cut in 0usize..200,
+    ) {
+        let cut = cut.min(cmds.len());
+        let mut whole = Matcher::new(spec());
+        let expected = run(&mut whole, &cmds);
+        let mut first = Matcher::new(spec());
+        let mut got = run(&mut first, &cmds[..cut]);
+        let mut restored = Matcher::restore(&first.snapshot()).expect("restore");
+        got.extend(run(&mut restored, &cmds[cut..]));
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(restored.snapshot(), whole.snapshot());
+    }
+}
