@@ -43,6 +43,20 @@ if ! [[ "$EXCHANGE_MYSQL_FLUSH" =~ ^[012]$ ]]; then
   exit 1
 fi
 
+# What the Rust processes read (router::config): derived from the settings above
+# unless set explicitly, so scripts and services always agree on shards and ports.
+if [[ -z "${EXCHANGE_SHARD_URLS:-}" ]]; then
+  _urls=()
+  for ((_i = 0; _i < EXCHANGE_SHARDS; _i++)); do
+    _urls+=("mysql://$EXCHANGE_MYSQL_USER:$EXCHANGE_MYSQL_PASSWORD@127.0.0.1:$((EXCHANGE_MYSQL_BASE_PORT + _i))/exchange")
+  done
+  EXCHANGE_SHARD_URLS=$(IFS=,; echo "${_urls[*]}")
+  unset _urls _i
+fi
+: "${EXCHANGE_META:=mysql://$EXCHANGE_MYSQL_USER:$EXCHANGE_MYSQL_PASSWORD@127.0.0.1:$EXCHANGE_MYSQL_BASE_PORT/exchange_meta}"
+: "${EXCHANGE_REDIS__URL:=redis://127.0.0.1:$EXCHANGE_REDIS_PORT/0}"
+export EXCHANGE_SHARD_URLS EXCHANGE_META EXCHANGE_REDIS__URL
+
 EXCHANGE_VENV="$EXCHANGE_CACHE_DIR/venv"
 EXCHANGE_TANSU_ROOT="$EXCHANGE_CACHE_DIR/tansu"
 EXCHANGE_TANSU_BIN="$EXCHANGE_TANSU_ROOT/bin/tansu"

@@ -23,7 +23,9 @@ APT_PACKAGES=(
   build-essential cmake pkg-config zlib1g-dev libssl-dev libsasl2-dev
   libzstd-dev libcurl4-openssl-dev
 )
-PIP_PACKAGES=(secantusdb 'moto[server]')
+# pinned: the versions the tests were written against
+PIP_PACKAGES=('secantusdb==0.7.0b3' 'moto[server]==5.2.5')
+TANSU_VERSION=0.6.0
 
 apt_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -43,10 +45,23 @@ install_apt() {
     log_tail "$aptlog"
     die "apt-get update failed"
   fi
-  if ! as_root env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}" >>"$aptlog" 2>&1; then
+  # Debian starts packaged daemons on install; the system redis-server/mariadb would
+  # then hold 6379/3306. A temporary policy-rc.d forbids that (the stack runs its own).
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod +x "$policy" && own_policy=1
+  fi
+  local rc=0
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}" >>"$aptlog" 2>&1 || rc=$?
+  ((own_policy)) && as_root rm -f "$policy"
+  if ((rc != 0)); then
     log_tail "$aptlog"
     die "apt-get install failed"
+  fi
+  # if a system service still got started (no policy-rc.d support), stop and disable it
+  if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    as_root systemctl disable --now redis-server mariadb >/dev/null 2>&1 || true
   fi
   log "apt packages installed"
 }
@@ -98,7 +113,7 @@ install_tansu() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) first"
   mkdir -p "$EXCHANGE_LOG_DIR"
   log "building tansu with cargo (10+ minutes the first time; log: $EXCHANGE_LOG_DIR/tansu-install.log)"
-  if ! CARGO_TARGET_DIR="$EXCHANGE_TANSU_TARGET" cargo install tansu --features libsql --locked \
+  if ! CARGO_TARGET_DIR="$EXCHANGE_TANSU_TARGET" cargo install tansu --version "$TANSU_VERSION" --features libsql --locked \
     --root "$EXCHANGE_TANSU_ROOT" >>"$EXCHANGE_LOG_DIR/tansu-install.log" 2>&1; then
     log_tail "$EXCHANGE_LOG_DIR/tansu-install.log"
     die "cargo install tansu failed"

@@ -25,6 +25,11 @@ for ((i = 0; i < EXCHANGE_SHARDS; i++)); do
   done
 done
 
+if command -v rustup >/dev/null 2>&1; then
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -6,6 +6,11 @@
 //! times. Invariants, per row: `available >= 0`, `frozen >= 0` (also a CHECK
 //! constraint), `version` grows by exactly one per successful change, and a freeze or
 //! unfreeze never changes `available + frozen`.
+//!
+//! Every money value bound into arithmetic or a comparison is written
+//! `CAST(? AS DECIMAL(36,18))`: MariaDB/MySQL turn a string operand of `-`, `+` or `>=`
+//! into a DOUBLE, which silently rounds past ~16 digits (a plain `SET col = ?` or an
+//! INSERT is exact and needs no cast).
 
 use domain::{Amount, Asset, UserId};
 use serde::Serialize;
@@ -37,12 +42,13 @@ pub enum Freeze {
     },
 }
 
-/// Reads a balance (`None` when the user has never held the asset).
+/// Reads a balance on `shard` (`None` when the user has never held the asset).
 ///
 /// # Errors
 /// Database errors; a stored value that cannot be held exactly.
 pub async fn balance<'e, E>(
     exec: E,
+    shard: u16,
     user: UserId,
     asset: &Asset,
 ) -> Result<Option<Balance>, RouterError>
@@ -57,27 +63,27 @@ where
     .bind(asset.as_str())
     .fetch_optional(exec)
     .await
-    .map_err(|e| RouterError::db("shard", e))?;
+    .map_err(|e| RouterError::db_on_shard(shard, e))?;
     row.map(|r| {
         Ok(Balance {
             available: get_amount(&r, "available")?,
             frozen: get_amount(&r, "frozen")?,
             version: r
                 .try_get("version")
-                .map_err(|e| RouterError::db("shard", e))?,
+                .map_err(|e| RouterError::db_on_shard(shard, e))?,
         })
     })
     .transpose()
 }
 
-/// Moves `amount` from available to frozen with the optimistic lock, retrying up to
-/// `max_retries` times when another writer got there first.
+/// Moves `amount` from available to frozen on the user's shard with the optimistic
+/// lock, retrying up to `max_retries` times when another writer got there first.
 ///
 /// # Errors
 /// [`RouterError::InvalidInput`] for a non-positive amount; `Conflict`-style
 /// exhaustion is reported as [`RouterError::Busy`]; database errors.
 pub async fn freeze(
-    pool: &sqlx::MySqlPool,
+    shards: &crate::ShardMap,
     user: UserId,
     asset: &Asset,
     amount: Amount,
@@ -88,9 +94,11 @@ pub async fn freeze(
             "freeze amount must be positive, got {amount}"
         )));
     }
+    let shard = shards.shard_of(user).get();
+    let pool = shards.pool_for(user);
     let amount_sql = amount.to_db_string();
     for _ in 0..=max_retries {
-        let Some(cur) = balance(pool, user, asset).await? else {
+        let Some(cur) = balance(pool, shard, user, asset).await? else {
             return Ok(Freeze::Insufficient {
                 available: Amount::ZERO,
             });
@@ -101,8 +109,11 @@ pub async fn freeze(
             });
         }
         let res = sqlx::query(
-            "UPDATE account_balances SET available = available - ?, frozen = frozen + ?, version = version + 1 \
-             WHERE user_id = ? AND currency = ? AND account_type = 'spot' AND version = ? AND available >= ?",
+            "UPDATE account_balances \
+             SET available = available - CAST(? AS DECIMAL(36,18)), frozen = frozen + CAST(? AS DECIMAL(36,18)), \
+                 version = version + 1 \
+             WHERE user_id = ? AND currency = ? AND account_type = 'spot' AND version = ? \
+               AND available >= CAST(? AS DECIMAL(36,18))",
         )
         .bind(&amount_sql)
         .bind(&amount_sql)
@@ -112,7 +123,7 @@ pub async fn freeze(
         .bind(&amount_sql)
         .execute(pool)
         .await
-        .map_err(|e| RouterError::db("shard", e))?;
+        .map_err(|e| RouterError::db_on_shard(shard, e))?;
         if res.rows_affected() == 1 {
             return Ok(Freeze::Done(Balance {
                 available: cur.available.checked_sub(amount)?,

@@ -125,13 +125,32 @@ impl UserDirectory {
         let shard = self.shards.shard_of(user_id);
         tracing::Span::current().record("shard", shard.get());
         // completes the shard row on first registration and on a retry after a crash
-        sqlx::query("INSERT IGNORE INTO users (id, email, password_hash) VALUES (?, ?, ?)")
+        let pool = self.shards.pool_for(user_id);
+        let inserted = sqlx::query("INSERT INTO users (id, email, password_hash) VALUES (?, ?, ?)")
             .bind(user_id.get())
             .bind(&email)
             .bind(password_hash)
-            .execute(self.shards.pool_for(user_id))
-            .await
-            .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
+            .execute(pool)
+            .await;
+        match inserted {
+            Ok(_) => {}
+            // already there (a retry): fine only if it is this very user
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                let same: Option<(u64,)> =
+                    sqlx::query_as("SELECT id FROM users WHERE id = ? AND email = ?")
+                        .bind(user_id.get())
+                        .bind(&email)
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
+                if same.is_none() {
+                    return Err(RouterError::InvalidInput(format!(
+                        "shard {shard} already has a users row for id {user_id} or email {email:?} that does not match the directory"
+                    )));
+                }
+            }
+            Err(e) => return Err(RouterError::db_on_shard(shard.get(), e)),
+        }
         self.cache_set(&self.email_key(&email), user_id).await;
         Ok(Registered {
             user_id,

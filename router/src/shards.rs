@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use domain::{ShardId, UserId};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Column, ConnectOptions, Connection, Row, TypeInfo};
 use tracing::{info, instrument};
 
@@ -186,33 +186,29 @@ impl ShardMap {
         let months: Vec<Month> = (0..=months_ahead).map(|i| first.plus(i)).collect();
         let mut report = EnsureReport::default();
         for (shard, pool) in self.iter() {
-            let existing = self.month_tables(shard).await?;
-            for symbol in router.symbols() {
-                for &month in &months {
-                    for kind in [TableKind::Orders, TableKind::Trades] {
-                        let table = router.table(kind, symbol, month)?;
-                        if existing.contains(table.as_str()) {
-                            continue;
-                        }
-                        let sql = format!(
-                            "CREATE TABLE IF NOT EXISTS `{}` LIKE `{}`",
-                            table.as_str(),
-                            kind.template()
-                        );
-                        sqlx::query(&sql)
-                            .execute(pool)
-                            .await
-                            .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
-                        tracing::debug!(
-                            shard = shard.get(),
-                            table = table.as_str(),
-                            "created month table"
-                        );
-                        report.tables_created += 1;
-                    }
-                }
+            // one runner per shard at a time: every service runs this at start, and two
+            // REORGANIZE PARTITION of the same pmax would collide
+            let place = |e| RouterError::db_on_shard(shard.get(), e);
+            let mut conn = pool.acquire().await.map_err(place)?;
+            let (locked,): (Option<i64>,) =
+                sqlx::query_as("SELECT GET_LOCK('exchange.ensure_tables', 60)")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(place)?;
+            if locked != Some(1) {
+                return Err(RouterError::Busy(format!(
+                    "shard {shard}: another ensure-tables held the lock for 60 s"
+                )));
             }
-            report.partitions_added += ensure_ledger_partitions(pool, shard, &months).await?;
+            let done = ensure_on_shard(&mut conn, shard, router, &months).await;
+            let released = sqlx::query("DO RELEASE_LOCK('exchange.ensure_tables')")
+                .execute(&mut *conn)
+                .await
+                .map_err(place);
+            let r = done?;
+            released?;
+            report.tables_created += r.tables_created;
+            report.partitions_added += r.partitions_added;
         }
         Ok(report)
     }
@@ -222,16 +218,7 @@ impl ShardMap {
     /// # Errors
     /// A database error naming the shard.
     pub async fn month_tables(&self, shard: ShardId) -> Result<BTreeSet<String>, RouterError> {
-        let pool = self.pool(shard)?;
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
-             WHERE table_schema = DATABASE() \
-             AND table_name REGEXP BINARY '^(orders|trades)_[A-Z0-9]{2,20}_[0-9]{6}$'",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
-        Ok(rows.into_iter().map(|(n,)| n).collect())
+        list_month_tables(self.pool(shard)?, shard).await
     }
 
     /// Checks that every table exists on `shard`; the first missing one is an error.
@@ -318,8 +305,61 @@ async fn run_migrations(m: &Migrator, pool: &MySqlPool, place: &str) -> Result<(
 /// Splits the ledger's `pmax` so every month in `months` has its own partition.
 /// Partitions only grow forward: months at or below the newest existing monthly
 /// partition are already covered by it or an earlier one.
+async fn list_month_tables<'e, E>(exec: E, shard: ShardId) -> Result<BTreeSet<String>, RouterError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::MySql>,
+{
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() \
+         AND table_name REGEXP BINARY '^(orders|trades)_[A-Z0-9]{2,20}_[0-9]{6}$'",
+    )
+    .fetch_all(exec)
+    .await
+    .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
+/// Month tables and ledger partitions of one shard (caller holds the shard's lock).
+async fn ensure_on_shard(
+    conn: &mut MySqlConnection,
+    shard: ShardId,
+    router: &TableRouter,
+    months: &[Month],
+) -> Result<EnsureReport, RouterError> {
+    let mut report = EnsureReport::default();
+    let existing = list_month_tables(&mut *conn, shard).await?;
+    for symbol in router.symbols() {
+        for &month in months {
+            for kind in [TableKind::Orders, TableKind::Trades] {
+                let table = router.table(kind, symbol, month)?;
+                if existing.contains(table.as_str()) {
+                    continue;
+                }
+                let sql = format!(
+                    "CREATE TABLE IF NOT EXISTS `{}` LIKE `{}`",
+                    table.as_str(),
+                    kind.template()
+                );
+                sqlx::query(&sql)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
+                tracing::debug!(
+                    shard = shard.get(),
+                    table = table.as_str(),
+                    "created month table"
+                );
+                report.tables_created += 1;
+            }
+        }
+    }
+    report.partitions_added = ensure_ledger_partitions(conn, shard, months).await?;
+    Ok(report)
+}
+
 async fn ensure_ledger_partitions(
-    pool: &MySqlPool,
+    conn: &mut MySqlConnection,
     shard: ShardId,
     months: &[Month],
 ) -> Result<u32, RouterError> {
@@ -328,7 +368,7 @@ async fn ensure_ledger_partitions(
          WHERE table_schema = DATABASE() AND table_name = ? AND partition_name IS NOT NULL",
     )
     .bind(LEDGER_TABLE)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
     if names.is_empty() {
@@ -354,7 +394,7 @@ async fn ensure_ledger_partitions(
             m.next().first_day()
         );
         sqlx::query(&sql)
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
         info!(shard = shard.get(), partition = %m, "added ledger partition");

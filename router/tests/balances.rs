@@ -28,8 +28,10 @@ async fn concurrent_freezes_never_overdraw_and_conserve_the_sum() {
     // 1000 available, 64 tasks each freezing 0.5 three times: 96 of 192 fit... all fit;
     // then 64 tasks each trying 30: only 31 more fit (1000 - 96 = 904 → 30 x 30 = 900)
     seed_balance(&env, user, "USDT", "1000").await;
-    let pool = Arc::new(env.map.pool_for(user).clone());
-    let start = balance(&*pool, user, &usdt)
+    let shards = Arc::new(env.map.clone());
+    let pool = env.map.pool_for(user).clone();
+    let shard = env.map.shard_of(user).get();
+    let start = balance(&pool, shard, user, &usdt)
         .await
         .expect("read")
         .expect("row");
@@ -41,12 +43,12 @@ async fn concurrent_freezes_never_overdraw_and_conserve_the_sum() {
         let amount = Amount::from_str(amount).expect("amount");
         let tasks: Vec<_> = (0..64)
             .map(|_| {
-                let (pool, usdt) = (pool.clone(), usdt);
+                let (shards, usdt) = (shards.clone(), usdt);
                 tokio::spawn(async move {
                     let mut out = Vec::new();
                     for _ in 0..per_task {
                         out.push(
-                            freeze(&pool, user, &usdt, amount, 1_000)
+                            freeze(&shards, user, &usdt, amount, 1_000)
                                 .await
                                 .expect("freeze"),
                         );
@@ -70,7 +72,7 @@ async fn concurrent_freezes_never_overdraw_and_conserve_the_sum() {
             }
         }
     }
-    let end = balance(&*pool, user, &usdt)
+    let end = balance(&pool, shard, user, &usdt)
         .await
         .expect("read")
         .expect("row");
@@ -94,14 +96,62 @@ async fn concurrent_freezes_never_overdraw_and_conserve_the_sum() {
 
     // bad input changes nothing
     assert!(matches!(
-        freeze(&pool, user, &usdt, Amount::ZERO, 3).await,
+        freeze(&shards, user, &usdt, Amount::ZERO, 3).await,
         Err(RouterError::InvalidInput(_))
     ));
-    let after = balance(&*pool, user, &usdt)
+    let after = balance(&pool, shard, user, &usdt)
         .await
         .expect("read")
         .expect("row");
     assert_eq!(after, end);
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn freezes_are_exact_to_the_last_digit() {
+    // amounts that are not exact in binary floating point, on a balance with 28
+    // significant digits: any DOUBLE on the way would show in the last digits
+    let env = TestEnv::new("exactfreeze").await;
+    let user = UserId::new(11).expect("user");
+    let usdt = Asset::new("USDT").expect("asset");
+    seed_balance(&env, user, "USDT", "1234567890.123456789012345678").await;
+    for a in [
+        "0.1",
+        "0.2",
+        "0.000000000000000001",
+        "1234567889.823456789012345677",
+    ] {
+        let out = freeze(
+            &env.map,
+            user,
+            &usdt,
+            Amount::from_str(a).expect("amount"),
+            3,
+        )
+        .await
+        .expect("freeze");
+        assert!(matches!(out, Freeze::Done(_)), "{a}: {out:?}");
+    }
+    // exactly 0 left: one more atom is refused
+    let one_atom = Amount::from_str("0.000000000000000001").expect("atom");
+    let out = freeze(&env.map, user, &usdt, one_atom, 3)
+        .await
+        .expect("freeze");
+    assert_eq!(
+        out,
+        Freeze::Insufficient {
+            available: Amount::ZERO
+        }
+    );
+    let (available, frozen): (String, String) = sqlx::query_as(
+        "SELECT CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances WHERE user_id = ?",
+    )
+    .bind(user.get())
+    .fetch_one(env.map.pool_for(user))
+    .await
+    .expect("row");
+    assert_eq!(available, "0.000000000000000000");
+    assert_eq!(frozen, "1234567890.123456789012345678");
     env.drop_all().await;
 }
 
@@ -161,13 +211,14 @@ async fn decimal_36_18_extremes_round_trip_exactly_or_are_rejected() {
             (Ok(a), Ok(text)) => {
                 assert_eq!(a.to_db_string(), text, "{literal}");
                 // and back: writing the value stores exactly the same number
-                let (same,): (i64,) =
-                    sqlx::query_as("SELECT COUNT(*) FROM dec_probe WHERE k = ? AND v = ?")
-                        .bind(literal)
-                        .bind(a.to_db_string())
-                        .fetch_one(pool)
-                        .await
-                        .expect("compare");
+                let (same,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM dec_probe WHERE k = ? AND v = CAST(? AS DECIMAL(36,18))",
+                )
+                .bind(literal)
+                .bind(a.to_db_string())
+                .fetch_one(pool)
+                .await
+                .expect("compare");
                 assert_eq!(same, 1, "{literal} did not round-trip");
             }
             (Err(RouterError::Decimal(e)), Err(w)) => assert_eq!(e, w, "{literal}"),

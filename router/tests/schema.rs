@@ -27,7 +27,9 @@ fn expected_shard_tables() -> Vec<String> {
 #[tokio::test]
 async fn migrate_up_down_up_on_every_shard() {
     let env = TestEnv::unmigrated("migr").await;
-    assert_eq!(env.map.count(), 4, "the default stack has four shards");
+    let expected: u16 =
+        std::env::var("EXCHANGE_SHARDS").map_or(4, |v| v.parse().expect("EXCHANGE_SHARDS"));
+    assert_eq!(env.map.count(), expected, "one pool per configured shard");
     for round in 0..2 {
         env.map.migrate_up().await.expect("up");
         for (id, pool) in env.map.iter() {
@@ -83,9 +85,10 @@ async fn ensure_tables_is_idempotent_and_missing_tables_are_errors() {
         .ensure_tables(&router, now, 2)
         .await
         .expect("ensure");
-    // 2 symbols x 3 months x 2 kinds x 4 shards; 3 partitions x 4 shards
-    assert_eq!(first.tables_created, 48);
-    assert_eq!(first.partitions_added, 12);
+    // 2 symbols x 3 months x 2 kinds per shard; 3 partitions per shard
+    let shards = u32::from(env.map.count());
+    assert_eq!(first.tables_created, 12 * shards);
+    assert_eq!(first.partitions_added, 3 * shards);
     let again = env
         .map
         .ensure_tables(&router, now, 2)
@@ -138,6 +141,38 @@ async fn ensure_tables_is_idempotent_and_missing_tables_are_errors() {
     assert!(
         matches!(err, RouterError::MissingTable { ref table, shard: 0 } if table == "orders_BTCUSDT_202611"),
         "{err}"
+    );
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn concurrent_ensure_tables_runs_are_serialized() {
+    let env = TestEnv::new("ensurerace").await;
+    let router = TableRouter::new(&["BTCUSDT", "ETHUSDT"]).expect("router");
+    let now = Utc
+        .with_ymd_and_hms(2027, 3, 10, 0, 0, 0)
+        .single()
+        .expect("t");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (map, router) = (env.map.clone(), router.clone());
+            tokio::spawn(async move { map.ensure_tables(&router, now, 3).await })
+        })
+        .collect();
+    let (mut tables, mut parts) = (0, 0);
+    for r in runs {
+        let rep = r
+            .await
+            .expect("task")
+            .expect("every concurrent run succeeds");
+        tables += rep.tables_created;
+        parts += rep.partitions_added;
+    }
+    let shards = u32::from(env.map.count());
+    assert_eq!(
+        (tables, parts),
+        (16 * shards, 4 * shards),
+        "each table/partition created exactly once"
     );
     env.drop_all().await;
 }

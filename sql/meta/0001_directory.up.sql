@@ -4,7 +4,7 @@
 
 CREATE TABLE `user_directory` (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT COMMENT 'dense user id; the user lives on shard id % shard_count',
-  `email` VARCHAR(255) NOT NULL,
+  `email` VARCHAR(255) COLLATE utf8mb4_bin NOT NULL COMMENT 'lower-cased by the code; binary so jose@ and josé@ stay two users',
   `status` ENUM('active', 'suspended', 'closed') NOT NULL DEFAULT 'active',
   `created_at` DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   PRIMARY KEY (`id`),
@@ -12,9 +12,9 @@ CREATE TABLE `user_directory` (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci COMMENT='email -> user_id';
 
 CREATE TABLE `api_keys` (
-  `api_key` CHAR(64) NOT NULL,
+  `api_key` CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL COMMENT 'case-sensitive, like its cache key',
   `user_id` BIGINT UNSIGNED NOT NULL,
-  `secret` VARCHAR(128) NOT NULL COMMENT 'HMAC secret (encrypt at rest in production)',
+  `secret` VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL COMMENT 'HMAC secret (encrypt at rest in production)',
   `label` VARCHAR(64) NOT NULL DEFAULT '',
   `can_trade` BOOLEAN NOT NULL DEFAULT TRUE,
   `can_withdraw` BOOLEAN NOT NULL DEFAULT FALSE,

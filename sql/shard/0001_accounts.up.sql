@@ -4,7 +4,7 @@
 
 CREATE TABLE `users` (
   `id` BIGINT UNSIGNED NOT NULL COMMENT 'user id from the meta directory (not auto-increment here)',
-  `email` VARCHAR(255) NOT NULL,
+  `email` VARCHAR(255) COLLATE utf8mb4_bin NOT NULL COMMENT 'same value as the meta directory',
   `phone` VARCHAR(20) DEFAULT NULL,
   `password_hash` VARCHAR(255) NOT NULL COMMENT '! = no password login',
   `kyc_level` TINYINT NOT NULL DEFAULT 0 COMMENT '0 none, 1 L1, 2 L2, 3 L3',

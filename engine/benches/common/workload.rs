@@ -24,9 +24,21 @@ pub enum Side {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
     /// Limit order: GTC (rests the remainder) or IOC (expires it).
-    Place { id: u64, user: u64, side: Side, price_ticks: u64, qty_lots: u64, ioc: bool },
+    Place {
+        id: u64,
+        user: u64,
+        side: Side,
+        price_ticks: u64,
+        qty_lots: u64,
+        ioc: bool,
+    },
     /// Market order by base quantity.
-    Market { id: u64, user: u64, side: Side, qty_lots: u64 },
+    Market {
+        id: u64,
+        user: u64,
+        side: Side,
+        qty_lots: u64,
+    },
     /// Cancel of an order of `user` that is resting when the command is issued.
     Cancel { id: u64, user: u64 },
 }
@@ -91,23 +103,6 @@ pub struct Workload {
     pub params: Params,
     pub cmds: Vec<Cmd>,
     pub stats: Stats,
-    /// Filled lots after each prefix of `checkpoint_every` commands (for prefixes).
-    checkpoints: Vec<u128>,
-    checkpoint_every: usize,
-}
-
-impl Workload {
-    /// Filled lots of the reference book over the first `n` commands, if `n` is a
-    /// checkpoint (a multiple of 10 000, or the whole stream).
-    pub fn filled_lots_after(&self, n: usize) -> Option<u128> {
-        if n == self.cmds.len() {
-            return Some(self.stats.filled_lots);
-        }
-        if n % self.checkpoint_every != 0 {
-            return None;
-        }
-        self.checkpoints.get(n / self.checkpoint_every).copied()
-    }
 }
 
 /// splitmix64: tiny, fast, good enough for a workload.
@@ -193,7 +188,10 @@ impl RefBook {
     /// (fewer if the side has fewer levels). Cancelled ids still queued are skipped.
     fn depth(&self, side: Side, k: usize) -> Vec<(u64, u64)> {
         let level_qty = |q: &VecDeque<u64>| -> u64 {
-            q.iter().filter_map(|id| self.orders.get(id)).map(|o| o.remaining).sum()
+            q.iter()
+                .filter_map(|id| self.orders.get(id))
+                .map(|o| o.remaining)
+                .sum()
         };
         let mut v = Vec::with_capacity(k);
         let mut push = |(p, q): (&u64, &VecDeque<u64>)| {
@@ -261,7 +259,16 @@ impl RefBook {
     fn rest(&mut self, id: u64, user: u64, side: Side, price: u64, remaining: u64) {
         let live_idx = self.live.len();
         self.live.push(id);
-        self.orders.insert(id, RefOrder { side, price, remaining, user, live_idx });
+        self.orders.insert(
+            id,
+            RefOrder {
+                side,
+                price,
+                remaining,
+                user,
+                live_idx,
+            },
+        );
         self.queue(side).entry(price).or_default().push_back(id);
     }
 
@@ -284,19 +291,25 @@ impl RefBook {
 
 /// Generates the workload. Same `params` ⇒ same commands.
 pub fn generate(params: Params) -> Workload {
-    const CHECKPOINT: usize = 10_000;
     let mut rng = SplitMix64::new(params.seed);
     let mut book = RefBook::default();
     let mut cmds = Vec::with_capacity(params.commands);
     let mut stats = Stats::default();
-    let mut checkpoints = vec![0u128];
     let mut mid = params.start_mid;
-    let (lo, hi) = (params.start_mid - params.mid_range, params.start_mid + params.mid_range);
+    let (lo, hi) = (
+        params.start_mid - params.mid_range,
+        params.start_mid + params.mid_range,
+    );
     let mut next_id = 1u64;
 
-    for i in 0..params.commands {
+    for _ in 0..params.commands {
         if rng.below(1000) < params.drift_per_mille {
-            mid = if rng.next_u64() & 1 == 0 { mid + 1 } else { mid - 1 }.clamp(lo, hi);
+            mid = if rng.next_u64() & 1 == 0 {
+                mid + 1
+            } else {
+                mid - 1
+            }
+            .clamp(lo, hi);
         }
         let roll = rng.below(100);
         if roll < 30 && !book.live.is_empty() {
@@ -312,7 +325,11 @@ pub fn generate(params: Params) -> Workload {
         } else if roll >= 90 {
             // Taker walking 1..=4 levels of the opposite side.
             let side = rng.side();
-            let opp = if side == Side::Buy { Side::Sell } else { Side::Buy };
+            let opp = if side == Side::Buy {
+                Side::Sell
+            } else {
+                Side::Buy
+            };
             let k = 1 + rng.below(4) as usize;
             let levels = book.depth(opp, k);
             let user = 1 + rng.below(params.users);
@@ -328,14 +345,26 @@ pub fn generate(params: Params) -> Workload {
             };
             if rng.next_u64() & 1 == 0 {
                 book.take(side, None, qty);
-                cmds.push(Cmd::Market { id, user, side, qty_lots: qty });
+                cmds.push(Cmd::Market {
+                    id,
+                    user,
+                    side,
+                    qty_lots: qty,
+                });
                 stats.markets += 1;
             } else {
                 let filled = book.take(side, Some(limit), qty);
                 if filled > 0 {
                     stats.crossing_places += 1;
                 }
-                cmds.push(Cmd::Place { id, user, side, price_ticks: limit, qty_lots: qty, ioc: true });
+                cmds.push(Cmd::Place {
+                    id,
+                    user,
+                    side,
+                    price_ticks: limit,
+                    qty_lots: qty,
+                    ioc: true,
+                });
                 stats.ioc_places += 1;
             }
         } else {
@@ -358,17 +387,25 @@ pub fn generate(params: Params) -> Workload {
             if filled < qty {
                 book.rest(id, user, side, price, qty - filled);
             }
-            cmds.push(Cmd::Place { id, user, side, price_ticks: price, qty_lots: qty, ioc: false });
+            cmds.push(Cmd::Place {
+                id,
+                user,
+                side,
+                price_ticks: price,
+                qty_lots: qty,
+                ioc: false,
+            });
             stats.places += 1;
         }
         stats.max_resting = stats.max_resting.max(book.live.len());
-        if (i + 1) % CHECKPOINT == 0 {
-            checkpoints.push(book.filled_lots);
-        }
     }
     stats.filled_lots = book.filled_lots;
     stats.fills = book.fills;
     stats.resting_at_end = book.live.len();
     stats.levels_at_end = book.bids.len() + book.asks.len();
-    Workload { params, cmds, stats, checkpoints, checkpoint_every: CHECKPOINT }
+    Workload {
+        params,
+        cmds,
+        stats,
+    }
 }
