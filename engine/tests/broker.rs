@@ -1,7 +1,8 @@
 //! The broker properties the order pipeline relies on, checked against the broker the
 //! project's scripts run (tansu by default), so an upgrade that breaks one is caught:
 //! partitions with stable key → partition placement, idempotent `acks=all` produce,
-//! and consumer-group offsets that survive a hard broker crash (kill -9) and restart.
+//! consumer-group offsets that survive a hard broker crash (kill -9) and restart, and
+//! sends in flight during such a crash delivered exactly once, in order per key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -160,6 +161,72 @@ async fn partitions_idempotent_produce_and_group_offsets_survive_a_broker_crash(
         i64::try_from(before).expect("n"),
         "log lost or rewound on partition {partition}"
     );
+
+    in_flight_sends_survive_a_broker_crash(&s, &tag).await;
+}
+
+/// Sends in flight while the broker is killed: the idempotent producer's retries must
+/// neither lose nor duplicate anything, and per-key order must hold.
+async fn in_flight_sends_survive_a_broker_crash(s: &BusSettings, tag: &str) {
+    const N: usize = 3_000;
+    let topic = format!("t_inflight_{tag}");
+    ensure_topic(s, &topic, 2).await.expect("create topic");
+    let p = producer(s).expect("producer");
+    let mut pending = Vec::with_capacity(N);
+    let send = |i: usize| {
+        let key = format!("K{}", i % 4);
+        let payload = format!("{i}");
+        p.send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
+            .map_err(|(e, _)| e)
+            .expect("queued")
+    };
+    for i in 0..N / 2 {
+        pending.push(send(i));
+    }
+    // some are acked, many still in flight: kill the broker, queue the rest meanwhile
+    pending
+        .remove(0)
+        .await
+        .expect("delivery")
+        .map_err(|(e, _)| e)
+        .expect("first ack");
+    stack(&["kill", "kafka"]);
+    for i in N / 2..N {
+        pending.push(send(i));
+    }
+    stack(&["start", "kafka"]);
+    for f in pending {
+        f.await
+            .expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("acked after the restart");
+    }
+    // read everything back
+    let c = consumer(s, &format!("g_inflight_{tag}")).expect("consumer");
+    c.subscribe(&[&topic]).expect("subscribe");
+    let got = receive(&c, N, Duration::from_secs(90)).await;
+    let extra = receive_quiet(&c, Duration::from_secs(3)).await;
+    assert!(extra.is_empty(), "{} messages duplicated", extra.len());
+    let mut per_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (_, _, key, payload) in &got {
+        per_key
+            .entry(key.clone())
+            .or_default()
+            .push(payload.parse().expect("payload"));
+    }
+    let mut all: Vec<usize> = per_key.values().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..N).collect::<Vec<_>>(),
+        "every message exactly once"
+    );
+    for (key, seq) in &per_key {
+        assert!(
+            seq.windows(2).all(|w| w[0] < w[1]),
+            "key {key} out of order"
+        );
+    }
 }
 
 /// Whatever arrives within `wait` (used to prove nothing more comes).

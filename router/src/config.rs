@@ -197,8 +197,8 @@ impl Settings {
         if self.snowflake.worker_id.is_some_and(|w| w > 31) {
             return bad("snowflake.worker_id must be 0..=31".into());
         }
-        if self.snowflake.lease_ttl_ms < 1_000 {
-            return bad("snowflake.lease_ttl_ms must be at least 1000".into());
+        if self.snowflake.lease_ttl_ms < 2_000 {
+            return bad("snowflake.lease_ttl_ms must be at least 2000".into());
         }
         for s in &self.symbols {
             domain::Symbol::new(s)

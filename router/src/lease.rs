@@ -7,24 +7,50 @@
 //! was sent, so it is conservative) is in the future: if renewals fail, or Redis says
 //! the key is no longer ours, issuance stops by itself. Two live processes never hold
 //! the same (datacenter, worker).
+//!
+//! Across holders, a high-water mark `{lease key}:hw` records the latest time a holder
+//! may have issued ids at (raised to the deadline on acquire and every renewal, set to
+//! the release time on release). A new holder whose clock is behind the mark waits if
+//! the gap is ≤ 5 ms and refuses otherwise, so a restart after a clock step back never
+//! re-issues an id. (A worker id fixed in config has no such memory: there, the clock
+//! must not step back across a restart.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, Script};
+use deadpool_redis::redis::Script;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::error::RouterError;
-use crate::snowflake::{Clock, LeaseClock, Snowflake, SystemClock, MAX_NODE};
+use crate::snowflake::{
+    Clock, LeaseClock, Snowflake, SnowflakeError, SystemClock, MAX_BACKWARD_MS, MAX_NODE,
+};
 
 /// Margin kept between the local deadline and the Redis expiry.
 const SAFETY_MARGIN_MS: u64 = 500;
 
-const RENEW: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
-const RELEASE: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+/// KEYS: lease, high-water. ARGV: token, ttl, hw. Takes the lease if free; raises the
+/// high-water mark to `hw`; returns the previous mark (or `false` if taken).
+const ACQUIRE: &str = r"
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+local prev = tonumber(redis.call('get', KEYS[2]) or '0')
+redis.call('set', KEYS[2], tostring(math.max(prev, tonumber(ARGV[3]))))
+return tostring(prev)";
+/// KEYS: lease, high-water. ARGV: token, ttl, hw.
+const RENEW: &str = r"
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('pexpire', KEYS[1], ARGV[2])
+local prev = tonumber(redis.call('get', KEYS[2]) or '0')
+redis.call('set', KEYS[2], tostring(math.max(prev, tonumber(ARGV[3]))))
+return 1";
+/// KEYS: lease, high-water. ARGV: token, now (issuance has stopped: no id is later).
+const RELEASE: &str = r"
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[2])
+return redis.call('del', KEYS[1])";
 
 /// A held worker-id lease. Dropping it stops renewal; [`WorkerLease::release`] also
 /// deletes the key so the id is free at once.
@@ -63,39 +89,52 @@ impl WorkerLease {
             )));
         }
         let token = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let acquire = Script::new(ACQUIRE);
         let mut conn = pool.get().await?;
         for worker in 0..=MAX_NODE {
             let key = format!("{prefix}snowflake:{datacenter}:{worker}");
+            let hw_key = format!("{key}:hw");
             let sent_at = now_ms();
-            let ok: Option<String> = redis::cmd("SET")
-                .arg(&key)
+            let prev: Option<String> = acquire
+                .key(&key)
+                .key(&hw_key)
                 .arg(&token)
-                .arg("NX")
-                .arg("PX")
                 .arg(ttl_ms)
-                .query_async(&mut *conn)
+                .arg(sent_at + ttl_ms)
+                .invoke_async(&mut *conn)
                 .await?;
-            if ok.is_some() {
-                drop(conn);
-                let deadline_ms = Arc::new(AtomicU64::new(sent_at + ttl_ms - SAFETY_MARGIN_MS));
-                let renewer = tokio::spawn(renew_loop(
-                    pool.clone(),
-                    key.clone(),
-                    token.clone(),
-                    ttl_ms,
-                    deadline_ms.clone(),
-                ));
-                info!(datacenter, worker, ttl_ms, "leased snowflake worker id");
-                return Ok(Self {
-                    datacenter,
-                    worker,
-                    key,
-                    token,
-                    deadline_ms,
-                    renewer: Some(renewer),
-                    pool,
-                });
+            let Some(prev) = prev else { continue };
+            let prev_hw: u64 = prev.parse().unwrap_or(0);
+            if let Err(e) = wait_past(prev_hw).await {
+                // do not squat on the id we cannot use
+                let _: i64 = Script::new(RELEASE)
+                    .key(&key)
+                    .key(&hw_key)
+                    .arg(&token)
+                    .arg(prev_hw)
+                    .invoke_async(&mut *conn)
+                    .await?;
+                return Err(e.into());
             }
+            drop(conn);
+            let deadline_ms = Arc::new(AtomicU64::new(sent_at + ttl_ms - SAFETY_MARGIN_MS));
+            let renewer = tokio::spawn(renew_loop(
+                pool.clone(),
+                key.clone(),
+                token.clone(),
+                ttl_ms,
+                deadline_ms.clone(),
+            ));
+            info!(datacenter, worker, ttl_ms, "leased snowflake worker id");
+            return Ok(Self {
+                datacenter,
+                worker,
+                key,
+                token,
+                deadline_ms,
+                renewer: Some(renewer),
+                pool,
+            });
         }
         Err(RouterError::Redis(format!(
             "all {} worker ids of datacenter {datacenter} are leased",
@@ -150,7 +189,9 @@ impl WorkerLease {
         let mut conn = self.pool.get().await?;
         let _: i64 = Script::new(RELEASE)
             .key(&self.key)
+            .key(format!("{}:hw", self.key))
             .arg(&self.token)
+            .arg(now_ms())
             .invoke_async(&mut *conn)
             .await?;
         Ok(())
@@ -186,8 +227,10 @@ async fn renew_loop(
             let mut conn = pool.get().await?;
             Ok(script
                 .key(&key)
+                .key(format!("{key}:hw"))
                 .arg(&token)
                 .arg(ttl_ms)
+                .arg(sent_at + ttl_ms)
                 .invoke_async(&mut *conn)
                 .await?)
         }
@@ -206,6 +249,23 @@ async fn renew_loop(
             Err(e) => warn!(key, error = %e, "snowflake lease renewal failed"),
         }
     }
+}
+
+/// Waits until the clock is past `mark` if that is at most [`MAX_BACKWARD_MS`] away.
+async fn wait_past(mark: u64) -> Result<(), SnowflakeError> {
+    let now = now_ms();
+    if now > mark {
+        return Ok(());
+    }
+    let behind_ms = mark - now + 1;
+    if behind_ms > MAX_BACKWARD_MS {
+        return Err(SnowflakeError::ClockMovedBackwards { behind_ms });
+    }
+    tokio::time::sleep(Duration::from_millis(behind_ms)).await;
+    while now_ms() <= mark {
+        tokio::task::yield_now().await;
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {

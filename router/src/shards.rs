@@ -45,8 +45,9 @@ impl ShardMap {
     /// as an error on first use (and in `status`), not as a failure to start.
     ///
     /// # Errors
-    /// [`RouterError::Config`] for a URL that does not parse.
+    /// [`RouterError::Config`] for invalid settings or a URL that does not parse.
     pub fn connect_lazy(settings: &Settings) -> Result<Self, RouterError> {
+        settings.validate()?;
         let shards = settings
             .shards
             .iter()

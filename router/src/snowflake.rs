@@ -438,6 +438,32 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+        #[test]
+        fn real_threads_on_one_worker_get_unique_increasing_ids(threads in 2usize..6, per_thread in 1usize..20_000,
+                                                                dc in 0u8..32, w in 0u8..32) {
+            let g = Arc::new(Snowflake::new(dc, w).expect("gen"));
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let g = g.clone();
+                    std::thread::spawn(move || (0..per_thread).map(|_| g.next_id().expect("id")).collect::<Vec<u64>>())
+                })
+                .collect();
+            let mut all = HashSet::new();
+            for h in handles {
+                let ids = h.join().expect("join");
+                proptest::prop_assert!(ids.windows(2).all(|p| p[0] < p[1]), "per-thread order");
+                for id in ids {
+                    proptest::prop_assert!(all.insert(id), "duplicate {}", id);
+                    let d = decode(id).expect("decode");
+                    proptest::prop_assert_eq!((d.datacenter, d.worker), (dc, w));
+                }
+            }
+            proptest::prop_assert_eq!(all.len(), threads * per_thread);
+        }
+    }
+
+    proptest::proptest! {
         #[test]
         fn ids_increase_for_any_monotone_clock(steps in proptest::collection::vec(0u64..3, 1..3000),
                                                 dc in 0u8..32, w in 0u8..32) {

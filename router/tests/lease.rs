@@ -61,3 +61,48 @@ async fn leases_are_exclusive_and_loss_stops_issuance() {
     drop(a);
     env.drop_all().await;
 }
+
+#[tokio::test]
+async fn a_new_holder_never_issues_before_the_previous_holders_high_water_mark() {
+    let env = TestEnv::unmigrated("leasehw").await;
+    let ttl = Duration::from_millis(2_000);
+    let now = || u64::try_from(chrono::Utc::now().timestamp_millis()).expect("ms");
+    let mut redis = env.redis().get().await.expect("redis");
+    let hw_key = format!("{}snowflake:4:0:hw", env.prefix);
+
+    // a previous holder may have issued ids up to 1 minute ahead of our clock (the
+    // clock stepped back across the restart): refuse, and leave the id free
+    let _: () = redis.set(&hw_key, now() + 60_000).await.expect("set hw");
+    match WorkerLease::acquire(env.redis(), &env.prefix, 4, ttl).await {
+        Err(router::RouterError::Snowflake(SnowflakeError::ClockMovedBackwards { behind_ms })) => {
+            assert!(behind_ms > 59_000, "{behind_ms}");
+        }
+        other => panic!("expected ClockMovedBackwards, got {other:?}"),
+    }
+    let held: Option<String> = redis
+        .get(format!("{}snowflake:4:0", env.prefix))
+        .await
+        .expect("get");
+    assert_eq!(held, None, "a refused acquire does not keep the lease");
+
+    // 3 ms ahead: waited out; the first id is later than the mark
+    let mark = now() + 3;
+    let _: () = redis.set(&hw_key, mark).await.expect("set hw");
+    let lease = WorkerLease::acquire(env.redis(), &env.prefix, 4, ttl)
+        .await
+        .expect("lease");
+    assert_eq!(lease.worker(), 0);
+    let id = lease.generator().expect("gen").next_id().expect("id");
+    assert!(router::decode(id).expect("decode").unix_ms > mark);
+    // holding raises the mark to the lease deadline; release lowers it to "now"
+    let held_hw: u64 = redis.get(&hw_key).await.expect("hw");
+    assert!(held_hw >= now() + 1_000, "mark covers the lease period");
+    lease.release().await.expect("release");
+    let released_hw: u64 = redis.get(&hw_key).await.expect("hw");
+    assert!(released_hw <= now());
+    let again = WorkerLease::acquire(env.redis(), &env.prefix, 4, ttl)
+        .await
+        .expect("re-lease at once");
+    drop(again);
+    env.drop_all().await;
+}

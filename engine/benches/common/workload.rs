@@ -60,6 +60,17 @@ pub struct Params {
     pub users: u64,
     /// Place quantities are 1..=max_place_lots lots.
     pub max_place_lots: u64,
+    /// Most places land 1..=near_levels ticks from the mid on their own side ...
+    pub near_levels: u64,
+    /// ... and this share (in 1/1000) lands deeper, near_levels+1..=deep_levels ticks.
+    pub deep_per_mille: u64,
+    pub deep_levels: u64,
+    /// A taker's quantity is at most 1..=max_taker_lots (and at most what its 1..=4
+    /// levels hold).
+    pub max_taker_lots: u64,
+    /// The cancel share moves between 27 % and 33 % to keep the book near this many
+    /// resting orders (the restoring force a fixed mix lacks).
+    pub target_resting: usize,
 }
 
 impl Params {
@@ -73,6 +84,11 @@ impl Params {
             drift_per_mille: 100,
             users: 1_000,
             max_place_lots: 1_000,
+            near_levels: 4,
+            deep_per_mille: DEEP,
+            deep_levels: DEEPL,
+            max_taker_lots: TAKER,
+            target_resting: TARGET,
         }
     }
 }
@@ -94,6 +110,8 @@ pub struct Stats {
     pub takers_on_empty_side: usize,
     pub resting_at_end: usize,
     pub max_resting: usize,
+    /// Resting orders averaged over all commands.
+    pub mean_resting: usize,
     pub levels_at_end: usize,
 }
 
@@ -301,6 +319,7 @@ pub fn generate(params: Params) -> Workload {
         params.start_mid + params.mid_range,
     );
     let mut next_id = 1u64;
+    let mut resting_sum = 0usize;
 
     for _ in 0..params.commands {
         if rng.below(1000) < params.drift_per_mille {
@@ -312,7 +331,15 @@ pub fn generate(params: Params) -> Workload {
             .clamp(lo, hi);
         }
         let roll = rng.below(100);
-        if roll < 30 && !book.live.is_empty() {
+        let n = book.live.len();
+        let cancel_share = if n < params.target_resting * 9 / 10 {
+            27
+        } else if n > params.target_resting * 11 / 10 {
+            33
+        } else {
+            30
+        };
+        if roll < cancel_share && !book.live.is_empty() {
             // Cancel: of two random resting orders, the one farther from the mid
             // (stale quotes are the ones traders pull).
             let a = book.live[rng.below(book.live.len() as u64) as usize];
@@ -341,7 +368,8 @@ pub fn generate(params: Params) -> Workload {
             } else {
                 let before: u64 = levels[..levels.len() - 1].iter().map(|l| l.1).sum();
                 let last = levels[levels.len() - 1];
-                (before + 1 + rng.below(last.1), last.0)
+                let walk = before + 1 + rng.below(last.1);
+                (walk.min(1 + rng.below(params.max_taker_lots)), last.0)
             };
             if rng.next_u64() & 1 == 0 {
                 book.take(side, None, qty);
@@ -371,7 +399,11 @@ pub fn generate(params: Params) -> Workload {
             // GTC place 1..=4 ticks from the mid on its own side; the drifting mid
             // makes some of them cross what was left behind.
             let side = rng.side();
-            let d = 1 + rng.below(4);
+            let d = if rng.below(1000) < params.deep_per_mille {
+                params.near_levels + 1 + rng.below(params.deep_levels - params.near_levels)
+            } else {
+                1 + rng.below(params.near_levels)
+            };
             let price = match side {
                 Side::Buy => mid - d,
                 Side::Sell => mid + d,
@@ -398,10 +430,12 @@ pub fn generate(params: Params) -> Workload {
             stats.places += 1;
         }
         stats.max_resting = stats.max_resting.max(book.live.len());
+        resting_sum += book.live.len();
     }
     stats.filled_lots = book.filled_lots;
     stats.fills = book.fills;
     stats.resting_at_end = book.live.len();
+    stats.mean_resting = resting_sum / params.commands.max(1);
     stats.levels_at_end = book.bids.len() + book.asks.len();
     Workload {
         params,

@@ -147,6 +147,9 @@ async fn run(cli: Cli) -> Result<bool> {
             let map = ShardMap::connect_lazy(&settings)?;
             let router = TableRouter::new(&settings.symbols)?;
             let ahead = months_ahead.unwrap_or(settings.months_ahead);
+            if ahead > 24 {
+                bail!("--months-ahead must be at most 24, got {ahead}");
+            }
             let report = map
                 .ensure_tables(&router, chrono::Utc::now(), ahead)
                 .await?;
