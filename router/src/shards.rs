@@ -222,6 +222,26 @@ impl ShardMap {
         list_month_tables(self.pool(shard)?, shard).await
     }
 
+    /// The `kind` tables of `symbol` covering `[from, to]` on `shard`, oldest first,
+    /// checked to exist: what a history query iterates. A month in the range that has
+    /// no table is [`RouterError::MissingTable`], never silently skipped.
+    ///
+    /// # Errors
+    /// Unknown symbol, bad range, a missing table, database errors.
+    pub async fn tables_in_range(
+        &self,
+        shard: ShardId,
+        router: &TableRouter,
+        kind: TableKind,
+        symbol: &domain::Symbol,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<TableName>, RouterError> {
+        let tables = router.tables_in_range(kind, symbol, from, to)?;
+        self.require_tables(shard, &tables).await?;
+        Ok(tables)
+    }
+
     /// Checks that every table exists on `shard`; the first missing one is an error.
     /// Used before a multi-month query so a gap is reported, not skipped.
     ///

@@ -126,6 +126,25 @@ async fn ensure_tables_is_idempotent_and_missing_tables_are_errors() {
         .tables_in_range(TableKind::Orders, &btc, from, now)
         .expect("range");
     let shard0 = domain::ShardId::new(0);
+    let err = env
+        .map
+        .tables_in_range(shard0, &router, TableKind::Orders, &btc, from, now)
+        .await
+        .expect_err("gap must be reported");
+    assert!(matches!(err, RouterError::MissingTable { .. }), "{err}");
+    let ok = env
+        .map
+        .tables_in_range(
+            shard0,
+            &router,
+            TableKind::Orders,
+            &btc,
+            now,
+            now + chrono::Duration::days(40),
+        )
+        .await
+        .expect("existing range");
+    assert_eq!(ok.len(), 3, "202612, 202701, 202702");
     match env.map.require_tables(shard0, &range).await {
         Err(RouterError::MissingTable { table, shard }) => {
             assert_eq!((table.as_str(), shard), ("orders_BTCUSDT_202611", 0));
