@@ -50,6 +50,10 @@ pub struct SymbolSpec {
     pub market_band_bps: u32,
     /// Derived: a tick in 10^-18 units.
     tick_e18: i128,
+    /// Derived: `Some(k)` when the tick is exactly `10^-k` (the fast conversion path).
+    tick_pow10: Option<u32>,
+    /// Derived: `Some(k)` when the step is exactly `10^-k`.
+    step_pow10: Option<u32>,
     /// Derived: a lot in 10^-18 units.
     step_e18: i128,
     /// Derived: base atoms per lot.
@@ -114,6 +118,53 @@ impl From<SymbolSpec> for SpecParams {
             market_band_bps: s.market_band_bps,
         }
     }
+}
+
+/// `10^0 ..= 10^19`.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// `Some(k)` if `unit_e18` (a grid unit in 10^-18) is exactly `10^-k`.
+fn pow10_of(unit_e18: i128) -> Option<u32> {
+    (0..=18u32).find(|&k| 10i128.pow(18 - k) == unit_e18)
+}
+
+/// Why a decimal does not map onto a grid.
+enum OffGrid {
+    NotOnGrid,
+    TooLarge,
+}
+
+/// `d / unit` for a positive `d`, exact or an error. Fast path in `u64` when the unit
+/// is a power of ten and the mantissa fits; otherwise `i128` on the 10^-18 grid.
+#[inline]
+fn to_grid(d: Decimal, unit_e18: i128, unit_pow10: Option<u32>) -> Result<u64, OffGrid> {
+    if let (Some(k), Ok(m)) = (unit_pow10, u64::try_from(d.mantissa())) {
+        let s = d.scale();
+        return if s <= k {
+            m.checked_mul(POW10[(k - s) as usize])
+                .ok_or(OffGrid::TooLarge)
+        } else {
+            let div = POW10[(s - k) as usize];
+            if m % div == 0 {
+                Ok(m / div)
+            } else {
+                Err(OffGrid::NotOnGrid)
+            }
+        };
+    }
+    let v = e18(d).ok_or(OffGrid::TooLarge)?;
+    if v % unit_e18 != 0 {
+        return Err(OffGrid::NotOnGrid);
+    }
+    u64::try_from(v / unit_e18).map_err(|_| OffGrid::TooLarge)
 }
 
 fn e18(d: Decimal) -> Option<i128> {
@@ -185,6 +236,8 @@ impl SymbolSpec {
             taker_fee_ppm,
             market_band_bps,
             tick_e18,
+            tick_pow10: pow10_of(tick_e18),
+            step_pow10: pow10_of(step_e18),
             step_e18,
             base_atoms_per_lot,
             quote_atoms_per_tick_lot,
@@ -197,11 +250,10 @@ impl SymbolSpec {
     /// [`RejectReason::PriceNotOnTick`] off the grid, [`RejectReason::TooLarge`] past `u64`.
     #[inline]
     pub fn ticks(&self, price: Price) -> Result<Ticks, RejectReason> {
-        let v = e18(price.get()).ok_or(RejectReason::TooLarge)?;
-        if v % self.tick_e18 != 0 {
-            return Err(RejectReason::PriceNotOnTick);
-        }
-        u64::try_from(v / self.tick_e18).map_err(|_| RejectReason::TooLarge)
+        to_grid(price.get(), self.tick_e18, self.tick_pow10).map_err(|e| match e {
+            OffGrid::NotOnGrid => RejectReason::PriceNotOnTick,
+            OffGrid::TooLarge => RejectReason::TooLarge,
+        })
     }
 
     /// Quantity → lots, exact.
@@ -210,11 +262,10 @@ impl SymbolSpec {
     /// [`RejectReason::QtyNotOnStep`] off the grid, [`RejectReason::TooLarge`] past `u64`.
     #[inline]
     pub fn lots(&self, qty: Qty) -> Result<Lots, RejectReason> {
-        let v = e18(qty.get()).ok_or(RejectReason::TooLarge)?;
-        if v % self.step_e18 != 0 {
-            return Err(RejectReason::QtyNotOnStep);
-        }
-        u64::try_from(v / self.step_e18).map_err(|_| RejectReason::TooLarge)
+        to_grid(qty.get(), self.step_e18, self.step_pow10).map_err(|e| match e {
+            OffGrid::NotOnGrid => RejectReason::QtyNotOnStep,
+            OffGrid::TooLarge => RejectReason::TooLarge,
+        })
     }
 
     /// A quote amount → quote atoms, exact.
@@ -287,5 +338,71 @@ impl SymbolSpec {
     #[inline]
     pub fn fee(atoms: u128, ppm: u32) -> u128 {
         (atoms * u128::from(ppm)).div_ceil(1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(tick: &str, step: &str) -> SymbolSpec {
+        SymbolSpec::new(
+            Symbol::new("XY").expect("s"),
+            Asset::new("XX").expect("a"),
+            Asset::new("YY").expect("a"),
+            tick.parse().expect("tick"),
+            step.parse().expect("step"),
+            18,
+            18,
+            0,
+            0,
+            100,
+        )
+        .expect("spec")
+    }
+
+    proptest::proptest! {
+        /// The u64 fast path and the i128 path agree on every input, on and off grid.
+        #[test]
+        fn fast_and_general_grid_conversion_agree(m in 1u64..u64::MAX, scale in 0u32..=18, k in 0u32..=18) {
+            let d = Decimal::from_i128_with_scale(i128::from(m), scale);
+            let unit = 10i128.pow(18 - k);
+            let fast = to_grid(d, unit, Some(k));
+            let slow = to_grid(d, unit, None);
+            match (fast, slow) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Err(OffGrid::NotOnGrid), Err(OffGrid::NotOnGrid)) | (Err(OffGrid::TooLarge), Err(OffGrid::TooLarge)) => {}
+                (Err(OffGrid::TooLarge), Err(OffGrid::NotOnGrid)) | (Err(OffGrid::NotOnGrid), Err(OffGrid::TooLarge)) => {
+                    proptest::prop_assert!(false, "different errors for {}", d);
+                }
+                (a, b) => proptest::prop_assert!(false, "{} -> {:?} vs {:?}", d, a.is_ok(), b.is_ok()),
+            }
+        }
+    }
+
+    #[test]
+    fn non_decimal_ticks_use_the_general_path() {
+        let s = spec("0.05", "0.5");
+        assert_eq!(s.ticks("1.15".parse().expect("p")), Ok(23));
+        assert_eq!(
+            s.ticks("1.12".parse().expect("p")),
+            Err(RejectReason::PriceNotOnTick)
+        );
+        assert_eq!(s.lots("2".parse().expect("q")), Ok(4));
+        assert_eq!(
+            s.lots("0.25".parse().expect("q")),
+            Err(RejectReason::QtyNotOnStep)
+        );
+        let s = spec("0.01", "0.001");
+        assert_eq!(s.ticks("123.45".parse().expect("p")), Ok(12_345));
+        assert_eq!(s.ticks("123.4500".parse().expect("p")), Ok(12_345));
+        assert_eq!(
+            s.ticks("123.451".parse().expect("p")),
+            Err(RejectReason::PriceNotOnTick)
+        );
+        assert_eq!(
+            s.ticks("999999999999999999".parse().expect("p")),
+            Err(RejectReason::TooLarge)
+        );
     }
 }
