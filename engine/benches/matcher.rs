@@ -28,7 +28,7 @@ use hdrhistogram::Histogram;
 use common::adapters::matchcore_adapter::MatchcoreAdapter;
 use common::adapters::orderbook_rs_adapter::OrderbookRsAdapter;
 use common::adapters::ours::{Ours, OursAdapter};
-use common::adapters::Adapter;
+use common::adapters::{Adapter, Outcome};
 use common::workload::{generate, Cmd, Params, Workload};
 
 const DEFAULT_SEED: u64 = 0x5EED_0000_0000_0005;
@@ -160,6 +160,7 @@ struct Row {
     hist: Histogram<u64>,
     filled: u128,
     rejected: usize,
+    outcomes: Vec<Outcome>,
 }
 
 fn cps(n: usize, d: Duration) -> f64 {
@@ -171,16 +172,16 @@ fn measure<A: Adapter>(cmds: &[Cmd], passes: usize, peer: bool) -> Row {
     let native = A::convert(cmds);
     let n = native.len();
 
-    // Cross-check (untimed): what the engine traded and refused.
-    let (mut filled, mut rejected) = (0u128, 0usize);
+    // Cross-check (untimed): what the engine traded and refused, per command.
+    let mut outcomes = Vec::with_capacity(n);
     {
         let mut e = A::fresh();
         for cmd in &native {
-            let o = A::apply_checked(&mut e, cmd);
-            filled += u128::from(o.filled);
-            rejected += usize::from(o.rejected);
+            outcomes.push(A::apply_checked(&mut e, cmd));
         }
     }
+    let filled = outcomes.iter().map(|o| u128::from(o.filled)).sum();
+    let rejected = outcomes.iter().filter(|o| o.rejected).count();
 
     // Warm-up pass, then timed passes; each on a fresh engine, dropped after timing.
     let mut times = Vec::with_capacity(passes);
@@ -220,6 +221,7 @@ fn measure<A: Adapter>(cmds: &[Cmd], passes: usize, peer: bool) -> Row {
         hist,
         filled,
         rejected,
+        outcomes,
     }
 }
 
@@ -343,6 +345,16 @@ fn table(w: &Workload, passes: usize) {
         "workload: {n} commands (seed {:#x}): {} GTC places, {} IOC limits, {} markets, {} cancels",
         w.params.seed, w.stats.places, w.stats.ioc_places, w.stats.markets, w.stats.cancels
     );
+    let takers = (w.stats.ioc_places + w.stats.markets).max(1);
+    println!(
+        "book: {} resting orders on average (max {}), {} levels at the end; {} of the places \
+         traded on arrival; takers traded at {:.2} price levels on average",
+        w.stats.mean_resting,
+        w.stats.max_resting,
+        w.stats.levels_at_end,
+        w.stats.crossing_places,
+        w.stats.taker_levels as f64 / takers as f64
+    );
     println!("single thread; commands pre-converted to each engine's native type before timing.");
     println!(
         "commands/s = commands / wall time of one pass over the whole stream on a fresh engine \
@@ -385,11 +397,11 @@ fn table(w: &Workload, passes: usize) {
     println!();
     println!("cross-check (untimed pass): lots traded and commands refused per engine");
     println!(
-        "| {:<24} | {:>16} | {:>9} |",
+        "| {:<26} | {:>16} | {:>9} |",
         "engine", "lots traded", "refused"
     );
     println!(
-        "| {:<24} | {:>16} | {:>9} |",
+        "| {:<26} | {:>16} | {:>9} |",
         "reference book (generator)", w.stats.filled_lots, 0
     );
     for r in &rows {
@@ -399,9 +411,29 @@ fn table(w: &Workload, passes: usize) {
             "  <-- differs from the reference"
         };
         println!(
-            "| {:<24} | {:>16} | {:>9} |{mark}",
+            "| {:<26} | {:>16} | {:>9} |{mark}",
             r.name, r.filled, r.rejected
         );
+    }
+    // Where a peer first disagrees with ours, command by command.
+    for r in rows.iter().filter(|r| r.peer) {
+        let first = rows[0]
+            .outcomes
+            .iter()
+            .zip(&r.outcomes)
+            .position(|(a, b)| a.filled != b.filled || a.rejected != b.rejected);
+        if let Some(i) = first {
+            let diverging = rows[0]
+                .outcomes
+                .iter()
+                .zip(&r.outcomes)
+                .filter(|(a, b)| a.filled != b.filled || a.rejected != b.rejected)
+                .count();
+            println!(
+                "  {}: {diverging} commands differ from ours; first at #{i} {:?}: ours {:?}, {} {:?}",
+                r.name, cmds[i], rows[0].outcomes[i], r.name, r.outcomes[i]
+            );
+        }
     }
     println!();
     let rate = |k: f64, d: Duration| fmt_rate(k / d.as_secs_f64());

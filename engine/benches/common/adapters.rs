@@ -176,7 +176,14 @@ pub mod ours {
         }
 
         fn fresh() -> Ours {
-            Ours::from_matcher(Matcher::new(spec()))
+            // Diagnostic knob: MATCHER_BENCH_DEDUP_WINDOW overrides the duplicate-id window.
+            match std::env::var("MATCHER_BENCH_DEDUP_WINDOW")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                Some(w) => Ours::from_matcher(Matcher::with_dedup_window(spec(), w)),
+                None => Ours::from_matcher(Matcher::new(spec())),
+            }
         }
 
         #[inline]

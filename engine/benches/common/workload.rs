@@ -1,15 +1,24 @@
 //! The seeded workload every matcher bench runs: one neutral command stream that each
 //! engine's adapter converts to its own native commands before any timing starts.
 //!
-//! Mix (of all commands, approximately): 60 % GTC limit places around a drifting mid,
-//! 30 % cancels of orders that are resting at that point, 10 % takers (half MARKET by
-//! base quantity, half IOC limits) sized to walk 1–4 price levels of the opposite side.
+//! Mix (shares of all commands, approximately):
+//! * ~60 % GTC limit places: 75 % of them 1–4 ticks from a drifting mid on their own
+//!   side, 25 % deeper (5–100 ticks). The mid does a reflected random walk (one tick
+//!   every ~200 commands), so some places land on orders left behind and trade (about
+//!   a fifth of all places cross).
+//! * ~30 % cancels of orders that are resting at that moment (of two random resting
+//!   orders, the one farther from the mid: stale quotes are the ones pulled). The share
+//!   moves between 27 % and 33 % to hold the book near 5 000 resting orders: with a
+//!   fixed mix nothing restores the book's size, it drains or grows without bound.
+//! * ~10 % takers, half MARKET by base quantity, half IOC limits priced at the k-th
+//!   opposite level, k = 1–4, sized to walk into that level but capped at 1–1 500 lots.
 //!
-//! The generator keeps its own small reference book (plain price-time FIFO, fills at the
+//! Quantities are 1–1 000 lots, users 1–1 000, ids 1, 2, 3, ... over places and markets.
+//!
+//! The generator keeps its own reference book (plain price-time FIFO, fills at the
 //! maker's price, no self-trade prevention, no price band) so that cancels name orders
-//! that are really resting and takers know how deep the book is. It also records the
-//! total quantity that book filled, which the bench compares with what every engine
-//! reports: all three engines must trade the same lots on this stream.
+//! that really rest and takers know how deep the book is. It also counts the lots that
+//! book traded, which the bench compares with what every engine reports.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -81,14 +90,14 @@ impl Params {
             seed,
             start_mid: 5_000_000,
             mid_range: 2_000,
-            drift_per_mille: 100,
+            drift_per_mille: 5,
             users: 1_000,
             max_place_lots: 1_000,
             near_levels: 4,
-            deep_per_mille: DEEP,
-            deep_levels: DEEPL,
-            max_taker_lots: TAKER,
-            target_resting: TARGET,
+            deep_per_mille: 250,
+            deep_levels: 100,
+            max_taker_lots: 1_500,
+            target_resting: 5_000,
         }
     }
 }
@@ -106,6 +115,8 @@ pub struct Stats {
     pub filled_lots: u128,
     /// Fills (maker orders touched).
     pub fills: usize,
+    /// Price levels traded at, summed over takers (MARKET and IOC).
+    pub taker_levels: usize,
     /// Takers that found the opposite side empty.
     pub takers_on_empty_side: usize,
     pub resting_at_end: usize,
@@ -174,6 +185,8 @@ struct RefBook {
     live: Vec<u64>,
     filled_lots: u128,
     fills: usize,
+    /// Price levels the last `take` traded at.
+    last_levels: usize,
 }
 
 impl RefBook {
@@ -232,6 +245,7 @@ impl RefBook {
             Side::Sell => Side::Buy,
         };
         let mut filled = 0;
+        self.last_levels = 0;
         while qty > 0 {
             let Some(price) = self.best(opp) else { break };
             let crosses = match (side, limit) {
@@ -243,6 +257,7 @@ impl RefBook {
                 break;
             }
             let mut level = self.queue(opp).remove(&price).unwrap_or_default();
+            self.last_levels += 1;
             while qty > 0 {
                 let Some(&maker) = level.front() else { break };
                 let Some(o) = self.orders.get_mut(&maker) else {
@@ -373,6 +388,7 @@ pub fn generate(params: Params) -> Workload {
             };
             if rng.next_u64() & 1 == 0 {
                 book.take(side, None, qty);
+                stats.taker_levels += book.last_levels;
                 cmds.push(Cmd::Market {
                     id,
                     user,
@@ -382,6 +398,7 @@ pub fn generate(params: Params) -> Workload {
                 stats.markets += 1;
             } else {
                 let filled = book.take(side, Some(limit), qty);
+                stats.taker_levels += book.last_levels;
                 if filled > 0 {
                     stats.crossing_places += 1;
                 }
