@@ -46,7 +46,7 @@ mod book;
 mod spec;
 mod types;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use domain::{OrderId, OrderType, Side, TimeInForce, UserId};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -58,8 +58,54 @@ pub use types::{
     CancelReason, Command, Event, ExpireReason, NewOrder, RejectReason, StpMode, Trade,
 };
 
-/// Default size of the duplicate-order-id window.
-pub const DEFAULT_DEDUP_WINDOW: usize = 1 << 20;
+/// Default size of the duplicate-order-id window: at least the last 65,536 order ids
+/// (up to twice that). It guards against redelivered inputs, which arrive close to the
+/// original (a relay re-sending what it published just before a crash).
+pub const DEFAULT_DEDUP_WINDOW: usize = 1 << 16;
+
+/// The recently seen order ids, in two generations of `window` ids each: when the
+/// current one is full the older one is dropped whole. No per-id eviction, no
+/// tombstones, no rehash on the hot path (both sets are allocated up front).
+#[derive(Debug, Clone)]
+struct Dedup {
+    cur: FxHashSet<OrderId>,
+    prev: FxHashSet<OrderId>,
+    window: usize,
+}
+
+impl Dedup {
+    fn new(window: usize) -> Self {
+        let window = window.max(1);
+        Self {
+            cur: FxHashSet::with_capacity_and_hasher(window, Default::default()),
+            prev: FxHashSet::with_capacity_and_hasher(window, Default::default()),
+            window,
+        }
+    }
+
+    /// Records `id`; `false` if it was seen within the window.
+    #[inline]
+    fn insert(&mut self, id: OrderId) -> bool {
+        if self.cur.contains(&id) || self.prev.contains(&id) {
+            return false;
+        }
+        if self.cur.len() >= self.window {
+            std::mem::swap(&mut self.cur, &mut self.prev);
+            self.cur.clear();
+        }
+        self.cur.insert(id)
+    }
+
+    /// (older generation, current generation), each sorted: deterministic bytes.
+    fn to_lists(&self) -> (Vec<OrderId>, Vec<OrderId>) {
+        let sorted = |s: &FxHashSet<OrderId>| {
+            let mut v: Vec<OrderId> = s.iter().copied().collect();
+            v.sort_unstable();
+            v
+        };
+        (sorted(&self.prev), sorted(&self.cur))
+    }
+}
 
 /// How a validated order executes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +190,8 @@ struct SnapshotV1 {
     seq: u64,
     trade_seq: u64,
     order_seq: u64,
-    seen: Vec<OrderId>,
+    seen_prev: Vec<OrderId>,
+    seen_cur: Vec<OrderId>,
     dedup_window: usize,
 }
 
@@ -160,9 +207,7 @@ pub struct Matcher {
     seq: u64,
     trade_seq: u64,
     order_seq: u64,
-    seen: VecDeque<OrderId>,
-    seen_set: FxHashSet<OrderId>,
-    dedup_window: usize,
+    seen: Dedup,
 }
 
 impl Matcher {
@@ -183,9 +228,7 @@ impl Matcher {
             seq: 0,
             trade_seq: 0,
             order_seq: 0,
-            seen: VecDeque::new(),
-            seen_set: FxHashSet::default(),
-            dedup_window: window.max(1),
+            seen: Dedup::new(window),
         }
     }
 
@@ -314,17 +357,9 @@ impl Matcher {
     }
 
     /// Records `id` in the dedup window; `false` if it was already there.
+    #[inline]
     fn remember(&mut self, id: OrderId) -> bool {
-        if !self.seen_set.insert(id) {
-            return false;
-        }
-        self.seen.push_back(id);
-        if self.seen.len() > self.dedup_window {
-            if let Some(old) = self.seen.pop_front() {
-                self.seen_set.remove(&old);
-            }
-        }
-        true
+        self.seen.insert(id)
     }
 
     fn place(&mut self, n: &NewOrder, out: &mut Vec<Event>) {
@@ -816,6 +851,7 @@ impl Matcher {
             .copied()
             .collect();
         stops.sort_by_key(|s| s.seq);
+        let (seen_prev, seen_cur) = self.seen.to_lists();
         let snap = SnapshotV1 {
             version: 1,
             spec: self.spec.clone(),
@@ -826,8 +862,9 @@ impl Matcher {
             seq: self.seq,
             trade_seq: self.trade_seq,
             order_seq: self.order_seq,
-            seen: self.seen.iter().copied().collect(),
-            dedup_window: self.dedup_window,
+            seen_prev,
+            seen_cur,
+            dedup_window: self.seen.window,
         };
         postcard::to_stdvec(&snap).unwrap_or_default()
     }
@@ -855,10 +892,8 @@ impl Matcher {
         m.seq = snap.seq;
         m.trade_seq = snap.trade_seq;
         m.order_seq = snap.order_seq;
-        for id in snap.seen {
-            m.seen_set.insert(id);
-            m.seen.push_back(id);
-        }
+        m.seen.prev.extend(snap.seen_prev);
+        m.seen.cur.extend(snap.seen_cur);
         Ok(m)
     }
 }

@@ -915,3 +915,28 @@ proptest! {
         prop_assert_eq!(restored.snapshot(), whole.snapshot());
     }
 }
+
+#[test]
+fn dedup_window_forgets_whole_generations_only() {
+    let mut m = Matcher::with_dedup_window(spec(), 2);
+    let place_cancel = |m: &mut Matcher, id: u64| {
+        run(m, &[gtc(id, 1, BUY, 100, 1), Command::Cancel { order_id: oid(id), user_id: uid(1) }])
+    };
+    for id in 1..=3 {
+        assert!(rejects(&place_cancel(&mut m, id)).is_empty());
+    }
+    // 1 and 2 are in the older generation, 3 in the current one
+    assert_eq!(rejects(&run(&mut m, &[gtc(1, 1, BUY, 100, 1)])), [(1, RejectReason::DuplicateOrderId)]);
+    assert_eq!(rejects(&run(&mut m, &[gtc(3, 1, BUY, 100, 1)])), [(3, RejectReason::DuplicateOrderId)]);
+    // 4 fills the current generation, 5 starts a new one: 1 and 2 are forgotten
+    place_cancel(&mut m, 4);
+    place_cancel(&mut m, 5);
+    assert!(rejects(&place_cancel(&mut m, 1)).is_empty());
+    // a resting order is a duplicate however old the window
+    let mut m = Matcher::with_dedup_window(spec(), 1);
+    run(&mut m, &[gtc(10, 1, BUY, 100, 1), gtc(11, 1, BUY, 100, 1), gtc(12, 1, BUY, 100, 1)]);
+    assert_eq!(rejects(&run(&mut m, &[gtc(10, 1, BUY, 100, 1)])), [(10, RejectReason::DuplicateOrderId)]);
+    // and the window survives a snapshot
+    let r = Matcher::restore(&m.snapshot()).expect("restore");
+    assert_eq!(r.snapshot(), m.snapshot());
+}
