@@ -8,7 +8,10 @@ use common::adapters::{ours::OursAdapter as Ours, Adapter};
 use common::workload::{generate, Params};
 
 fn main() {
-    let n: usize = std::env::var("MATCHER_BENCH_COMMANDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("MATCHER_BENCH_COMMANDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let w = generate(Params::standard(n, 0x5eed_0000_0000_0005));
     let native = Ours::convert(&w.cmds);
     let mut best = f64::MAX;

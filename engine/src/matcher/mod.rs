@@ -36,9 +36,10 @@
 //!   asset (in the exchange's favour); the event carries the exact atoms, so
 //!   `received - fee` is what the user's ledger gets, to the unit.
 //! * **Ids and sequences**: every event carries the next per-symbol `seq` (from 1,
-//!   without gaps); trade ids are a per-symbol sequence; order ids already seen are
-//!   rejected as `DUPLICATE_ORDER_ID` (a bounded window kept in snapshots), which the
-//!   settlers treat as a no-op.
+//!   without gaps); trade ids are a per-symbol sequence. Redelivered inputs are dropped
+//!   silently by their source sequence ([`Matcher::apply_sourced`]); an order id that is
+//!   resting, or was seen within a bounded window, is rejected as `DUPLICATE_ORDER_ID`,
+//!   which the settlers treat as a no-op.
 //! * **Snapshot**: [`Matcher::snapshot`] serializes the whole state; restoring it and
 //!   replaying the rest of the input yields exactly the events of an uninterrupted run.
 
@@ -58,10 +59,11 @@ pub use types::{
     CancelReason, Command, Event, ExpireReason, NewOrder, RejectReason, StpMode, Trade,
 };
 
-/// Default size of the duplicate-order-id window: at least the last 65,536 order ids
-/// (up to twice that). It guards against redelivered inputs, which arrive close to the
-/// original (a relay re-sending what it published just before a crash).
-pub const DEFAULT_DEDUP_WINDOW: usize = 1 << 16;
+/// Default size of the duplicate-order-id window: at least the last 4,096 order ids (up
+/// to twice that), small enough to stay in cache. Redelivered inputs are dropped exactly
+/// by their source sequence ([`Matcher::apply_sourced`]); this window is the backstop
+/// that turns a repeated order id into a `DUPLICATE_ORDER_ID` reject.
+pub const DEFAULT_DEDUP_WINDOW: usize = 1 << 12;
 
 /// The recently seen order ids, in two generations of `window` ids each: when the
 /// current one is full the older one is dropped whole. No per-id eviction, no
@@ -193,6 +195,7 @@ struct SnapshotV1 {
     seen_prev: Vec<OrderId>,
     seen_cur: Vec<OrderId>,
     dedup_window: usize,
+    sources: BTreeMap<u32, u64>,
 }
 
 /// One symbol's matcher. Owned by exactly one thread; feed it commands in input order.
@@ -208,6 +211,8 @@ pub struct Matcher {
     trade_seq: u64,
     order_seq: u64,
     seen: Dedup,
+    /// Highest input sequence applied per source (e.g. per shard's outbox relay).
+    sources: BTreeMap<u32, u64>,
 }
 
 impl Matcher {
@@ -229,6 +234,7 @@ impl Matcher {
             trade_seq: 0,
             order_seq: 0,
             seen: Dedup::new(window),
+            sources: BTreeMap::new(),
         }
     }
 
@@ -279,6 +285,32 @@ impl Matcher {
     /// Sequence of the last event emitted.
     pub fn last_seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Applies a command that `source` numbered `seq` (strictly increasing per source,
+    /// as a shard's outbox relay publishes its rows in id order). A command at or below
+    /// the source's high-water mark is a redelivery: it is dropped without any event
+    /// and `false` is returned. The marks are part of the snapshot, so a replay from a
+    /// snapshot drops exactly what the original run dropped.
+    pub fn apply_sourced(
+        &mut self,
+        source: u32,
+        seq: u64,
+        cmd: &Command,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let mark = self.sources.entry(source).or_insert(0);
+        if seq <= *mark {
+            return false;
+        }
+        *mark = seq;
+        self.apply(cmd, out);
+        true
+    }
+
+    /// Highest sequence applied from `source` (0 if none).
+    pub fn source_mark(&self, source: u32) -> u64 {
+        self.sources.get(&source).copied().unwrap_or(0)
     }
 
     /// Applies one command, appending its events to `out`.
@@ -804,6 +836,9 @@ impl Matcher {
 
     /// Fires every stop whose trigger holds, in arrival order, until none does.
     fn run_triggers(&mut self, out: &mut Vec<Event>) {
+        if self.stop_index.is_empty() {
+            return;
+        }
         loop {
             let Some(last) = self.last_price else { return };
             let mut fired: Vec<Stop> = Vec::new();
@@ -865,6 +900,7 @@ impl Matcher {
             seen_prev,
             seen_cur,
             dedup_window: self.seen.window,
+            sources: self.sources.clone(),
         };
         postcard::to_stdvec(&snap).unwrap_or_default()
     }
@@ -892,6 +928,7 @@ impl Matcher {
         m.seq = snap.seq;
         m.trade_seq = snap.trade_seq;
         m.order_seq = snap.order_seq;
+        m.sources = snap.sources;
         m.seen.prev.extend(snap.seen_prev);
         m.seen.cur.extend(snap.seen_cur);
         Ok(m)

@@ -338,7 +338,10 @@ impl SymbolSpec {
     #[inline]
     pub fn fee(atoms: u128, ppm: u32) -> u128 {
         // u64 when it fits (128-bit division is a slow library call)
-        if let Some(p) = u64::try_from(atoms).ok().and_then(|a| a.checked_mul(u64::from(ppm))) {
+        if let Some(p) = u64::try_from(atoms)
+            .ok()
+            .and_then(|a| a.checked_mul(u64::from(ppm)))
+        {
             return u128::from(p.div_ceil(1_000_000));
         }
         (atoms * u128::from(ppm)).div_ceil(1_000_000)

@@ -920,23 +920,67 @@ proptest! {
 fn dedup_window_forgets_whole_generations_only() {
     let mut m = Matcher::with_dedup_window(spec(), 2);
     let place_cancel = |m: &mut Matcher, id: u64| {
-        run(m, &[gtc(id, 1, BUY, 100, 1), Command::Cancel { order_id: oid(id), user_id: uid(1) }])
+        run(
+            m,
+            &[
+                gtc(id, 1, BUY, 100, 1),
+                Command::Cancel {
+                    order_id: oid(id),
+                    user_id: uid(1),
+                },
+            ],
+        )
     };
     for id in 1..=3 {
         assert!(rejects(&place_cancel(&mut m, id)).is_empty());
     }
     // 1 and 2 are in the older generation, 3 in the current one
-    assert_eq!(rejects(&run(&mut m, &[gtc(1, 1, BUY, 100, 1)])), [(1, RejectReason::DuplicateOrderId)]);
-    assert_eq!(rejects(&run(&mut m, &[gtc(3, 1, BUY, 100, 1)])), [(3, RejectReason::DuplicateOrderId)]);
+    assert_eq!(
+        rejects(&run(&mut m, &[gtc(1, 1, BUY, 100, 1)])),
+        [(1, RejectReason::DuplicateOrderId)]
+    );
+    assert_eq!(
+        rejects(&run(&mut m, &[gtc(3, 1, BUY, 100, 1)])),
+        [(3, RejectReason::DuplicateOrderId)]
+    );
     // 4 fills the current generation, 5 starts a new one: 1 and 2 are forgotten
     place_cancel(&mut m, 4);
     place_cancel(&mut m, 5);
     assert!(rejects(&place_cancel(&mut m, 1)).is_empty());
     // a resting order is a duplicate however old the window
     let mut m = Matcher::with_dedup_window(spec(), 1);
-    run(&mut m, &[gtc(10, 1, BUY, 100, 1), gtc(11, 1, BUY, 100, 1), gtc(12, 1, BUY, 100, 1)]);
-    assert_eq!(rejects(&run(&mut m, &[gtc(10, 1, BUY, 100, 1)])), [(10, RejectReason::DuplicateOrderId)]);
+    run(
+        &mut m,
+        &[
+            gtc(10, 1, BUY, 100, 1),
+            gtc(11, 1, BUY, 100, 1),
+            gtc(12, 1, BUY, 100, 1),
+        ],
+    );
+    assert_eq!(
+        rejects(&run(&mut m, &[gtc(10, 1, BUY, 100, 1)])),
+        [(10, RejectReason::DuplicateOrderId)]
+    );
     // and the window survives a snapshot
     let r = Matcher::restore(&m.snapshot()).expect("restore");
     assert_eq!(r.snapshot(), m.snapshot());
+}
+
+#[test]
+fn redelivered_inputs_are_dropped_by_source_sequence() {
+    let mut m = Matcher::new(spec());
+    let mut out = Vec::new();
+    assert!(m.apply_sourced(1, 10, &gtc(1, 1, SELL, 100, 5), &mut out));
+    assert!(m.apply_sourced(2, 3, &gtc(2, 2, SELL, 100, 5), &mut out));
+    let before = out.len();
+    // shard 1's relay crashed and re-sends rows 9 and 10: nothing happens at all
+    assert!(!m.apply_sourced(1, 9, &gtc(9, 1, BUY, 100, 1), &mut out));
+    assert!(!m.apply_sourced(1, 10, &gtc(1, 1, SELL, 100, 5), &mut out));
+    assert_eq!(out.len(), before, "no events for redeliveries");
+    assert!(m.apply_sourced(1, 11, &gtc(3, 1, BUY, 100, 2), &mut out));
+    assert_eq!(m.source_mark(1), 11);
+    assert_eq!(m.source_mark(2), 3);
+    assert_eq!(m.source_mark(3), 0);
+    let r = Matcher::restore(&m.snapshot()).expect("restore");
+    assert_eq!(r.source_mark(1), 11, "marks survive a snapshot");
 }
