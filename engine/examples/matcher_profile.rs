@@ -2,6 +2,7 @@
 //! `cargo build --release -p engine --example matcher_profile && perf record -g target/release/examples/matcher_profile`.
 
 #[path = "../benches/common/mod.rs"]
+#[allow(dead_code)] // the peers' adapters are only used by the bench
 mod common;
 
 use common::adapters::{ours::OursAdapter as Ours, Adapter};

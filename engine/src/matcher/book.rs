@@ -9,8 +9,6 @@
 //! output is always price then time; the id → slot hash map is only looked up, never
 //! iterated.
 
-use std::cmp::Ordering;
-
 use domain::{OrderId, Side, UserId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -294,8 +292,8 @@ impl Book {
 #[cfg(test)]
 pub(crate) fn better(side: Side, a: Ticks, b: Ticks) -> bool {
     match side {
-        Side::Buy => a.cmp(&b) == Ordering::Greater,
-        Side::Sell => a.cmp(&b) == Ordering::Less,
+        Side::Buy => a > b,
+        Side::Sell => a < b,
     }
 }
 
