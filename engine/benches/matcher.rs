@@ -34,7 +34,7 @@ use common::workload::{generate, Cmd, Params, Workload};
 const DEFAULT_SEED: u64 = 0x5EED_0000_0000_0005;
 const FULL_COMMANDS: usize = 1_000_000;
 const CRITERION_COMMANDS: usize = 100_000;
-const TIMED_PASSES: usize = 3;
+const TIMED_PASSES: usize = 5;
 
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name)
@@ -167,13 +167,20 @@ fn cps(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-fn measure<A: Adapter>(cmds: &[Cmd], passes: usize, peer: bool) -> Row {
+/// A timed pass over the whole stream on a fresh engine (dropped after timing).
+type TimedPass = Box<dyn FnMut() -> Duration>;
+
+/// Converts, cross-checks and latency-profiles one engine; returns its row (timings
+/// filled in later) and a closure that runs one timed pass.
+fn prepare<A: Adapter + 'static>(cmds: &[Cmd], peer: bool) -> (Row, TimedPass)
+where
+    A::Native: 'static,
+{
     eprintln!("table: {} ...", A::NAME);
     let native = A::convert(cmds);
-    let n = native.len();
 
     // Cross-check (untimed): what the engine traded and refused, per command.
-    let mut outcomes = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(native.len());
     {
         let mut e = A::fresh();
         for cmd in &native {
@@ -182,25 +189,6 @@ fn measure<A: Adapter>(cmds: &[Cmd], passes: usize, peer: bool) -> Row {
     }
     let filled = outcomes.iter().map(|o| u128::from(o.filled)).sum();
     let rejected = outcomes.iter().filter(|o| o.rejected).count();
-
-    // Warm-up pass, then timed passes; each on a fresh engine, dropped after timing.
-    let mut times = Vec::with_capacity(passes);
-    for pass in 0..=passes {
-        let mut e = A::fresh();
-        let t = Instant::now();
-        for cmd in &native {
-            A::apply(&mut e, cmd);
-        }
-        let d = t.elapsed();
-        black_box(&mut e);
-        drop(e);
-        if pass > 0 {
-            times.push(d);
-        }
-    }
-    times.sort();
-    let median = times[times.len() / 2];
-    let best = times[0];
 
     // Latency pass: every command timed alone.
     let mut hist = new_hist();
@@ -213,15 +201,46 @@ fn measure<A: Adapter>(cmds: &[Cmd], passes: usize, peer: bool) -> Row {
             hist.record(ns.max(1)).expect("record");
         }
     }
-    Row {
+    let pass: TimedPass = Box::new(move || {
+        let mut e = A::fresh();
+        let t = Instant::now();
+        for cmd in &native {
+            A::apply(&mut e, cmd);
+        }
+        let d = t.elapsed();
+        black_box(&mut e);
+        drop(e);
+        d
+    });
+    let row = Row {
         name: A::NAME,
         peer,
-        median_cps: cps(n, median),
-        best_cps: cps(n, best),
+        median_cps: 0.0,
+        best_cps: 0.0,
         hist,
         filled,
         rejected,
         outcomes,
+    };
+    (row, pass)
+}
+
+/// Runs one warm-up round and `passes` timed rounds; each round runs every engine once,
+/// in turn, so noise from the shared machine falls on all engines alike.
+fn time_interleaved(rows: &mut [Row], runs: &mut [TimedPass], n: usize, passes: usize) {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(passes); runs.len()];
+    for round in 0..=passes {
+        for (i, run) in runs.iter_mut().enumerate() {
+            let d = run();
+            if round > 0 {
+                times[i].push(d);
+            }
+        }
+    }
+    for (row, mut t) in rows.iter_mut().zip(times) {
+        t.sort();
+        row.median_cps = cps(n, t[t.len() / 2]);
+        row.best_cps = cps(n, t[0]);
     }
 }
 
@@ -327,11 +346,14 @@ fn table(w: &Workload, passes: usize) {
     let cmds = &w.cmds;
     let n = cmds.len();
     let overhead = timer_overhead();
-    let rows = vec![
-        measure::<OursAdapter>(cmds, passes, false),
-        measure::<MatchcoreAdapter>(cmds, passes, true),
-        measure::<OrderbookRsAdapter>(cmds, passes, true),
-    ];
+    let (mut rows, mut runs): (Vec<Row>, Vec<TimedPass>) = [
+        prepare::<OursAdapter>(cmds, false),
+        prepare::<MatchcoreAdapter>(cmds, true),
+        prepare::<OrderbookRsAdapter>(cmds, true),
+    ]
+    .into_iter()
+    .unzip();
+    time_interleaved(&mut rows, &mut runs, n, passes);
     let replay = measure_replay(cmds, passes);
     let fastest_peer = rows
         .iter()
@@ -358,7 +380,7 @@ fn table(w: &Workload, passes: usize) {
     println!("single thread; commands pre-converted to each engine's native type before timing.");
     println!(
         "commands/s = commands / wall time of one pass over the whole stream on a fresh engine \
-         (median of {passes} timed passes after 1 warm-up pass; best pass in the next column)."
+         (median of {passes} timed rounds after 1 warm-up round; each round runs every engine once, in turn; best pass in the next column)."
     );
     println!("ratio = this engine's median commands/s / the fastest peer's median commands/s.");
     println!(
