@@ -362,6 +362,13 @@ impl Matcher {
         self.seq
     }
 
+    /// Appends the event built from the next sequence number.
+    #[inline]
+    fn emit(&mut self, out: &mut Vec<Event>, event: impl FnOnce(u64) -> Event) {
+        let seq = self.next_seq();
+        out.push(event(seq));
+    }
+
     fn reject(
         &mut self,
         order_id: OrderId,
@@ -369,8 +376,7 @@ impl Matcher {
         reason: RejectReason,
         out: &mut Vec<Event>,
     ) {
-        let seq = self.next_seq();
-        out.push(Event::Rejected {
+        self.emit(out, |seq| Event::Rejected {
             seq,
             order_id,
             user_id,
@@ -379,8 +385,7 @@ impl Matcher {
     }
 
     fn delta(&mut self, side: Side, price: Ticks, qty: Lots, out: &mut Vec<Event>) {
-        let seq = self.next_seq();
-        out.push(Event::BookDelta {
+        self.emit(out, |seq| Event::BookDelta {
             seq,
             side,
             price,
@@ -430,8 +435,7 @@ impl Matcher {
             self.stop_index
                 .insert(order.order_id, (rising, stop, s.seq));
             self.stops_map(rising).insert((stop, s.seq), s);
-            let seq = self.next_seq();
-            out.push(Event::Accepted {
+            self.emit(out, |seq| Event::Accepted {
                 seq,
                 order_id: n.order_id,
                 user_id: n.user_id,
@@ -450,8 +454,7 @@ impl Matcher {
             }
         }
         self.order_seq += 1;
-        let seq = self.next_seq();
-        out.push(Event::Accepted {
+        self.emit(out, |seq| Event::Accepted {
             seq,
             order_id: n.order_id,
             user_id: n.user_id,
@@ -631,8 +634,7 @@ impl Matcher {
             Left::Lots(l) => (l, 0),
             Left::Quote(q) => (0, q),
         };
-        let seq = self.next_seq();
-        out.push(Event::Expired {
+        self.emit(out, |seq| Event::Expired {
             seq,
             order_id: o.order_id,
             user_id: o.user_id,
@@ -723,8 +725,7 @@ impl Matcher {
     fn cancel_resting(&mut self, id: OrderId, reason: CancelReason, out: &mut Vec<Event>) {
         if let Some((o, total)) = self.book.remove(id) {
             self.delta(o.side, o.price, total, out);
-            let seq = self.next_seq();
-            out.push(Event::Cancelled {
+            self.emit(out, |seq| Event::Cancelled {
                 seq,
                 order_id: o.order_id,
                 user_id: o.user_id,
@@ -765,8 +766,7 @@ impl Matcher {
             Exec::Limit { qty, .. } | Exec::Market { qty } => qty,
             Exec::MarketQuote { .. } => 0,
         };
-        let seq = self.next_seq();
-        out.push(Event::Cancelled {
+        self.emit(out, |seq| Event::Cancelled {
             seq,
             order_id: id,
             user_id: user,
@@ -792,8 +792,7 @@ impl Matcher {
             let by = o.remaining - new;
             let total = self.book.reduce(id, by).unwrap_or(0);
             self.delta(o.side, o.price, total, out);
-            let seq = self.next_seq();
-            out.push(Event::Amended {
+            self.emit(out, |seq| Event::Amended {
                 seq,
                 order_id: id,
                 user_id: user,
@@ -824,8 +823,7 @@ impl Matcher {
             }
             _ => return self.reject(id, user, RejectReason::AmendNotLower, out),
         };
-        let seq = self.next_seq();
-        out.push(Event::Amended {
+        self.emit(out, |seq| Event::Amended {
             seq,
             order_id: id,
             user_id: user,
@@ -866,8 +864,7 @@ impl Matcher {
             fired.sort_by_key(|s| s.seq);
             for s in fired {
                 self.stop_index.remove(&s.order.order_id);
-                let seq = self.next_seq();
-                out.push(Event::Triggered {
+                self.emit(out, |seq| Event::Triggered {
                     seq,
                     order_id: s.order.order_id,
                     user_id: s.order.user_id,

@@ -1000,7 +1000,12 @@ fn every_type_tif_and_stp_combination_keeps_the_invariants() {
         OrderType::TakeProfitLimit,
     ];
     let tifs = [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok];
-    let stps = [StpMode::None, StpMode::ExpireTaker, StpMode::ExpireMaker, StpMode::ExpireBoth];
+    let stps = [
+        StpMode::None,
+        StpMode::ExpireTaker,
+        StpMode::ExpireMaker,
+        StpMode::ExpireBoth,
+    ];
     let mut combos = 0;
     for ty in types {
         for tif in tifs {
@@ -1022,8 +1027,21 @@ fn every_type_tif_and_stp_combination_keeps_the_invariants() {
                         n.tif = tif;
                         n.stp = stp;
                         n.price = Some(px(if side == BUY { 102 } else { 98 }));
-                        n.stop_price = Some(px(if matches!(ty, OrderType::StopLoss | OrderType::StopLossLimit) == (side == BUY) { 101 } else { 99 }));
-                        if by_quote && matches!(ty, OrderType::Market | OrderType::StopLoss | OrderType::TakeProfit) {
+                        n.stop_price = Some(px(
+                            if matches!(ty, OrderType::StopLoss | OrderType::StopLossLimit)
+                                == (side == BUY)
+                            {
+                                101
+                            } else {
+                                99
+                            },
+                        ));
+                        if by_quote
+                            && matches!(
+                                ty,
+                                OrderType::Market | OrderType::StopLoss | OrderType::TakeProfit
+                            )
+                        {
                             n.quote_qty = Some("0.0505".parse().expect("quote"));
                         } else {
                             n.qty = Some(q(5));
@@ -1032,8 +1050,13 @@ fn every_type_tif_and_stp_combination_keeps_the_invariants() {
                         // move the price both ways so stops fire, then cancel what is left
                         cmds.push(gtc(10, 5, BUY, 101, 6));
                         cmds.push(gtc(11, 6, SELL, 97, 9));
-                        cmds.push(Command::Cancel { order_id: oid(9), user_id: uid(1) });
-                        let events = check_stream(&cmds).unwrap_or_else(|e| panic!("{ty:?} {tif:?} {stp:?} {side:?} quote={by_quote}: {e}"));
+                        cmds.push(Command::Cancel {
+                            order_id: oid(9),
+                            user_id: uid(1),
+                        });
+                        let events = check_stream(&cmds).unwrap_or_else(|e| {
+                            panic!("{ty:?} {tif:?} {stp:?} {side:?} quote={by_quote}: {e}")
+                        });
                         assert!(events.iter().any(|e| matches!(e, Event::Accepted { order_id, .. } | Event::Rejected { order_id, .. } if order_id.get() == 9)));
                         combos += 1;
                     }
