@@ -134,6 +134,12 @@ impl Settings {
     /// # Errors
     /// [`RouterError::Config`] when a layer cannot be parsed or a value is invalid.
     pub fn load_from(file: Option<PathBuf>) -> Result<Self, RouterError> {
+        Self::load_layers(file, true)
+    }
+
+    /// Defaults → file, then the environment only if `with_env` (tests of the file
+    /// layer must not see the `EXCHANGE_*` variables the scripts export).
+    fn load_layers(file: Option<PathBuf>, with_env: bool) -> Result<Self, RouterError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -144,17 +150,22 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(
-            Env::prefixed("EXCHANGE_")
-                .split("__")
-                // `shards` is a list: EXCHANGE_SHARD_URLS below. (The scripts'
-                // EXCHANGE_SHARDS is a count and must not land here.)
-                .ignore(&["config", "shards", "shard_urls"]),
-        );
+        if with_env {
+            figment = figment.merge(
+                Env::prefixed("EXCHANGE_")
+                    .split("__")
+                    // `shards` is a list: EXCHANGE_SHARD_URLS below. (The scripts'
+                    // EXCHANGE_SHARDS is a count and must not land here.)
+                    .ignore(&["config", "shards", "shard_urls"]),
+            );
+        }
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| RouterError::Config(e.to_string()))?;
-        if let Ok(urls) = std::env::var("EXCHANGE_SHARD_URLS") {
+        if let Some(urls) = with_env
+            .then(|| std::env::var("EXCHANGE_SHARD_URLS").ok())
+            .flatten()
+        {
             settings.shards = urls
                 .split(',')
                 .map(str::trim)
@@ -285,7 +296,7 @@ mod tests {
             "shards = [\"mysql://a:b@127.0.0.1:1/x\", \"mysql://a:b@127.0.0.1:2/x\"]\n[pool]\nmax_connections = 7\n",
         )
         .expect("write");
-        let s = Settings::load_from(Some(path)).expect("load");
+        let s = Settings::load_layers(Some(path), false).expect("load");
         assert_eq!(s.shard_count(), 2);
         assert_eq!(s.pool.max_connections, 7);
         assert_eq!(s.pool.acquire_timeout_ms, 5_000);
