@@ -5,7 +5,13 @@
 //! * [`bus`] — the Kafka clients configured as the pipeline relies on them
 //!   (idempotent `acks=all` producers, manual-commit group consumers, topic creation).
 //!
-//! Order intake, settlers and the TCC coordinator arrive with their issues.
+//! * [`placement`] — order placement on the user's shard: validate, freeze, order row,
+//!   ledger and outbox row in one local transaction (idempotent by client order id);
+//! * [`wire`] — the messages on the `orders` topic.
+//!
+//! The relay, matcher service, settlers and the TCC coordinator arrive with their issues.
 
 pub mod bus;
 pub mod matcher;
+pub mod placement;
+pub mod wire;

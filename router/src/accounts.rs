@@ -89,16 +89,43 @@ pub async fn freeze(
     amount: Amount,
     max_retries: u32,
 ) -> Result<Freeze, RouterError> {
+    let mut conn = shards
+        .pool_for(user)
+        .acquire()
+        .await
+        .map_err(|e| RouterError::db_on_shard(shards.shard_of(user).get(), e))?;
+    freeze_on(
+        &mut conn,
+        shards.shard_of(user).get(),
+        user,
+        asset,
+        amount,
+        max_retries,
+    )
+    .await
+}
+
+/// [`freeze`] on a given connection (or transaction: `&mut *tx`) of `shard`, so it can
+/// be one statement of a larger local transaction (order placement).
+///
+/// # Errors
+/// As [`freeze`].
+pub async fn freeze_on(
+    conn: &mut sqlx::MySqlConnection,
+    shard: u16,
+    user: UserId,
+    asset: &Asset,
+    amount: Amount,
+    max_retries: u32,
+) -> Result<Freeze, RouterError> {
     if !amount.is_positive() {
         return Err(RouterError::InvalidInput(format!(
             "freeze amount must be positive, got {amount}"
         )));
     }
-    let shard = shards.shard_of(user).get();
-    let pool = shards.pool_for(user);
     let amount_sql = amount.to_db_string();
     for _ in 0..=max_retries {
-        let Some(cur) = balance(pool, shard, user, asset).await? else {
+        let Some(cur) = balance(&mut *conn, shard, user, asset).await? else {
             return Ok(Freeze::Insufficient {
                 available: Amount::ZERO,
             });
@@ -121,7 +148,7 @@ pub async fn freeze(
         .bind(asset.as_str())
         .bind(cur.version)
         .bind(&amount_sql)
-        .execute(pool)
+        .execute(&mut *conn)
         .await
         .map_err(|e| RouterError::db_on_shard(shard, e))?;
         if res.rows_affected() == 1 {
@@ -136,4 +163,72 @@ pub async fn freeze(
         "balance of user {user} {asset} changed {} times in a row",
         max_retries + 1
     )))
+}
+
+/// Credits a completed deposit: the `deposits` row, the balance (created if needed,
+/// `version` + 1) and the ledger row, in one local transaction on the user's shard.
+/// Idempotent by `(txid, asset)`: a repeated call changes nothing and returns `false`.
+///
+/// # Errors
+/// [`RouterError::InvalidInput`] for a non-positive amount; database errors.
+pub async fn credit_deposit(
+    shards: &crate::ShardMap,
+    user: UserId,
+    asset: &Asset,
+    amount: Amount,
+    txid: &str,
+) -> Result<bool, RouterError> {
+    if !amount.is_positive() {
+        return Err(RouterError::InvalidInput(format!(
+            "deposit amount must be positive, got {amount}"
+        )));
+    }
+    let shard = shards.shard_of(user).get();
+    let place = |e| RouterError::db_on_shard(shard, e);
+    let amount_sql = amount.to_db_string();
+    let mut tx = shards.pool_for(user).begin().await.map_err(place)?;
+    let inserted = sqlx::query(
+        "INSERT INTO deposits (user_id, currency, amount, chain, txid, from_address, to_address, \
+           confirmations, required_confirmations, status, completed_at) \
+         VALUES (?, ?, ?, 'internal', ?, '', '', 1, 1, 'completed', CURRENT_TIMESTAMP(3))",
+    )
+    .bind(user.get())
+    .bind(asset.as_str())
+    .bind(&amount_sql)
+    .bind(txid)
+    .execute(&mut *tx)
+    .await;
+    let deposit_id = match inserted {
+        Ok(r) => r.last_insert_id(),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Ok(false),
+        Err(e) => return Err(place(e)),
+    };
+    sqlx::query(
+        "INSERT INTO account_balances (user_id, currency, available) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE available = available + CAST(? AS DECIMAL(36,18)), version = version + 1",
+    )
+    .bind(user.get())
+    .bind(asset.as_str())
+    .bind(&amount_sql)
+    .bind(&amount_sql)
+    .execute(&mut *tx)
+    .await
+    .map_err(place)?;
+    let after = balance(&mut *tx, shard, user, asset)
+        .await?
+        .ok_or_else(|| RouterError::InvalidInput("balance vanished".into()))?;
+    sqlx::query(
+        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
+         VALUES (?, ?, 'deposit', ?, ?, 'deposit', ?)",
+    )
+    .bind(user.get())
+    .bind(asset.as_str())
+    .bind(&amount_sql)
+    .bind(after.available.to_db_string())
+    .bind(deposit_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(place)?;
+    tx.commit().await.map_err(place)?;
+    Ok(true)
 }

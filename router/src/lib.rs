@@ -19,6 +19,7 @@ pub mod shards;
 pub mod snowflake;
 pub mod tables;
 pub mod telemetry;
+pub mod testing;
 
 pub use config::Settings;
 pub use directory::{Registered, UserDirectory};

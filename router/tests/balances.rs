@@ -1,13 +1,11 @@
 //! Optimistic-lock balance updates and exact DECIMAL(36,18) handling against MariaDB.
 
-mod common;
-
 use std::str::FromStr;
 use std::sync::Arc;
 
-use common::TestEnv;
 use domain::{Amount, Asset, MoneyError, UserId};
 use router::accounts::{balance, freeze, Freeze};
+use router::testing::TestEnv;
 use router::{get_amount, RouterError};
 
 async fn seed_balance(env: &TestEnv, user: UserId, asset: &str, available: &str) {

@@ -1,12 +1,10 @@
 //! Snowflake worker-id leases in the real Redis.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::TestEnv;
 use deadpool_redis::redis::AsyncCommands;
+use router::testing::TestEnv;
 use router::{SnowflakeError, WorkerLease};
 
 #[tokio::test]

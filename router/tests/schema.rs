@@ -1,15 +1,14 @@
 //! Migrations, month tables and routing against the real MariaDB shards.
 
-mod common;
-
 use chrono::{TimeZone, Utc};
-use common::{tables, TestEnv};
+use router::testing::{tables, TestEnv};
 use router::{snowflake, Month, RouterError, TableKind, TableRouter};
 
-const SHARD_TABLES: [&str; 11] = [
+const SHARD_TABLES: [&str; 12] = [
     "_sqlx_migrations",
     "account_balances",
     "account_transactions",
+    "client_orders",
     "deposits",
     "orders_template",
     "outbox",

@@ -1,13 +1,11 @@
 //! The user directory against real MariaDB + Redis: spread, idempotence, crash/retry,
 //! cached lookups.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::TestEnv;
 use deadpool_redis::redis::AsyncCommands;
 use router::directory::NO_PASSWORD;
+use router::testing::TestEnv;
 use router::RouterError;
 
 #[tokio::test]

@@ -1,17 +1,23 @@
+//! Test support (used by the integration tests of this and other crates). Every
+//! function panics on failure: a test with a broken environment should stop loudly.
+//!
 //! Test isolation against the real services: every test gets its own databases
 //! (`t_<name>_<random>` on each shard server and for meta) and its own Redis key
 //! prefix; [`TestEnv::drop_all`] removes them. The servers come from the normal
 //! settings (defaults / `EXCHANGE_*` env), i.e. the stack `scripts/stack.sh` started.
 
-#![allow(dead_code)]
-
+use crate::directory::redis_pool;
+use crate::{Settings, ShardMap, UserDirectory};
 use rand::distr::{Alphanumeric, SampleString};
-use router::directory::redis_pool;
-use router::{Settings, ShardMap, UserDirectory};
 
+/// One test's databases, Redis prefix and pools.
+#[derive(Debug)]
 pub struct TestEnv {
+    /// Settings pointing at this test's databases.
     pub settings: Settings,
+    /// Pools of this test's databases.
     pub map: ShardMap,
+    /// Redis key prefix of this test.
     pub prefix: String,
 }
 
@@ -53,10 +59,12 @@ impl TestEnv {
         }
     }
 
+    /// A user directory over this test's databases.
     pub fn directory(&self) -> UserDirectory {
         UserDirectory::new(self.map.clone(), self.redis(), self.prefix.clone(), 60)
     }
 
+    /// A Redis pool.
     pub fn redis(&self) -> deadpool_redis::Pool {
         redis_pool(&self.settings.redis).expect("redis pool")
     }

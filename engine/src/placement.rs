@@ -1,0 +1,558 @@
+//! Order placement on the user's shard (DESIGN.md "Order flow" 1–3).
+//!
+//! [`Placer::place`] validates a request against the symbol's configuration (tick,
+//! step, quantity limits, minimum notional, trading status), assigns a snowflake
+//! order id (whose month names the order's table), and then, in **one local
+//! transaction** on the user's shard:
+//! 1. finds an earlier order with the same client order id (an idempotent retry:
+//!    the original order is returned, nothing else happens);
+//! 2. freezes the funds the order may spend with the optimistic-lock update
+//!    (re-read and retry a bounded number of times; then "insufficient balance");
+//! 3. inserts the order into `orders_{SYMBOL}_{YYYYMM}`, the client order id, a
+//!    `freeze` ledger row and an outbox row carrying the matcher input.
+//!
+//! Either all of it commits or none of it: a reject leaves nothing behind.
+//!
+//! What is frozen: a buy freezes `price × qty` of the quote asset (limit-like) or its
+//! `quoteOrderQty` (market); a sell freezes `qty` of the base asset. Fees are charged
+//! in the asset received, so they never need to be frozen. A MARKET/STOP buy by base
+//! quantity and a MARKET/STOP sell by quote amount are refused: what they may spend is
+//! not known at placement, and nothing may trade with funds that were not frozen.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use domain::{Amount, Asset, OrderId, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
+use router::accounts::{freeze_on, Freeze};
+use router::{RouterError, ShardMap, SnowflakeError, TableRouter};
+use serde::Serialize;
+use sqlx::MySqlPool;
+
+use crate::matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
+use crate::wire::{OrderInput, ORDERS_TOPIC};
+
+/// Optimistic-lock retries before a freeze gives up as busy.
+pub const FREEZE_RETRIES: u32 = 16;
+
+/// A symbol's trading configuration (meta `symbols` joined with `assets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolConfig {
+    /// Grid, precisions, fees, band.
+    pub spec: SymbolSpec,
+    /// Smallest order quantity.
+    pub min_qty: Qty,
+    /// Largest order quantity.
+    pub max_qty: Qty,
+    /// Smallest `price × qty` (or quote amount).
+    pub min_notional: Amount,
+    /// `false` while halted.
+    pub trading: bool,
+}
+
+/// Loads every symbol's configuration from the meta schema.
+///
+/// # Errors
+/// Database errors; a row whose values do not form a valid spec.
+pub async fn load_symbols(meta: &MySqlPool) -> Result<BTreeMap<Symbol, SymbolConfig>, PlaceError> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        u8,
+        u8,
+        u32,
+        u32,
+        u32,
+        String,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT s.symbol, s.base_asset, s.quote_asset, CAST(s.tick_size AS CHAR), CAST(s.step_size AS CHAR), \
+                CAST(s.min_qty AS CHAR), CAST(s.max_qty AS CHAR), CAST(s.min_notional AS CHAR), \
+                b.precision, q.precision, s.maker_fee_ppm, s.taker_fee_ppm, s.market_band_bps, CAST(s.status AS CHAR) \
+         FROM symbols s JOIN assets b ON b.asset = s.base_asset JOIN assets q ON q.asset = s.quote_asset",
+    )
+    .fetch_all(meta)
+    .await
+    .map_err(|e| PlaceError::Router(RouterError::db("meta", e)))?;
+    let mut out = BTreeMap::new();
+    for (sym, base, quote, tick, step, min_q, max_q, min_n, bp, qp, maker, taker, band, status) in
+        rows
+    {
+        let bad = |what: &str| PlaceError::Config(format!("symbol {sym}: bad {what}"));
+        let symbol = Symbol::new(&sym).map_err(|_| bad("name"))?;
+        let spec = SymbolSpec::new(
+            symbol,
+            Asset::new(&base).map_err(|_| bad("base asset"))?,
+            Asset::new(&quote).map_err(|_| bad("quote asset"))?,
+            Price::from_db_str(&tick).map_err(|_| bad("tick_size"))?,
+            Qty::from_db_str(&step).map_err(|_| bad("step_size"))?,
+            u32::from(bp),
+            u32::from(qp),
+            maker,
+            taker,
+            band,
+        )
+        .map_err(|e| PlaceError::Config(e.to_string()))?;
+        out.insert(
+            symbol,
+            SymbolConfig {
+                spec,
+                min_qty: Qty::from_db_str(&min_q).map_err(|_| bad("min_qty"))?,
+                max_qty: Qty::from_db_str(&max_q).map_err(|_| bad("max_qty"))?,
+                min_notional: Amount::from_db_str(&min_n).map_err(|_| bad("min_notional"))?,
+                trading: status == "trading",
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// A placement request, Binance-shaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceRequest {
+    /// Owner.
+    pub user_id: UserId,
+    /// Symbol name as given (checked against the whitelist and config).
+    pub symbol: String,
+    /// Side.
+    pub side: Side,
+    /// Order type.
+    pub order_type: OrderType,
+    /// Time in force (limit-like orders).
+    pub tif: TimeInForce,
+    /// Limit price.
+    pub price: Option<Price>,
+    /// Base quantity.
+    pub qty: Option<Qty>,
+    /// Quote amount (`quoteOrderQty`).
+    pub quote_qty: Option<Amount>,
+    /// Stop price.
+    pub stop_price: Option<Price>,
+    /// Self-trade prevention.
+    pub stp: StpMode,
+    /// `newClientOrderId`; generated from the order id when absent.
+    pub client_order_id: Option<String>,
+}
+
+/// The acknowledgement of a placed (or previously placed) order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ack {
+    /// Snowflake order id.
+    pub order_id: OrderId,
+    /// Symbol.
+    pub symbol: Symbol,
+    /// Client order id.
+    pub client_order_id: String,
+    /// Asset frozen.
+    pub frozen_asset: Asset,
+    /// Amount frozen.
+    pub frozen: Amount,
+    /// `true` when this is an earlier order returned for a retried client order id.
+    pub duplicate: bool,
+}
+
+/// Why a placement was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+pub enum Reject {
+    /// Not a configured, whitelisted symbol.
+    #[error("unknown symbol {0:?}")]
+    UnknownSymbol(String),
+    /// The symbol is halted.
+    #[error("symbol {0} is not trading")]
+    Halted(Symbol),
+    /// A field the order type needs is missing or not allowed, or off the grid.
+    #[error("invalid order: {0:?}")]
+    Invalid(RejectReason),
+    /// A symbol filter (quantity limits, minimum notional).
+    #[error("filter {filter} failed: {detail}")]
+    Filter {
+        /// Binance filter name (`LOT_SIZE`, `NOTIONAL`).
+        filter: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// An order shape whose spending cannot be bounded at placement.
+    #[error("unsupported order: {0}")]
+    Unsupported(&'static str),
+    /// Client order id malformed (`^[.A-Za-z:/0-9_-]{1,36}$`).
+    #[error("invalid client order id")]
+    BadClientOrderId,
+    /// Not enough available balance.
+    #[error("insufficient balance: {available} {asset} available")]
+    InsufficientBalance {
+        /// Asset.
+        asset: Asset,
+        /// What was available.
+        available: Amount,
+    },
+}
+
+/// Infrastructure failure (the request may be retried with the same client order id).
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    /// Database or routing error.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// No order id could be issued.
+    #[error(transparent)]
+    Id(#[from] SnowflakeError),
+    /// Bad symbol configuration.
+    #[error("config: {0}")]
+    Config(String),
+    /// Arithmetic left the DECIMAL(36,18) range.
+    #[error("amount out of range: {0}")]
+    Money(#[from] domain::MoneyError),
+}
+
+/// A validated request: everything needed for the transaction.
+#[derive(Debug, Clone)]
+struct Checked {
+    user_id: UserId,
+    symbol: Symbol,
+    order: NewOrder,
+    client_order_id: String,
+    frozen_asset: Asset,
+    frozen: Amount,
+}
+
+/// Places orders. Cheap to clone; share it.
+#[derive(Clone)]
+pub struct Placer {
+    shards: ShardMap,
+    router: TableRouter,
+    symbols: Arc<BTreeMap<Symbol, SymbolConfig>>,
+    next_id: Arc<dyn Fn() -> Result<u64, SnowflakeError> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Placer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placer")
+            .field("symbols", &self.symbols.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Placer {
+    /// A placer over `shards`, for the symbols in both the whitelist and `symbols`,
+    /// issuing order ids from `next_id` (a snowflake generator).
+    pub fn new(
+        shards: ShardMap,
+        router: TableRouter,
+        symbols: BTreeMap<Symbol, SymbolConfig>,
+        next_id: Arc<dyn Fn() -> Result<u64, SnowflakeError> + Send + Sync>,
+    ) -> Self {
+        Self {
+            shards,
+            router,
+            symbols: Arc::new(symbols),
+            next_id,
+        }
+    }
+
+    /// Places an order: `Ok(Ok(ack))`, `Ok(Err(reject))` (nothing changed), or an
+    /// infrastructure error.
+    ///
+    /// # Errors
+    /// [`PlaceError`] for database, id or configuration failures.
+    pub async fn place(&self, req: &PlaceRequest) -> Result<Result<Ack, Reject>, PlaceError> {
+        let checked = match self.check(req)? {
+            Ok(c) => c,
+            Err(r) => return Ok(Err(r)),
+        };
+        self.write(checked).await
+    }
+
+    /// Validation and freeze computation, no I/O.
+    fn check(&self, req: &PlaceRequest) -> Result<Result<Checked, Reject>, PlaceError> {
+        let reject = |r| Ok(Err(r));
+        let Ok(symbol) = self.router.symbol(&req.symbol) else {
+            return reject(Reject::UnknownSymbol(req.symbol.clone()));
+        };
+        let Some(cfg) = self.symbols.get(&symbol) else {
+            return reject(Reject::UnknownSymbol(req.symbol.clone()));
+        };
+        if !cfg.trading {
+            return reject(Reject::Halted(symbol));
+        }
+        if let Some(c) = &req.client_order_id {
+            let ok = (1..=36).contains(&c.len())
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".:/_-".contains(&b));
+            if !ok {
+                return reject(Reject::BadClientOrderId);
+            }
+        }
+        let spec = &cfg.spec;
+        let limit_like = matches!(
+            req.order_type,
+            OrderType::Limit
+                | OrderType::LimitMaker
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfitLimit
+        );
+        // grid checks with the matcher's own rules
+        if let Some(p) = req.price.filter(|_| limit_like) {
+            if let Err(r) = spec.ticks(p) {
+                return reject(Reject::Invalid(r));
+            }
+        }
+        if let Some(p) = req.stop_price {
+            if let Err(r) = spec.ticks(p) {
+                return reject(Reject::Invalid(r));
+            }
+        }
+        if let Some(q) = req.qty {
+            if let Err(r) = spec.lots(q) {
+                return reject(Reject::Invalid(r));
+            }
+            if q.get() < cfg.min_qty.get() || q.get() > cfg.max_qty.get() {
+                return reject(Reject::Filter {
+                    filter: "LOT_SIZE",
+                    detail: format!("quantity {q} outside [{}, {}]", cfg.min_qty, cfg.max_qty),
+                });
+            }
+        }
+        if let Some(a) = req.quote_qty {
+            if let Err(r) = spec.quote_atoms(a) {
+                return reject(Reject::Invalid(r));
+            }
+        }
+        let (frozen_asset, frozen, notional) =
+            match (limit_like, req.side, req.price, req.qty, req.quote_qty) {
+                (true, _, None, _, _) => {
+                    return reject(Reject::Invalid(RejectReason::MissingPrice))
+                }
+                (true, _, _, None, _) | (false, _, _, None, None) => {
+                    return reject(Reject::Invalid(RejectReason::InvalidQuantity))
+                }
+                (true, _, _, _, Some(_)) | (false, _, _, Some(_), Some(_)) => {
+                    return reject(Reject::Invalid(RejectReason::BadQuantityFields))
+                }
+                (true, Side::Buy, Some(p), Some(q), None) => {
+                    let n = p.checked_notional(q)?;
+                    (spec.quote, n, Some(n))
+                }
+                (true, Side::Sell, Some(p), Some(q), None) => {
+                    (spec.base, Amount::from(q), Some(p.checked_notional(q)?))
+                }
+                (false, Side::Buy, _, None, Some(a)) => (spec.quote, a, Some(a)),
+                (false, Side::Sell, _, Some(q), None) => (spec.base, Amount::from(q), None),
+                (false, Side::Buy, _, Some(_), None) => {
+                    return reject(Reject::Unsupported(
+                        "a MARKET/STOP buy must give quoteOrderQty",
+                    ))
+                }
+                (false, Side::Sell, _, None, Some(_)) => {
+                    return reject(Reject::Unsupported("a MARKET/STOP sell must give quantity"))
+                }
+            };
+        if let Some(n) = notional {
+            if n.get() < cfg.min_notional.get() {
+                return reject(Reject::Filter {
+                    filter: "NOTIONAL",
+                    detail: format!("notional {n} below {}", cfg.min_notional),
+                });
+            }
+        }
+        let order_id =
+            OrderId::new((self.next_id)()?).map_err(|e| PlaceError::Config(e.to_string()))?;
+        let client_order_id = req
+            .client_order_id
+            .clone()
+            .unwrap_or_else(|| format!("x-{order_id}"));
+        let order = NewOrder {
+            order_id,
+            user_id: req.user_id,
+            side: req.side,
+            order_type: req.order_type,
+            tif: req.tif,
+            price: req.price.filter(|_| limit_like),
+            qty: req.qty,
+            quote_qty: req.quote_qty,
+            stop_price: req.stop_price,
+            stp: req.stp,
+        };
+        Ok(Ok(Checked {
+            user_id: req.user_id,
+            symbol,
+            order,
+            client_order_id,
+            frozen_asset,
+            frozen,
+        }))
+    }
+
+    /// The local transaction on the user's shard.
+    async fn write(&self, c: Checked) -> Result<Result<Ack, Reject>, PlaceError> {
+        let shard = self.shards.shard_of(c.user_id).get();
+        let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
+        let table = self.router.orders_table(&c.symbol, c.order.order_id)?;
+        let mut tx = self
+            .shards
+            .pool_for(c.user_id)
+            .begin()
+            .await
+            .map_err(place)?;
+
+        // an idempotent retry returns the original order
+        if let Some(ack) =
+            existing(&mut tx, shard, &self.router, c.user_id, &c.client_order_id).await?
+        {
+            tx.rollback().await.map_err(place)?;
+            return Ok(Ok(ack));
+        }
+        let after = match freeze_on(
+            &mut tx,
+            shard,
+            c.user_id,
+            &c.frozen_asset,
+            c.frozen,
+            FREEZE_RETRIES,
+        )
+        .await?
+        {
+            Freeze::Done(b) => b,
+            Freeze::Insufficient { available } => {
+                tx.rollback().await.map_err(place)?;
+                return Ok(Err(Reject::InsufficientBalance {
+                    asset: c.frozen_asset,
+                    available,
+                }));
+            }
+        };
+        let claimed = sqlx::query(
+            "INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) VALUES (?, ?, ?, ?)",
+        )
+        .bind(c.user_id.get())
+        .bind(&c.client_order_id)
+        .bind(c.symbol.as_str())
+        .bind(c.order.order_id.get())
+        .execute(&mut *tx)
+        .await;
+        match claimed {
+            Ok(_) => {}
+            // a concurrent request with the same client order id won: return its order
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                tx.rollback().await.map_err(place)?;
+                let mut conn = self
+                    .shards
+                    .pool_for(c.user_id)
+                    .acquire()
+                    .await
+                    .map_err(place)?;
+                return match existing(
+                    &mut conn,
+                    shard,
+                    &self.router,
+                    c.user_id,
+                    &c.client_order_id,
+                )
+                .await?
+                {
+                    Some(ack) => Ok(Ok(ack)),
+                    None => Err(PlaceError::Config("client order id vanished".into())),
+                };
+            }
+            Err(e) => return Err(place(e)),
+        }
+        let o = &c.order;
+        sqlx::query(&format!(
+            "INSERT INTO `{table}` (order_id, client_order_id, user_id, symbol, side, type, time_in_force, \
+               price, quantity, quote_quantity, stop_price, frozen_currency, frozen_amount) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(o.order_id.get())
+        .bind(&c.client_order_id)
+        .bind(c.user_id.get())
+        .bind(c.symbol.as_str())
+        .bind(o.side.as_db_str())
+        .bind(o.order_type.as_db_str())
+        .bind(o.tif.as_db_str())
+        .bind(o.price.map(|p| p.to_db_string()))
+        .bind(o.qty.map(|q| q.to_db_string()))
+        .bind(o.quote_qty.map(|a| a.to_db_string()))
+        .bind(o.stop_price.map(|p| p.to_db_string()))
+        .bind(c.frozen_asset.as_str())
+        .bind(c.frozen.to_db_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(place)?;
+        sqlx::query(
+            "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
+             VALUES (?, ?, 'freeze', ?, ?, 'order', ?)",
+        )
+        .bind(c.user_id.get())
+        .bind(c.frozen_asset.as_str())
+        .bind((-c.frozen).to_db_string())
+        .bind(after.available.to_db_string())
+        .bind(o.order_id.get())
+        .execute(&mut *tx)
+        .await
+        .map_err(place)?;
+        let input = OrderInput::Place {
+            symbol: c.symbol,
+            order: c.order.clone(),
+        };
+        sqlx::query("INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)")
+            .bind(ORDERS_TOPIC)
+            .bind(c.symbol.as_str().as_bytes())
+            .bind(input.encode())
+            .execute(&mut *tx)
+            .await
+            .map_err(place)?;
+        tx.commit().await.map_err(place)?;
+        Ok(Ok(Ack {
+            order_id: o.order_id,
+            symbol: c.symbol,
+            client_order_id: c.client_order_id,
+            frozen_asset: c.frozen_asset,
+            frozen: c.frozen,
+            duplicate: false,
+        }))
+    }
+}
+
+/// The order an earlier request with this client order id placed, if any.
+async fn existing(
+    conn: &mut sqlx::MySqlConnection,
+    shard: u16,
+    router: &TableRouter,
+    user: UserId,
+    client_order_id: &str,
+) -> Result<Option<Ack>, PlaceError> {
+    let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
+    let row: Option<(String, u64)> = sqlx::query_as(
+        "SELECT symbol, order_id FROM client_orders WHERE user_id = ? AND client_order_id = ?",
+    )
+    .bind(user.get())
+    .bind(client_order_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(place)?;
+    let Some((symbol, order_id)) = row else {
+        return Ok(None);
+    };
+    let symbol = router.symbol(&symbol)?;
+    let order_id = OrderId::new(order_id).map_err(|e| PlaceError::Config(e.to_string()))?;
+    let table = router.orders_table(&symbol, order_id)?;
+    let (asset, frozen): (String, String) = sqlx::query_as(&format!(
+        "SELECT frozen_currency, CAST(frozen_amount AS CHAR) FROM `{table}` WHERE order_id = ?"
+    ))
+    .bind(order_id.get())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(place)?;
+    Ok(Some(Ack {
+        order_id,
+        symbol,
+        client_order_id: client_order_id.to_owned(),
+        frozen_asset: Asset::new(&asset).map_err(|e| PlaceError::Config(e.to_string()))?,
+        frozen: Amount::from_db_str(&frozen)?,
+        duplicate: true,
+    }))
+}

@@ -1,0 +1,340 @@
+//! Order placement against the real shards: one local transaction per order, exact
+//! freezes, idempotent client order ids, clean rejects, and concurrency.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::Utc;
+use domain::{Amount, Asset, OrderType, Price, Qty, Side, TimeInForce, UserId};
+use engine::matcher::{RejectReason, StpMode};
+use engine::placement::{load_symbols, PlaceRequest, Placer, Reject};
+use engine::wire::OrderInput;
+use router::accounts::{balance, credit_deposit};
+use router::testing::TestEnv;
+use router::{Snowflake, TableRouter};
+
+async fn setup(name: &str) -> (TestEnv, Placer) {
+    let env = TestEnv::new(name).await;
+    let router = TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router");
+    env.map
+        .ensure_tables(&router, Utc::now(), 1)
+        .await
+        .expect("ensure tables");
+    let symbols = load_symbols(env.map.meta()).await.expect("symbols");
+    let ids = Arc::new(Snowflake::new(0, 9).expect("ids"));
+    let placer = Placer::new(
+        env.map.clone(),
+        router,
+        symbols,
+        Arc::new(move || ids.next_id()),
+    );
+    (env, placer)
+}
+
+fn amt(s: &str) -> Amount {
+    Amount::from_str(s).expect("amount")
+}
+
+fn limit(user: u64, side: Side, price: &str, qty: &str) -> PlaceRequest {
+    PlaceRequest {
+        user_id: UserId::new(user).expect("user"),
+        symbol: "BTCUSDT".into(),
+        side,
+        order_type: OrderType::Limit,
+        tif: TimeInForce::Gtc,
+        price: Some(Price::from_str(price).expect("price")),
+        qty: Some(Qty::from_str(qty).expect("qty")),
+        quote_qty: None,
+        stop_price: None,
+        stp: StpMode::None,
+        client_order_id: None,
+    }
+}
+
+async fn bal(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) {
+    let user = UserId::new(user).expect("user");
+    let b = balance(
+        env.map.pool_for(user),
+        env.map.shard_of(user).get(),
+        user,
+        &Asset::new(asset).expect("asset"),
+    )
+    .await
+    .expect("read")
+    .expect("row");
+    (b.available, b.frozen)
+}
+
+async fn count(env: &TestEnv, user: u64, sql: &str) -> i64 {
+    let user = UserId::new(user).expect("user");
+    let (n,): (i64,) = sqlx::query_as(sql)
+        .fetch_one(env.map.pool_for(user))
+        .await
+        .expect("count");
+    n
+}
+
+#[tokio::test]
+async fn a_limit_buy_freezes_exactly_and_writes_order_ledger_and_outbox_together() {
+    let (env, placer) = setup("place").await;
+    let user = UserId::new(6).expect("user");
+    let usdt = Asset::new("USDT").expect("asset");
+    assert!(credit_deposit(&env.map, user, &usdt, amt("1000"), "tx-1")
+        .await
+        .expect("deposit"));
+    assert!(
+        !credit_deposit(&env.map, user, &usdt, amt("1000"), "tx-1")
+            .await
+            .expect("again"),
+        "deposits are idempotent"
+    );
+
+    let mut req = limit(6, Side::Buy, "50000.01", "0.01234");
+    req.client_order_id = Some("my-order-1".into());
+    let ack = placer.place(&req).await.expect("place").expect("accepted");
+    assert_eq!(ack.frozen, amt("617.0001234"), "price x qty, exactly");
+    assert_eq!(ack.frozen_asset, usdt);
+    assert_eq!(
+        bal(&env, 6, "USDT").await,
+        (amt("382.9998766"), amt("617.0001234"))
+    );
+
+    let table = TableRouter::new(&["BTCUSDT"])
+        .expect("r")
+        .orders_table(&ack.symbol, ack.order_id)
+        .expect("table");
+    let (status, price, qty, frozen): (String, String, String, String) = sqlx::query_as(&format!(
+        "SELECT CAST(status AS CHAR), CAST(price AS CHAR), CAST(quantity AS CHAR), CAST(frozen_amount AS CHAR) FROM `{table}` WHERE order_id = ?"
+    ))
+    .bind(ack.order_id.get())
+    .fetch_one(env.map.pool_for(user))
+    .await
+    .expect("order row");
+    assert_eq!(status, "new");
+    assert_eq!(price, "50000.010000000000000000");
+    assert_eq!(qty, "0.012340000000000000");
+    assert_eq!(frozen, "617.000123400000000000");
+    let (amount, after): (String, String) = sqlx::query_as(
+        "SELECT CAST(amount AS CHAR), CAST(balance_after AS CHAR) FROM account_transactions WHERE type = 'freeze' AND ref_id = ?",
+    )
+    .bind(ack.order_id.get())
+    .fetch_one(env.map.pool_for(user))
+    .await
+    .expect("ledger row");
+    assert_eq!(
+        (amount.as_str(), after.as_str()),
+        ("-617.000123400000000000", "382.999876600000000000")
+    );
+    let (key, payload): (Vec<u8>, Vec<u8>) = sqlx::query_as("SELECT msg_key, payload FROM outbox")
+        .fetch_one(env.map.pool_for(user))
+        .await
+        .expect("outbox row");
+    assert_eq!(key, b"BTCUSDT");
+    match OrderInput::decode(&payload).expect("decode") {
+        OrderInput::Place { order, .. } => assert_eq!(order.order_id, ack.order_id),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // the same client order id again: the original order, nothing else happens
+    let again = placer.place(&req).await.expect("place").expect("accepted");
+    assert!(again.duplicate);
+    assert_eq!((again.order_id, again.frozen), (ack.order_id, ack.frozen));
+    assert_eq!(
+        bal(&env, 6, "USDT").await,
+        (amt("382.9998766"), amt("617.0001234"))
+    );
+    assert_eq!(count(&env, 6, "SELECT COUNT(*) FROM outbox").await, 1);
+
+    // a sell freezes base; a market buy freezes its quote amount
+    let btc = Asset::new("BTC").expect("asset");
+    credit_deposit(&env.map, user, &btc, amt("0.5"), "tx-2")
+        .await
+        .expect("deposit");
+    let sell = placer
+        .place(&limit(6, Side::Sell, "60000", "0.2"))
+        .await
+        .expect("place")
+        .expect("ok");
+    assert_eq!((sell.frozen_asset, sell.frozen), (btc, amt("0.2")));
+    let mut mkt = limit(6, Side::Buy, "1", "1");
+    mkt.order_type = OrderType::Market;
+    mkt.price = None;
+    mkt.qty = None;
+    mkt.quote_qty = Some(amt("100.5"));
+    let m = placer.place(&mkt).await.expect("place").expect("ok");
+    assert_eq!(m.frozen, amt("100.5"));
+    assert_eq!(
+        bal(&env, 6, "USDT").await,
+        (amt("282.4998766"), amt("717.5001234"))
+    );
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_rejected_and_change_nothing() {
+    let (env, placer) = setup("placebad").await;
+    let user = UserId::new(3).expect("user");
+    credit_deposit(
+        &env.map,
+        user,
+        &Asset::new("USDT").expect("a"),
+        amt("100"),
+        "tx",
+    )
+    .await
+    .expect("deposit");
+    let with = |f: &dyn Fn(&mut PlaceRequest)| {
+        let mut r = limit(3, Side::Buy, "50000", "0.001");
+        f(&mut r);
+        r
+    };
+    type Expect = fn(&Reject) -> bool;
+    let cases: Vec<(PlaceRequest, Expect)> = vec![
+        (with(&|r| r.symbol = "DOGEUSDT".into()), |r| {
+            matches!(r, Reject::UnknownSymbol(_))
+        }),
+        (with(&|r| r.symbol = "BTC;DROP".into()), |r| {
+            matches!(r, Reject::UnknownSymbol(_))
+        }),
+        (
+            with(&|r| r.price = Some(Price::from_str("50000.001").expect("p"))),
+            |r| *r == Reject::Invalid(RejectReason::PriceNotOnTick),
+        ),
+        (
+            with(&|r| r.qty = Some(Qty::from_str("0.000001").expect("q"))),
+            |r| *r == Reject::Invalid(RejectReason::QtyNotOnStep),
+        ),
+        (
+            with(&|r| r.qty = Some(Qty::from_str("10000").expect("q"))),
+            |r| {
+                matches!(
+                    r,
+                    Reject::Filter {
+                        filter: "LOT_SIZE",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            with(&|r| r.price = Some(Price::from_str("1").expect("p"))),
+            |r| {
+                matches!(
+                    r,
+                    Reject::Filter {
+                        filter: "NOTIONAL",
+                        ..
+                    }
+                )
+            },
+        ),
+        (with(&|r| r.price = None), |r| {
+            *r == Reject::Invalid(RejectReason::MissingPrice)
+        }),
+        (
+            with(&|r| r.client_order_id = Some("no spaces allowed".into())),
+            |r| *r == Reject::BadClientOrderId,
+        ),
+        (
+            with(&|r| {
+                r.order_type = OrderType::Market;
+                r.price = None;
+            }),
+            |r| matches!(r, Reject::Unsupported(_)),
+        ),
+        (
+            with(&|r| r.qty = Some(Qty::from_str("0.01").expect("q"))),
+            |r| matches!(r, Reject::InsufficientBalance { .. }),
+        ),
+    ];
+    for (req, want) in cases {
+        let got = placer
+            .place(&req)
+            .await
+            .expect("no infrastructure error")
+            .expect_err("rejected");
+        assert!(want(&got), "{req:?} -> {got:?}");
+    }
+    assert_eq!(
+        bal(&env, 3, "USDT").await,
+        (amt("100"), Amount::ZERO),
+        "nothing frozen"
+    );
+    assert_eq!(count(&env, 3, "SELECT COUNT(*) FROM outbox").await, 0);
+    assert_eq!(
+        count(&env, 3, "SELECT COUNT(*) FROM client_orders").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &env,
+            3,
+            "SELECT COUNT(*) FROM account_transactions WHERE type = 'freeze'"
+        )
+        .await,
+        0
+    );
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn concurrent_placements_never_overdraw_and_retries_never_double_place() {
+    let (env, placer) = setup("placerace").await;
+    let user = UserId::new(10).expect("user");
+    credit_deposit(
+        &env.map,
+        user,
+        &Asset::new("USDT").expect("a"),
+        amt("1000"),
+        "tx",
+    )
+    .await
+    .expect("deposit");
+    // 64 tasks x 2 placements of 50 USDT each (0.001 @ 50000) = 6400 asked, 1000 there;
+    // every task places each client id twice (a retry)
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let placer = placer.clone();
+            tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for i in 0..2 {
+                    let mut r = limit(10, Side::Buy, "50000", "0.001");
+                    r.client_order_id = Some(format!("c-{t}-{i}"));
+                    let first = placer.place(&r).await.expect("place");
+                    let retry = placer.place(&r).await.expect("retry");
+                    if let (Ok(a), Ok(b)) = (&first, &retry) {
+                        assert_eq!(a.order_id, b.order_id, "a retry returns the same order");
+                    }
+                    acks.push(first);
+                }
+                acks
+            })
+        })
+        .collect();
+    let mut placed = BTreeMap::new();
+    let mut insufficient = 0;
+    for t in tasks {
+        for r in t.await.expect("task") {
+            match r {
+                Ok(a) => {
+                    placed.insert(a.order_id, a.frozen);
+                }
+                Err(Reject::InsufficientBalance { .. }) => insufficient += 1,
+                Err(other) => panic!("unexpected reject {other:?}"),
+            }
+        }
+    }
+    assert_eq!(placed.len(), 20, "exactly 1000 / 50 orders fit");
+    assert_eq!(insufficient, 108);
+    assert_eq!(bal(&env, 10, "USDT").await, (Amount::ZERO, amt("1000")));
+    assert_eq!(count(&env, 10, "SELECT COUNT(*) FROM outbox").await, 20);
+    assert_eq!(
+        count(&env, 10, "SELECT COUNT(*) FROM client_orders").await,
+        20
+    );
+    // conservation: available + frozen = deposits
+    let (a, f) = bal(&env, 10, "USDT").await;
+    assert_eq!(a.checked_add(f).expect("sum"), amt("1000"));
+    env.drop_all().await;
+}
