@@ -7,11 +7,14 @@
 //!
 //! * [`placement`] — order placement on the user's shard: validate, freeze, order row,
 //!   ledger and outbox row in one local transaction (idempotent by client order id);
+//! * [`relay`] — the per-shard outbox relay (stamp a visible-order sequence, publish,
+//!   mark sent after the acks);
 //! * [`wire`] — the messages on the `orders` topic.
 //!
-//! The relay, matcher service, settlers and the TCC coordinator arrive with their issues.
+//! The matcher service, settlers and the TCC coordinator arrive with their issues.
 
 pub mod bus;
 pub mod matcher;
 pub mod placement;
+pub mod relay;
 pub mod wire;
