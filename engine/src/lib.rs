@@ -1,5 +1,6 @@
 //! The engine: the Kafka services around the matcher.
 //!
+//! * [`audit`] — the money invariant across shards;
 //! * [`matcher`] — the deterministic matching state machine of one symbol (pure: no
 //!   I/O, no clock, no randomness);
 //! * [`bus`] — the Kafka clients configured as the pipeline relies on them
@@ -9,12 +10,16 @@
 //!   ledger and outbox row in one local transaction (idempotent by client order id);
 //! * [`relay`] — the per-shard outbox relay (stamp a visible-order sequence, publish,
 //!   mark sent after the acks);
+//! * [`settle`] — settlement of matcher events on one shard (netted, idempotent by a
+//!   per-symbol `seq` mark in the same transaction);
 //! * [`wire`] — the messages on the `orders` topic.
 //!
-//! The matcher service, settlers and the TCC coordinator arrive with their issues.
+//! The Kafka loops around matcher and settlers, and the TCC coordinator, come next.
 
+pub mod audit;
 pub mod bus;
 pub mod matcher;
 pub mod placement;
 pub mod relay;
+pub mod settle;
 pub mod wire;

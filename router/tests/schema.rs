@@ -4,10 +4,11 @@ use chrono::{TimeZone, Utc};
 use router::testing::{tables, TestEnv};
 use router::{snowflake, Month, RouterError, TableKind, TableRouter};
 
-const SHARD_TABLES: [&str; 12] = [
+const SHARD_TABLES: [&str; 13] = [
     "_sqlx_migrations",
     "account_balances",
     "account_transactions",
+    "applied_seq",
     "client_orders",
     "deposits",
     "orders_template",
