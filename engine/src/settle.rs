@@ -336,6 +336,7 @@ impl Settler {
     }
 
     /// Loads an order of this shard (once per batch).
+    #[allow(clippy::map_entry)] // an entry cannot be held across the awaited load
     async fn order<'a>(
         &self,
         conn: &mut MySqlConnection,
