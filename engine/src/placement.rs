@@ -179,6 +179,9 @@ pub enum Reject {
     /// An order shape whose spending cannot be bounded at placement.
     #[error("unsupported order: {0}")]
     Unsupported(&'static str),
+    /// Cancel of an order that is not open or not the user's.
+    #[error("unknown order")]
+    UnknownOrder,
     /// Client order id malformed (`^[.A-Za-z:/0-9_-]{1,36}$`).
     #[error("invalid client order id")]
     BadClientOrderId,
@@ -265,6 +268,62 @@ impl Placer {
             Err(r) => return Ok(Err(r)),
         };
         self.write(checked).await
+    }
+
+    /// Requests a cancel: checks the order is the user's and still open, then writes
+    /// the cancel request to the outbox. The result arrives as a matcher event (the
+    /// settler releases the remaining funds); a cancel racing a fill resolves in the
+    /// matcher's order.
+    ///
+    /// # Errors
+    /// [`PlaceError`] for database failures.
+    pub async fn cancel(
+        &self,
+        user: UserId,
+        symbol: &str,
+        order_id: OrderId,
+    ) -> Result<Result<(), Reject>, PlaceError> {
+        let Ok(symbol) = self.router.symbol(symbol) else {
+            return Ok(Err(Reject::UnknownSymbol(symbol.to_owned())));
+        };
+        let Ok(table) = self.router.orders_table(&symbol, order_id) else {
+            return Ok(Err(Reject::UnknownOrder));
+        };
+        let shard = self.shards.shard_of(user).get();
+        let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
+        let mut tx = self.shards.pool_for(user).begin().await.map_err(place)?;
+        let found: Result<Option<(String,)>, _> = sqlx::query_as(&format!(
+            "SELECT CAST(status AS CHAR) FROM `{table}` WHERE order_id = ? AND user_id = ?"
+        ))
+        .bind(order_id.get())
+        .bind(user.get())
+        .fetch_optional(&mut *tx)
+        .await;
+        let row = match found.map_err(|e| RouterError::db_on_shard(shard, e)) {
+            Ok(row) => row,
+            // a month without a table holds nobody's order
+            Err(RouterError::MissingTable { .. }) => None,
+            Err(other) => return Err(other.into()),
+        };
+        let open = row.is_some_and(|(s,)| matches!(s.as_str(), "new" | "partially_filled"));
+        if !open {
+            tx.rollback().await.map_err(place)?;
+            return Ok(Err(Reject::UnknownOrder));
+        }
+        let input = OrderInput::Cancel {
+            symbol,
+            order_id,
+            user_id: user,
+        };
+        sqlx::query("INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)")
+            .bind(ORDERS_TOPIC)
+            .bind(symbol.as_str().as_bytes())
+            .bind(input.encode())
+            .execute(&mut *tx)
+            .await
+            .map_err(place)?;
+        tx.commit().await.map_err(place)?;
+        Ok(Ok(()))
     }
 
     /// Validation and freeze computation, no I/O.

@@ -16,7 +16,7 @@ use domain::{
 };
 use engine::audit::conservation;
 use engine::matcher::{Command, Event, Matcher, StpMode, SymbolSpec};
-use engine::placement::{load_symbols, PlaceRequest, Placer};
+use engine::placement::{load_symbols, PlaceRequest, Placer, Reject};
 use engine::settle::{shards_of, FillBatch, Settler, FEE_ACCOUNT};
 use engine::wire::OrderInput;
 use router::accounts::credit_deposit;
@@ -121,25 +121,18 @@ impl Pipeline {
                     .await
                     .expect("outbox");
             for (id, payload) in rows {
-                let OrderInput::Place { order, .. } = OrderInput::decode(&payload).expect("decode")
-                else {
-                    continue;
+                let cmd = match OrderInput::decode(&payload).expect("decode") {
+                    OrderInput::Place { order, .. } => Command::Place(order),
+                    OrderInput::Cancel {
+                        order_id, user_id, ..
+                    } => Command::Cancel { order_id, user_id },
                 };
-                assert!(self.matcher.apply_sourced(
-                    u32::from(shard.get()),
-                    id,
-                    &Command::Place(order),
-                    &mut events
-                ));
+                assert!(self
+                    .matcher
+                    .apply_sourced(u32::from(shard.get()), id, &cmd, &mut events));
                 self.sent.insert(shard.get(), id);
             }
         }
-        self.settle(events).await;
-    }
-
-    async fn command(&mut self, cmd: Command) {
-        let mut events = Vec::new();
-        self.matcher.apply(&cmd, &mut events);
         self.settle(events).await;
     }
 
@@ -259,12 +252,30 @@ async fn users_on_four_shards_trade_and_every_unit_is_accounted_for() {
             Some("5000"),
         ))
         .await;
-    // user 1 cancels the rest of its sell
-    p.command(Command::Cancel {
-        order_id: sell1,
-        user_id: UserId::new(1).expect("u"),
-    })
-    .await;
+    // nobody else can cancel user 1's order; finished orders cannot be cancelled
+    let u = |id| UserId::new(id).expect("u");
+    assert_eq!(
+        p.placer
+            .cancel(u(2), "BTCUSDT", sell1)
+            .await
+            .expect("cancel"),
+        Err(Reject::UnknownOrder)
+    );
+    assert_eq!(
+        p.placer
+            .cancel(u(2), "BTCUSDT", buy2)
+            .await
+            .expect("cancel"),
+        Err(Reject::UnknownOrder),
+        "already filled"
+    );
+    // user 1 cancels the rest of its sell, through the outbox and the matcher
+    p.placer
+        .cancel(u(1), "BTCUSDT", sell1)
+        .await
+        .expect("cancel")
+        .expect("accepted");
+    p.pump().await;
 
     // balances, by hand (fees 0.1 % maker and taker, in the asset received)
     assert_eq!(
