@@ -10,16 +10,18 @@
 //!   ledger and outbox row in one local transaction (idempotent by client order id);
 //! * [`relay`] — the per-shard outbox relay (stamp a visible-order sequence, publish,
 //!   mark sent after the acks);
+//! * [`service`] — the Kafka loops: matching service and per-shard settlers;
 //! * [`settle`] — settlement of matcher events on one shard (netted, idempotent by a
 //!   per-symbol `seq` mark in the same transaction);
 //! * [`wire`] — the messages on the `orders` topic.
 //!
-//! The Kafka loops around matcher and settlers, and the TCC coordinator, come next.
+//! Snapshots, market data, the `engine` binary's roles and the TCC coordinator come next.
 
 pub mod audit;
 pub mod bus;
 pub mod matcher;
 pub mod placement;
 pub mod relay;
+pub mod service;
 pub mod settle;
 pub mod wire;

@@ -1,0 +1,290 @@
+//! The Kafka loops around the pure parts: the matching service and the per-shard
+//! settlers (DESIGN.md "Order flow" 5–6).
+//!
+//! **Matching**: consumes `orders` (framed `source | seq | OrderInput`), feeds each
+//! symbol's [`Matcher`] through `apply_sourced` (redeliveries are dropped), and
+//! publishes, per input batch, one [`FillBatch`] per (shard, symbol) to `fills`
+//! (partition = shard) and the book deltas and trades to `market`. The broker offers no
+//! transactions, so exactly-once *effect* comes from determinism: this version never
+//! commits input offsets and rebuilds its books on start by replaying `orders` from the
+//! beginning; the replay re-emits identical batches, which the settlers skip by their
+//! `applied_seq` marks. (Snapshots that bound the replay are the next step.)
+//!
+//! **Settling**: one consumer per shard, assigned to its `fills` partition; each batch is
+//! applied in one DB transaction ([`Settler::apply`]), then the offset is committed as a
+//! hint (the real checkpoint is `applied_seq`, written with the money).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU16;
+use std::time::Duration;
+
+use domain::{ShardId, Symbol};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::bus::{consumer, producer, BusError, BusSettings};
+use crate::matcher::{Command, Event, Matcher, SymbolSpec};
+use crate::relay::unframe;
+use crate::settle::{shards_of, FillBatch, SettleError, Settler, FILLS_TOPIC};
+use crate::wire::{OrderInput, ORDERS_TOPIC};
+
+/// Topic of market events (trades and book deltas), keyed by symbol.
+pub const MARKET_TOPIC: &str = "market";
+
+/// Errors of the service loops.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Kafka.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A publish was not acknowledged.
+    #[error("publish: {0}")]
+    Publish(String),
+    /// Settlement failed (the batch will be retried).
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+}
+
+/// The books of every symbol this matcher owns, and the routing of their events.
+#[derive(Debug)]
+pub struct MatchingCore {
+    count: NonZeroU16,
+    books: BTreeMap<Symbol, Matcher>,
+}
+
+/// What a batch of inputs produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Events to settle, per (shard, symbol), in seq order.
+    pub fills: BTreeMap<(ShardId, Symbol), Vec<Event>>,
+    /// Trades and book deltas, per symbol.
+    pub market: BTreeMap<Symbol, Vec<Event>>,
+}
+
+impl MatchingCore {
+    /// Books for `specs`, routing to `count` shards.
+    pub fn new(specs: impl IntoIterator<Item = SymbolSpec>, count: NonZeroU16) -> Self {
+        Self {
+            count,
+            books: specs
+                .into_iter()
+                .map(|s| (s.symbol, Matcher::new(s)))
+                .collect(),
+        }
+    }
+
+    /// Applies one framed input; `false` if it was a redelivery (or for an unknown
+    /// symbol, which is logged).
+    pub fn apply(&mut self, source: u32, seq: u64, input: &OrderInput, out: &mut Output) -> bool {
+        let symbol = *input.symbol();
+        let Some(book) = self.books.get_mut(&symbol) else {
+            warn!(%symbol, "input for a symbol this matcher does not own");
+            return false;
+        };
+        let cmd = match input {
+            OrderInput::Place { order, .. } => Command::Place(order.clone()),
+            OrderInput::Cancel {
+                order_id, user_id, ..
+            } => Command::Cancel {
+                order_id: *order_id,
+                user_id: *user_id,
+            },
+        };
+        let mut events = Vec::new();
+        if !book.apply_sourced(source, seq, &cmd, &mut events) {
+            return false;
+        }
+        for e in events {
+            if matches!(e, Event::Trade { .. } | Event::BookDelta { .. }) {
+                out.market.entry(symbol).or_default().push(e.clone());
+            }
+            for shard in shards_of(&e, self.count) {
+                out.fills
+                    .entry((shard, symbol))
+                    .or_default()
+                    .push(e.clone());
+            }
+        }
+        true
+    }
+}
+
+/// Names of the topics, with a prefix (tests isolate themselves with one).
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Prefix of every topic name.
+    pub prefix: String,
+}
+
+impl Topics {
+    /// `{prefix}orders`.
+    pub fn orders(&self) -> String {
+        format!("{}{ORDERS_TOPIC}", self.prefix)
+    }
+    /// `{prefix}fills`.
+    pub fn fills(&self) -> String {
+        format!("{}{FILLS_TOPIC}", self.prefix)
+    }
+    /// `{prefix}market`.
+    pub fn market(&self) -> String {
+        format!("{}{MARKET_TOPIC}", self.prefix)
+    }
+}
+
+async fn publish_all(
+    producer: &FutureProducer,
+    sends: Vec<(String, Option<i32>, Vec<u8>, Vec<u8>)>,
+) -> Result<(), ServiceError> {
+    let mut acks = Vec::with_capacity(sends.len());
+    for (topic, partition, key, payload) in &sends {
+        let mut rec = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(p) = partition {
+            rec = rec.partition(*p);
+        }
+        acks.push(
+            producer
+                .send_result(rec)
+                .map_err(|(e, _)| ServiceError::Publish(e.to_string()))?,
+        );
+    }
+    for ack in acks {
+        match tokio::time::timeout(Duration::from_secs(60), ack).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err((e, _)))) => return Err(ServiceError::Publish(e.to_string())),
+            _ => return Err(ServiceError::Publish("no ack".into())),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the matching service until `stop` turns true.
+///
+/// # Errors
+/// Kafka failures (the caller restarts; the replay makes that safe).
+pub async fn run_matching(
+    bus: &BusSettings,
+    topics: &Topics,
+    group: &str,
+    mut core: MatchingCore,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let c = consumer(bus, group)?;
+    c.subscribe(&[&topics.orders()]).map_err(BusError::from)?;
+    let p = producer(bus)?;
+    loop {
+        let first = tokio::select! {
+            m = c.recv() => m,
+            _ = stop.changed() => return Ok(()),
+        };
+        let mut out = Output::default();
+        let mut handle = |m: &rdkafka::message::BorrowedMessage<'_>| {
+            let Some((source, seq, payload)) = m.payload().and_then(unframe) else {
+                warn!(offset = m.offset(), "unframed message on orders");
+                return;
+            };
+            match OrderInput::decode(payload) {
+                Ok(input) => {
+                    core.apply(source, seq, &input, &mut out);
+                }
+                Err(e) => warn!(offset = m.offset(), error = %e, "undecodable order input"),
+            }
+        };
+        match first {
+            Ok(m) => handle(&m),
+            Err(e) => {
+                warn!(error = %e, "orders consumer");
+                continue;
+            }
+        }
+        // take what else is already there (a batch), without waiting
+        for _ in 0..1_000 {
+            match tokio::time::timeout(Duration::from_millis(1), c.recv()).await {
+                Ok(Ok(m)) => handle(&m),
+                _ => break,
+            }
+        }
+        let mut sends = Vec::new();
+        for ((shard, symbol), events) in out.fills {
+            let batch = FillBatch { symbol, events };
+            sends.push((
+                topics.fills(),
+                Some(i32::from(shard.get())),
+                symbol.as_str().as_bytes().to_vec(),
+                batch.encode(),
+            ));
+        }
+        for (symbol, events) in out.market {
+            let bytes = postcard::to_stdvec(&events).unwrap_or_default();
+            sends.push((
+                topics.market(),
+                None,
+                symbol.as_str().as_bytes().to_vec(),
+                bytes,
+            ));
+        }
+        debug!(messages = sends.len(), "publishing matcher output");
+        publish_all(&p, sends).await?;
+    }
+}
+
+/// Runs one shard's settler until `stop` turns true.
+///
+/// # Errors
+/// Kafka failures; settlement errors after retries are logged and retried.
+pub async fn run_settler(
+    bus: &BusSettings,
+    topics: &Topics,
+    group: &str,
+    settler: Settler,
+    shard: ShardId,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let c: StreamConsumer = consumer(bus, group)?;
+    let mut tpl = TopicPartitionList::new();
+    let committed = c.committed(Duration::from_secs(10)).ok().and_then(|l| {
+        l.find_partition(&topics.fills(), i32::from(shard.get()))
+            .map(|p| p.offset())
+    });
+    let start = match committed {
+        Some(Offset::Offset(o)) => Offset::Offset(o),
+        _ => Offset::Beginning,
+    };
+    tpl.add_partition_offset(&topics.fills(), i32::from(shard.get()), start)
+        .map_err(BusError::from)?;
+    c.assign(&tpl).map_err(BusError::from)?;
+    loop {
+        let m = tokio::select! {
+            m = c.recv() => m,
+            _ = stop.changed() => return Ok(()),
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "fills consumer");
+                continue;
+            }
+        };
+        let Some(batch) = m.payload().and_then(|p| FillBatch::decode(p).ok()) else {
+            warn!(offset = m.offset(), "undecodable fill batch");
+            continue;
+        };
+        // retry until it applies: a batch is never skipped
+        let mut delay = Duration::from_millis(10);
+        loop {
+            match settler.apply(&batch).await {
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, shard = shard.get(), "settlement failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let Err(e) = c.commit_message(&m, CommitMode::Async) {
+            debug!(error = %e, "offset commit (a hint) failed");
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The order pipeline through the real broker: placement → outbox relay → `orders` →
+//! matching service → `fills` → four settlers. Users on all four shards trade; the
+//! matching service is then killed and restarted (it rebuilds its books by replay and
+//! re-emits everything), and nothing is applied twice.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU16;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use domain::{Amount, Asset, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
+use engine::audit::conservation;
+use engine::bus::{ensure_topic, producer, BusSettings};
+use engine::matcher::{StpMode, SymbolSpec};
+use engine::placement::{load_symbols, PlaceRequest, Placer};
+use engine::relay::Relay;
+use engine::service::{run_matching, run_settler, MatchingCore, Topics};
+use engine::settle::Settler;
+use rand::distr::{Alphanumeric, SampleString};
+use router::accounts::credit_deposit;
+use router::testing::TestEnv;
+use router::{Snowflake, TableRouter};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+fn amt(s: &str) -> Amount {
+    Amount::from_str(s).expect("amount")
+}
+
+fn req(
+    user: u64,
+    side: Side,
+    ty: OrderType,
+    price: Option<&str>,
+    qty: Option<&str>,
+    quote: Option<&str>,
+) -> PlaceRequest {
+    PlaceRequest {
+        user_id: UserId::new(user).expect("user"),
+        symbol: "BTCUSDT".into(),
+        side,
+        order_type: ty,
+        tif: TimeInForce::Gtc,
+        price: price.map(|p| Price::from_str(p).expect("price")),
+        qty: qty.map(|q| Qty::from_str(q).expect("qty")),
+        quote_qty: quote.map(amt),
+        stop_price: None,
+        stp: StpMode::None,
+        client_order_id: None,
+    }
+}
+
+async fn balance(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances WHERE user_id = ? AND currency = ?",
+    )
+    .bind(user)
+    .bind(asset)
+    .fetch_optional(env.map.pool_for(UserId::new(user).expect("u")))
+    .await
+    .expect("balance");
+    row.map_or((Amount::ZERO, Amount::ZERO), |(a, f)| (amt(&a), amt(&f)))
+}
+
+/// Waits until `user`'s balance of `asset` is `want` (the pipeline is asynchronous).
+async fn settled(env: &TestEnv, user: u64, asset: &str, want: (&str, &str)) {
+    let want = (amt(want.0), amt(want.1));
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = balance(env, user, asset).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "user {user} {asset}: {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn spawn_matching(
+    bus: &BusSettings,
+    topics: &Topics,
+    group: &str,
+    specs: &BTreeMap<Symbol, SymbolSpec>,
+    count: NonZeroU16,
+) -> (watch::Sender<bool>, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(false);
+    let (bus, topics, group) = (bus.clone(), topics.clone(), group.to_owned());
+    let core = MatchingCore::new(specs.values().cloned(), count);
+    let h = tokio::spawn(async move {
+        run_matching(&bus, &topics, &group, core, rx)
+            .await
+            .expect("matching service");
+    });
+    (tx, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_flow_through_the_broker_and_a_restarted_matcher_applies_nothing_twice() {
+    let env = TestEnv::new("pipeline").await;
+    let router = TableRouter::new(&["BTCUSDT"]).expect("router");
+    env.map
+        .ensure_tables(&router, Utc::now(), 1)
+        .await
+        .expect("tables");
+    let symbols = load_symbols(env.map.meta()).await.expect("symbols");
+    let specs: BTreeMap<Symbol, SymbolSpec> =
+        symbols.iter().map(|(s, c)| (*s, c.spec.clone())).collect();
+    let ids = Arc::new(Snowflake::new(0, 13).expect("ids"));
+    let placer = Placer::new(
+        env.map.clone(),
+        router.clone(),
+        symbols,
+        Arc::new(move || ids.next_id()),
+    );
+    let count = NonZeroU16::new(env.map.count()).expect("count");
+
+    let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+    let topics = Topics {
+        prefix: format!("t_pipe_{tag}_"),
+    };
+    let port = std::env::var("EXCHANGE_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    let bus = BusSettings {
+        brokers: format!("127.0.0.1:{port}"),
+        client_id: "pipeline-test".into(),
+    };
+    ensure_topic(&bus, &topics.orders(), 2)
+        .await
+        .expect("orders topic");
+    ensure_topic(&bus, &topics.fills(), i32::from(count.get()))
+        .await
+        .expect("fills topic");
+    ensure_topic(&bus, &topics.market(), 1)
+        .await
+        .expect("market topic");
+
+    let relays: Vec<Relay> = env
+        .map
+        .iter()
+        .map(|(shard, pool)| {
+            Relay::new(
+                shard,
+                pool.clone(),
+                producer(&bus).expect("producer"),
+                topics.prefix.clone(),
+                500,
+            )
+        })
+        .collect();
+    let relay_all = || async {
+        for r in &relays {
+            r.round().await.expect("relay");
+        }
+    };
+    let group = format!("g_match_{tag}");
+    let (stop_matching, matching) = spawn_matching(&bus, &topics, &group, &specs, count);
+    let (stop_settlers, settlers_rx) = watch::channel(false);
+    let mut settlers = Vec::new();
+    for (shard, pool) in env.map.iter() {
+        let s = Settler::new(shard, count, pool.clone(), router.clone(), specs.clone());
+        let (bus, topics, rx) = (bus.clone(), topics.clone(), settlers_rx.clone());
+        let group = format!("g_settle_{tag}_{}", shard.get());
+        settlers.push(tokio::spawn(async move {
+            run_settler(&bus, &topics, &group, s, shard, rx)
+                .await
+                .expect("settler");
+        }));
+    }
+
+    let (btc, usdt) = (
+        Asset::new("BTC").expect("a"),
+        Asset::new("USDT").expect("a"),
+    );
+    for (user, asset, amount) in [
+        (1u64, btc, "1"),
+        (4, btc, "0.5"),
+        (2, usdt, "10000"),
+        (3, usdt, "5000"),
+    ] {
+        credit_deposit(
+            &env.map,
+            UserId::new(user).expect("u"),
+            &asset,
+            amt(amount),
+            &format!("dep-{user}"),
+        )
+        .await
+        .expect("deposit");
+    }
+    let place = |r: PlaceRequest| {
+        let placer = placer.clone();
+        async move {
+            placer
+                .place(&r)
+                .await
+                .expect("place")
+                .expect("accepted")
+                .order_id
+        }
+    };
+    let sell1 = place(req(
+        1,
+        Side::Sell,
+        OrderType::Limit,
+        Some("50000"),
+        Some("0.5"),
+        None,
+    ))
+    .await;
+    let sell4 = place(req(
+        4,
+        Side::Sell,
+        OrderType::Limit,
+        Some("50100"),
+        Some("0.2"),
+        None,
+    ))
+    .await;
+    relay_all().await;
+    place(req(
+        2,
+        Side::Buy,
+        OrderType::Limit,
+        Some("50200"),
+        Some("0.15"),
+        None,
+    ))
+    .await;
+    relay_all().await;
+    place(req(
+        3,
+        Side::Buy,
+        OrderType::Market,
+        None,
+        None,
+        Some("5000"),
+    ))
+    .await;
+    relay_all().await;
+    settled(&env, 3, "BTC", ("0.0999", "0")).await;
+    placer
+        .cancel(UserId::new(1).expect("u"), "BTCUSDT", sell1)
+        .await
+        .expect("cancel")
+        .expect("ok");
+    relay_all().await;
+
+    settled(&env, 1, "BTC", ("0.75", "0")).await;
+    settled(&env, 1, "USDT", ("12487.5", "0")).await;
+    settled(&env, 2, "USDT", ("2500", "0")).await;
+    settled(&env, 2, "BTC", ("0.14985", "0")).await;
+    settled(&env, 3, "USDT", ("0", "0")).await;
+    settled(&env, 4, "BTC", ("0.3", "0.2")).await;
+
+    // the matching service dies; its replacement replays `orders` from the start and
+    // re-emits every batch, which the settlers recognise and skip
+    stop_matching.send(true).expect("stop");
+    matching.await.expect("matching stopped");
+    let (stop_matching, matching) = spawn_matching(&bus, &topics, &group, &specs, count);
+    placer
+        .cancel(UserId::new(4).expect("u"), "BTCUSDT", sell4)
+        .await
+        .expect("cancel")
+        .expect("ok");
+    relay_all().await;
+    settled(&env, 4, "BTC", ("0.5", "0")).await;
+    // a little longer for any duplicate to land, then everything is as before
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settled(&env, 1, "USDT", ("12487.5", "0")).await;
+    settled(&env, 2, "BTC", ("0.14985", "0")).await;
+    settled(&env, 3, "BTC", ("0.0999", "0")).await;
+    for (asset, t) in conservation(&env.map).await.expect("audit") {
+        assert!(t.holds(), "{asset}: {t:?}");
+    }
+    stop_matching.send(true).expect("stop");
+    stop_settlers.send(true).expect("stop");
+    matching.await.expect("matching");
+    for s in settlers {
+        s.await.expect("settler");
+    }
+    env.drop_all().await;
+}
