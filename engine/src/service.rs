@@ -134,10 +134,10 @@ impl Topics {
     }
 }
 
-async fn publish_all(
-    producer: &FutureProducer,
-    sends: Vec<(String, Option<i32>, Vec<u8>, Vec<u8>)>,
-) -> Result<(), ServiceError> {
+/// A message to publish: topic, partition (None = by key), key, payload.
+type Send = (String, Option<i32>, Vec<u8>, Vec<u8>);
+
+async fn publish_all(producer: &FutureProducer, sends: Vec<Send>) -> Result<(), ServiceError> {
     let mut acks = Vec::with_capacity(sends.len());
     for (topic, partition, key, payload) in &sends {
         let mut rec = FutureRecord::to(topic).key(key).payload(payload);
