@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One command on a fresh machine: install what is missing, start the service stack,
-# build, apply migrations, create month tables ahead, and run the demo.
-# Idempotent: run it again and it reuses everything (the demo users already exist).
-#
-# Today's demo (the order pipeline is not built yet): register users through the
-# user directory and show which shard each one landed on, then `shardctl status`.
+# build, apply migrations, create month tables ahead, start the engine (outbox relays,
+# matching service, settlers) and run the demo: users on all four shards deposit and
+# trade; their settled balances, orders and the money audit are printed.
+# Idempotent: run it again and it reuses everything (each run deposits and trades
+# again, so balances grow; the audit holds after every run).
+# Stop: scripts/engine.sh stop && scripts/stack.sh stop.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=env.sh
@@ -19,8 +20,8 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "service stack (MariaDB x$EXCHANGE_SHARDS, Redis, Kafka, Mongo, S3)"
 scripts/stack.sh start
 
-step "building shardctl (first build takes a few minutes on 2 cores)"
-cargo build --quiet -p router --bin shardctl
+step "building shardctl and engine (the first build takes several minutes on 2 cores)"
+cargo build --quiet -p router --bin shardctl -p engine --bin engine
 shardctl="$CARGO_TARGET_DIR/debug/shardctl"
 
 step "migrations (meta + every shard)"
@@ -40,6 +41,13 @@ step "demo: where trader6 lives"
 step "demo: order ids (snowflake; worker id leased in Redis; the month picks the table)"
 "$shardctl" ids --count 3
 
+step "engine: outbox relays, matching service and settlers for every shard"
+scripts/engine.sh start
+
+step "demo: users on all four shards trade BTCUSDT through the whole pipeline"
+"$CARGO_TARGET_DIR/debug/engine" demo
+
 step "status"
 "$shardctl" status
-printf '\nthe stack keeps running; stop it with scripts/stack.sh stop, wipe it with scripts/stack.sh wipe\n' >&2
+scripts/engine.sh status
+printf '\nthe stack and the engine keep running: stop with scripts/engine.sh stop && scripts/stack.sh stop (wipe: scripts/stack.sh wipe)\n' >&2

@@ -1,11 +1,13 @@
 //! The engine: the Kafka services around the matcher.
 //!
 //! * [`audit`] — the money invariant across shards;
+//! * [`config`] — the engine's settings (brokers, topics, endpoint);
 //! * [`matcher`] — the deterministic matching state machine of one symbol (pure: no
 //!   I/O, no clock, no randomness);
 //! * [`bus`] — the Kafka clients configured as the pipeline relies on them
 //!   (idempotent `acks=all` producers, manual-commit group consumers, topic creation).
 //!
+//! * [`metrics`] — counters and the `/metrics`, `/health`, `/ready` endpoint;
 //! * [`placement`] — order placement on the user's shard: validate, freeze, order row,
 //!   ledger and outbox row in one local transaction (idempotent by client order id);
 //! * [`relay`] — the per-shard outbox relay (stamp a visible-order sequence, publish,
@@ -19,7 +21,9 @@
 
 pub mod audit;
 pub mod bus;
+pub mod config;
 pub mod matcher;
+pub mod metrics;
 pub mod placement;
 pub mod relay;
 pub mod service;

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU16;
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::{ShardId, Symbol};
@@ -27,6 +28,7 @@ use tracing::{debug, warn};
 
 use crate::bus::{consumer, producer, BusError, BusSettings};
 use crate::matcher::{Command, Event, Matcher, SymbolSpec};
+use crate::metrics::Metrics;
 use crate::relay::unframe;
 use crate::settle::{shards_of, FillBatch, SettleError, Settler, FILLS_TOPIC};
 use crate::wire::{OrderInput, ORDERS_TOPIC};
@@ -169,6 +171,7 @@ pub async fn run_matching(
     topics: &Topics,
     group: &str,
     mut core: MatchingCore,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
     let c = consumer(bus, group)?;
@@ -187,7 +190,12 @@ pub async fn run_matching(
             };
             match OrderInput::decode(payload) {
                 Ok(input) => {
-                    core.apply(source, seq, &input, &mut out);
+                    let counter = if core.apply(source, seq, &input, &mut out) {
+                        &metrics.inputs_applied
+                    } else {
+                        &metrics.inputs_duplicate
+                    };
+                    Metrics::add(counter, 1);
                 }
                 Err(e) => warn!(offset = m.offset(), error = %e, "undecodable order input"),
             }
@@ -240,6 +248,7 @@ pub async fn run_settler(
     group: &str,
     settler: Settler,
     shard: ShardId,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
     let c: StreamConsumer = consumer(bus, group)?;
@@ -275,8 +284,20 @@ pub async fn run_settler(
         let mut delay = Duration::from_millis(10);
         loop {
             match settler.apply(&batch).await {
-                Ok(_) => break,
+                Ok(a) => {
+                    Metrics::add(&metrics.batches_settled, 1);
+                    Metrics::add(
+                        &metrics.events_settled,
+                        u64::try_from(a.applied).unwrap_or(0),
+                    );
+                    Metrics::add(
+                        &metrics.events_skipped,
+                        u64::try_from(a.skipped).unwrap_or(0),
+                    );
+                    break;
+                }
                 Err(e) => {
+                    Metrics::add(&metrics.settle_errors, 1);
                     warn!(error = %e, shard = shard.get(), "settlement failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

@@ -92,7 +92,7 @@ fn spawn_matching(
     let (bus, topics, group) = (bus.clone(), topics.clone(), group.to_owned());
     let core = MatchingCore::new(specs.values().cloned(), count);
     let h = tokio::spawn(async move {
-        run_matching(&bus, &topics, &group, core, rx)
+        run_matching(&bus, &topics, &group, core, Default::default(), rx)
             .await
             .expect("matching service");
     });
@@ -165,7 +165,7 @@ async fn orders_flow_through_the_broker_and_a_restarted_matcher_applies_nothing_
         let (bus, topics, rx) = (bus.clone(), topics.clone(), settlers_rx.clone());
         let group = format!("g_settle_{tag}_{}", shard.get());
         settlers.push(tokio::spawn(async move {
-            run_settler(&bus, &topics, &group, s, shard, rx)
+            run_settler(&bus, &topics, &group, s, shard, Default::default(), rx)
                 .await
                 .expect("settler");
         }));

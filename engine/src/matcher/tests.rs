@@ -1066,3 +1066,50 @@ fn every_type_tif_and_stp_combination_keeps_the_invariants() {
     }
     assert_eq!(combos, 7 * 3 * 4 * 2 * 2);
 }
+
+#[test]
+fn market_by_quote_buys_what_the_amount_affords() {
+    // BTCUSDT-like: tick 0.01, step 0.00001, 8-digit assets
+    let spec = SymbolSpec::new(
+        Symbol::new("BTCUSDT").expect("s"),
+        Asset::new("BTC").expect("a"),
+        Asset::new("USDT").expect("a"),
+        "0.01".parse().expect("t"),
+        "0.00001".parse().expect("s"),
+        8,
+        8,
+        1_000,
+        1_000,
+        500,
+    )
+    .expect("spec");
+    let mut m = Matcher::new(spec);
+    let p = |s: &str| Some(s.parse::<Price>().expect("p"));
+    let qq = |s: &str| Some(s.parse::<Qty>().expect("q"));
+    let ev = run(
+        &mut m,
+        &[
+            Command::Place(NewOrder {
+                price: p("50000"),
+                qty: qq("0.01"),
+                ..order(1, 1, SELL, OrderType::Limit)
+            }),
+            Command::Place(NewOrder {
+                price: p("50010"),
+                qty: qq("0.01"),
+                ..order(2, 2, SELL, OrderType::Limit)
+            }),
+            Command::Place(NewOrder {
+                price: p("50010"),
+                qty: qq("0.015"),
+                ..order(3, 3, BUY, OrderType::Limit)
+            }),
+            Command::Place(NewOrder {
+                quote_qty: Some("250".parse().expect("a")),
+                ..order(4, 4, BUY, OrderType::Market)
+            }),
+        ],
+    );
+    let t = trades(&ev);
+    assert_eq!(t.last(), Some(&(4, 2, 5_001_000, 499)), "{ev:#?}");
+}

@@ -1,0 +1,73 @@
+//! The engine's own settings (the shards, Redis and ids come from `router::Settings`):
+//! built-in defaults → environment `EXCHANGE_ENGINE__*` (e.g.
+//! `EXCHANGE_ENGINE__BROKERS=10.0.0.5:9092`). The scripts export the broker address
+//! from their `EXCHANGE_KAFKA_PORT`.
+
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::bus::BusSettings;
+use crate::service::Topics;
+
+/// Engine settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Prefix of every topic name.
+    pub topic_prefix: String,
+    /// Address of `/metrics`, `/health`, `/ready`.
+    pub http_addr: String,
+    /// Pause of an idle relay between rounds.
+    pub relay_idle_ms: u64,
+    /// Outbox rows per relay round.
+    pub relay_batch: u32,
+    /// Partitions of the `orders` topic (symbols are spread over them by key).
+    pub orders_partitions: i32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            http_addr: "127.0.0.1:9464".into(),
+            relay_idle_ms: 5,
+            relay_batch: 1_000,
+            orders_partitions: 4,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// Defaults → `EXCHANGE_ENGINE__*`.
+    ///
+    /// # Errors
+    /// A malformed value, as text.
+    pub fn load() -> Result<Self, String> {
+        let s: Self = Figment::from(Serialized::defaults(Self::default()))
+            .merge(Env::prefixed("EXCHANGE_ENGINE__"))
+            .extract()
+            .map_err(|e| e.to_string())?;
+        if s.relay_batch == 0 || s.orders_partitions < 1 {
+            return Err("relay_batch and orders_partitions must be positive".into());
+        }
+        Ok(s)
+    }
+
+    /// Kafka client settings for a role.
+    pub fn bus(&self, client_id: &str) -> BusSettings {
+        BusSettings {
+            brokers: self.brokers.clone(),
+            client_id: client_id.to_owned(),
+        }
+    }
+
+    /// Topic names.
+    pub fn topics(&self) -> Topics {
+        Topics {
+            prefix: self.topic_prefix.clone(),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Counters for `/metrics` (Prometheus text format) and a tiny HTTP endpoint serving
+//! `/metrics`, `/health` and `/ready`. No framework: the engine needs three GET routes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The engine's counters. Cheap to share (`Arc`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Outbox rows published by relays.
+    pub relayed: AtomicU64,
+    /// Relay rounds that failed.
+    pub relay_errors: AtomicU64,
+    /// Matcher inputs applied.
+    pub inputs_applied: AtomicU64,
+    /// Matcher inputs dropped as redeliveries.
+    pub inputs_duplicate: AtomicU64,
+    /// Fill batches settled.
+    pub batches_settled: AtomicU64,
+    /// Events applied by settlers.
+    pub events_settled: AtomicU64,
+    /// Redelivered events skipped by settlers.
+    pub events_skipped: AtomicU64,
+    /// Settlement attempts that failed (and were retried).
+    pub settle_errors: AtomicU64,
+    /// 1 once every role has started.
+    pub ready: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &AtomicU64); 9] = [
+            (
+                "exchange_relay_published_total",
+                "outbox rows published",
+                &self.relayed,
+            ),
+            (
+                "exchange_relay_errors_total",
+                "failed relay rounds",
+                &self.relay_errors,
+            ),
+            (
+                "exchange_matcher_inputs_total",
+                "matcher inputs applied",
+                &self.inputs_applied,
+            ),
+            (
+                "exchange_matcher_duplicates_total",
+                "redelivered inputs dropped",
+                &self.inputs_duplicate,
+            ),
+            (
+                "exchange_settler_batches_total",
+                "fill batches settled",
+                &self.batches_settled,
+            ),
+            (
+                "exchange_settler_events_total",
+                "events settled",
+                &self.events_settled,
+            ),
+            (
+                "exchange_settler_skipped_total",
+                "redelivered events skipped",
+                &self.events_skipped,
+            ),
+            (
+                "exchange_settler_errors_total",
+                "settlement attempts that failed",
+                &self.settle_errors,
+            ),
+            ("exchange_ready", "1 when every role runs", &self.ready),
+        ];
+        let mut out = String::new();
+        for (name, help, v) in rows {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+/// Serves `/metrics`, `/health` (always 200 while the process runs) and `/ready` (200
+/// once `ready` is 1) on `addr` until `stop`.
+///
+/// # Errors
+/// The bind error.
+pub async fn serve(
+    addr: &str,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(addr, "metrics and health on http://{addr}/metrics");
+    loop {
+        let (mut sock, _) = tokio::select! {
+            a = listener.accept() => a?,
+            _ = stop.changed() => return Ok(()),
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(2), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+            let line = String::from_utf8_lossy(&buf[..n]);
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", metrics.render()),
+                "/health" => ("200 OK", "ok\n".to_owned()),
+                "/ready" if metrics.ready.load(Ordering::Relaxed) == 1 => {
+                    ("200 OK", "ready\n".to_owned())
+                }
+                "/ready" => ("503 Service Unavailable", "starting\n".to_owned()),
+                _ => ("404 Not Found", "not found\n".to_owned()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if let Err(e) = sock.write_all(resp.as_bytes()).await {
+                warn!(error = %e, "metrics response");
+            }
+        });
+    }
+}
