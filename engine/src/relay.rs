@@ -112,17 +112,20 @@ impl Relay {
     /// Database or broker errors; rows stay unsent and the next round retries them.
     pub async fn round(&self) -> Result<Round, RelayError> {
         let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
+        // lock names are server-wide: qualify with the database (one server may host
+        // several shards' or tests' databases)
         let lock = format!("exchange.relay.{}", self.shard.get());
-        let (got,): (Option<i64>,) = sqlx::query_as("SELECT GET_LOCK(?, 0)")
-            .bind(&lock)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
+        let (got,): (Option<i64>,) =
+            sqlx::query_as("SELECT GET_LOCK(CONCAT(?, '.', DATABASE()), 0)")
+                .bind(&lock)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| self.db(e))?;
         if got != Some(1) {
             return Err(RelayError::Busy(self.shard.get()));
         }
         let result = self.round_locked(&mut conn, true).await;
-        let released = sqlx::query("DO RELEASE_LOCK(?)")
+        let released = sqlx::query("DO RELEASE_LOCK(CONCAT(?, '.', DATABASE()))")
             .bind(&lock)
             .execute(&mut *conn)
             .await;

@@ -187,25 +187,28 @@ impl ShardMap {
         let months: Vec<Month> = (0..=months_ahead).map(|i| first.plus(i)).collect();
         let mut report = EnsureReport::default();
         for (shard, pool) in self.iter() {
-            // one runner per shard at a time: every service runs this at start, and two
+            // one runner per shard database at a time (lock names are server-wide, so the
+            // name carries the database): every service runs this at start, and two
             // REORGANIZE PARTITION of the same pmax would collide
             let place = |e| RouterError::db_on_shard(shard.get(), e);
             let mut conn = pool.acquire().await.map_err(place)?;
-            let (locked,): (Option<i64>,) =
-                sqlx::query_as("SELECT GET_LOCK('exchange.ensure_tables', 60)")
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(place)?;
+            let (locked,): (Option<i64>,) = sqlx::query_as(
+                "SELECT GET_LOCK(CONCAT('exchange.ensure_tables.', DATABASE()), 60)",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(place)?;
             if locked != Some(1) {
                 return Err(RouterError::Busy(format!(
                     "shard {shard}: another ensure-tables held the lock for 60 s"
                 )));
             }
             let done = ensure_on_shard(&mut conn, shard, router, &months).await;
-            let released = sqlx::query("DO RELEASE_LOCK('exchange.ensure_tables')")
-                .execute(&mut *conn)
-                .await
-                .map_err(place);
+            let released =
+                sqlx::query("DO RELEASE_LOCK(CONCAT('exchange.ensure_tables.', DATABASE()))")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(place);
             let r = done?;
             released?;
             report.tables_created += r.tables_created;
