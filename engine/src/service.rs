@@ -5,10 +5,14 @@
 //! symbol's [`Matcher`] through `apply_sourced` (redeliveries are dropped), and
 //! publishes, per input batch, one [`FillBatch`] per (shard, symbol) to `fills`
 //! (partition = shard) and the book deltas and trades to `market`. The broker offers no
-//! transactions, so exactly-once *effect* comes from determinism: this version never
-//! commits input offsets and rebuilds its books on start by replaying `orders` from the
-//! beginning; the replay re-emits identical batches, which the settlers skip by their
+//! transactions, so exactly-once *effect* comes from determinism: this version owns all
+//! partitions of `orders` (assigned, no consumer-group rebalances), never commits input
+//! offsets, and rebuilds its books on start by replaying `orders` from the beginning;
+//! the replay re-emits identical batches, which the settlers skip by their
 //! `applied_seq` marks. (Snapshots that bound the replay are the next step.)
+//!
+//! One matching process per set of symbols at a time: the settlers' marks assume one
+//! writer per symbol (a zombie matcher publishing late would have its events skipped).
 //!
 //! **Settling**: one consumer per shard, assigned to its `fills` partition; each batch is
 //! applied in one DB transaction ([`Settler::apply`]), then the offset is committed as a
@@ -174,8 +178,24 @@ pub async fn run_matching(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
+    // no consumer group coordination: this process owns every partition of `orders`
+    // and replays them from the beginning (a restart never waits for a rebalance)
     let c = consumer(bus, group)?;
-    c.subscribe(&[&topics.orders()]).map_err(BusError::from)?;
+    let topic = topics.orders();
+    let meta = c
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .map_err(BusError::from)?;
+    let partitions = meta
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(&topic, i32::try_from(p).unwrap_or(0), Offset::Beginning)
+            .map_err(BusError::from)?;
+    }
+    c.assign(&tpl).map_err(BusError::from)?;
     let p = producer(bus)?;
     loop {
         let first = tokio::select! {

@@ -1,0 +1,433 @@
+//! Crash tests with real processes: the relays, the matching service and the settlers
+//! run as three `engine run --roles …` processes against the real shards and broker,
+//! while this test places and cancels orders for users on every shard. Each process
+//! is killed with SIGKILL mid-stream and restarted. Afterwards: no fill lost or applied
+//! twice, the money audit holds, and every open order's frozen funds match exactly
+//! what its remaining quantity still needs.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use domain::{Amount, Asset, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
+use engine::audit::conservation;
+use engine::matcher::StpMode;
+use engine::placement::{load_symbols, PlaceRequest, Placer};
+use rand::distr::{Alphanumeric, SampleString};
+use rand::Rng;
+use router::accounts::credit_deposit;
+use router::testing::TestEnv;
+use router::{Month, Snowflake, TableKind, TableRouter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn amt(s: &str) -> Amount {
+    Amount::from_str(s).expect("amount")
+}
+
+/// One engine process hosting one role.
+struct Role {
+    name: &'static str,
+    port: u16,
+    env: Vec<(String, String)>,
+    log: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Role {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(["run", "--roles", self.name])
+            .envs(self.env.iter().cloned())
+            .env(
+                "EXCHANGE_ENGINE__HTTP_ADDR",
+                format!("127.0.0.1:{}", self.port),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("CRASH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn engine");
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL"); // std's kill is SIGKILL on unix
+            c.wait().expect("reap");
+        }
+    }
+
+    async fn ready(&self) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while http_get(self.port, "/ready").await.as_deref() != Some("ready\n") {
+            assert!(
+                Instant::now() < until,
+                "{} not ready; log {}",
+                self.name,
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing() {
+    let env = TestEnv::new("crash").await;
+    let router = TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router");
+    env.map
+        .ensure_tables(&router, Utc::now(), 1)
+        .await
+        .expect("tables");
+    let symbols = load_symbols(env.map.meta()).await.expect("symbols");
+    let ids = Arc::new(Snowflake::new(0, 14).expect("ids"));
+    let placer = Placer::new(
+        env.map.clone(),
+        router.clone(),
+        symbols,
+        Arc::new(move || ids.next_id()),
+    );
+
+    let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+    let kafka = std::env::var("EXCHANGE_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    let child_env: Vec<(String, String)> = vec![
+        ("EXCHANGE_SHARD_URLS".into(), env.settings.shards.join(",")),
+        ("EXCHANGE_META".into(), env.settings.meta.clone()),
+        ("EXCHANGE_REDIS__URL".into(), env.settings.redis.url.clone()),
+        (
+            "EXCHANGE_ENGINE__BROKERS".into(),
+            format!("127.0.0.1:{kafka}"),
+        ),
+        (
+            "EXCHANGE_ENGINE__TOPIC_PREFIX".into(),
+            format!("t_crash_{tag}_"),
+        ),
+        ("EXCHANGE_ENGINE__ORDERS_PARTITIONS".into(), "2".into()),
+    ];
+    let logs = std::env::temp_dir().join(format!("crash-{tag}"));
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let base_port = 19_500 + u16::from(rand::rng().random::<u8>()) * 3;
+    let mut roles: Vec<Role> = ["relay", "matcher", "settler"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| Role {
+            name,
+            port: base_port + u16::try_from(i).expect("i"),
+            env: child_env.clone(),
+            log: logs.join(format!("{name}.log")),
+            child: None,
+        })
+        .collect();
+    for r in &mut roles {
+        r.start();
+    }
+    for r in &roles {
+        r.ready().await;
+    }
+
+    // eight users, two per shard, each with BTC and USDT
+    let users: Vec<UserId> = (1..=8).map(|u| UserId::new(u).expect("u")).collect();
+    for u in &users {
+        for (asset, a) in [("BTC", "5"), ("USDT", "1000000")] {
+            credit_deposit(
+                &env.map,
+                *u,
+                &Asset::new(asset).expect("a"),
+                amt(a),
+                &format!("d-{u}-{asset}"),
+            )
+            .await
+            .expect("deposit");
+        }
+    }
+    let mut rng = rand::rng();
+    let mut open = Vec::new();
+    let total = 600;
+    for i in 0..total {
+        // kill -9 each role once, at different points of the load, and restart it
+        if i == total / 4 {
+            roles[1].kill9();
+            roles[1].start();
+        }
+        if i == total / 2 {
+            roles[2].kill9();
+            roles[2].start();
+        }
+        if i == 3 * total / 4 {
+            roles[0].kill9();
+            roles[0].start();
+        }
+        let user = users[rng.random_range(0..users.len())];
+        if !open.is_empty() && rng.random_range(0..4) == 0 {
+            let (u, id) = open.swap_remove(rng.random_range(0..open.len()));
+            placer.cancel(u, "BTCUSDT", id).await.expect("cancel").ok();
+            continue;
+        }
+        let side = if rng.random_range(0..2) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let ticks = 5_000_000 + rng.random_range(0..200u64); // 50000.00 ..= 50001.99
+        let lots = rng.random_range(100..1_000u64); // 0.001 ..= 0.00999
+        let price =
+            Price::new(domain::Decimal::new(i64::try_from(ticks).expect("t"), 2)).expect("p");
+        let qty = Qty::new(domain::Decimal::new(i64::try_from(lots).expect("l"), 5)).expect("q");
+        let req = PlaceRequest {
+            user_id: user,
+            symbol: "BTCUSDT".into(),
+            side,
+            order_type: OrderType::Limit,
+            tif: if rng.random_range(0..5) == 0 {
+                TimeInForce::Ioc
+            } else {
+                TimeInForce::Gtc
+            },
+            price: Some(price),
+            qty: Some(qty),
+            quote_qty: None,
+            stop_price: None,
+            stp: StpMode::None,
+            client_order_id: None,
+        };
+        let ack = placer.place(&req).await.expect("place").expect("accepted");
+        open.push((user, ack.order_id));
+    }
+    for r in &roles {
+        r.ready().await;
+    }
+
+    // a sentinel placed after everything else is published: when the matcher's verdict
+    // on it is settled, the matcher has processed every input before it
+    let month = Month::of(Utc::now());
+    let sym = Symbol::new("BTCUSDT").expect("s");
+    let orders = router.table(TableKind::Orders, &sym, month).expect("t");
+    let until = Instant::now() + Duration::from_secs(120);
+    for (_, pool) in env.map.iter() {
+        loop {
+            let (unsent,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                    .fetch_one(pool)
+                    .await
+                    .expect("q");
+            if unsent == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "relay did not catch up; logs in {}",
+                logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let sentinel_user = users[1];
+    let sentinel = placer
+        .place(&PlaceRequest {
+            user_id: sentinel_user,
+            symbol: "BTCUSDT".into(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Ioc,
+            price: Some(Price::from_str("49000").expect("p")),
+            qty: Some(Qty::from_str("0.001").expect("q")),
+            quote_qty: None,
+            stop_price: None,
+            stp: StpMode::None,
+            client_order_id: Some("sentinel".into()),
+        })
+        .await
+        .expect("place")
+        .expect("sentinel accepted")
+        .order_id;
+    loop {
+        let (status,): (String,) = sqlx::query_as(&format!(
+            "SELECT CAST(status AS CHAR) FROM `{orders}` WHERE order_id = ?"
+        ))
+        .bind(sentinel.get())
+        .fetch_one(env.map.pool_for(sentinel_user))
+        .await
+        .expect("sentinel");
+        if status != "new" {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the sentinel was never settled; logs in {}",
+            logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // then the settlers of the other shards: orders stop changing for 3 s
+    let trades = router.table(TableKind::Trades, &sym, month).expect("t");
+    let fingerprint = || async {
+        let mut f = Vec::new();
+        for (_, pool) in env.map.iter() {
+            let (unsent,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                    .fetch_one(pool)
+                    .await
+                    .expect("q");
+            let row: (i64, Option<String>, Option<String>) = sqlx::query_as(&format!(
+                "SELECT COUNT(*), CAST(SUM(filled_quantity) AS CHAR), CAST(SUM(frozen_amount) AS CHAR) FROM `{orders}` WHERE status IN ('new', 'partially_filled')"
+            ))
+            .fetch_one(pool)
+            .await
+            .expect("q");
+            f.push((unsent, row));
+        }
+        f
+    };
+    let mut last = fingerprint().await;
+    let mut stable_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = fingerprint().await;
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if last.iter().all(|(unsent, _)| *unsent == 0)
+            && stable_since.elapsed() > Duration::from_secs(3)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "pipeline did not settle; logs in {}",
+            logs.display()
+        );
+    }
+
+    // 1. the money audit
+    for (asset, t) in conservation(&env.map).await.expect("audit") {
+        assert!(t.holds(), "{asset}: {t:?}");
+    }
+    let mut buy_halves = (0i64, Amount::ZERO);
+    let mut sell_halves = (0i64, Amount::ZERO);
+    for (shard, pool) in env.map.iter() {
+        // 2. open orders hold exactly what they still need; final ones hold nothing
+        type O = (u64, String, String, String, String, String, String);
+        let rows: Vec<O> = sqlx::query_as(&format!(
+            "SELECT order_id, CAST(side AS CHAR), CAST(status AS CHAR), CAST(price AS CHAR), CAST(quantity AS CHAR), \
+                    CAST(filled_quantity AS CHAR), CAST(frozen_amount AS CHAR) FROM `{orders}`"
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("orders");
+        assert!(!rows.is_empty());
+        for (id, side, status, price, qty, filled, frozen) in rows {
+            let (price, qty, filled, frozen) = (amt(&price), amt(&qty), amt(&filled), amt(&frozen));
+            let rest = qty.checked_sub(filled).expect("rest");
+            assert!(!rest.is_negative(), "order {id} overfilled");
+            match status.as_str() {
+                "new" | "partially_filled" => {
+                    let need = if side == "buy" {
+                        price.checked_mul(rest.get()).expect("need")
+                    } else {
+                        rest
+                    };
+                    assert_eq!(
+                        frozen, need,
+                        "open order {id} on shard {shard}: frozen {frozen}, needs {need}"
+                    );
+                }
+                "filled" => {
+                    assert_eq!(rest, Amount::ZERO, "filled order {id} has {rest} left");
+                    assert_eq!(
+                        frozen,
+                        Amount::ZERO,
+                        "filled order {id} still holds {frozen}"
+                    );
+                }
+                _ => assert_eq!(
+                    frozen,
+                    Amount::ZERO,
+                    "{status} order {id} still holds {frozen}"
+                ),
+            }
+        }
+        // 3. balances' frozen = what open orders hold, per user and asset
+        let held: Vec<(u64, String, String)> = sqlx::query_as(&format!(
+            "SELECT user_id, frozen_currency, CAST(SUM(frozen_amount) AS CHAR) FROM `{orders}` \
+             WHERE status IN ('new', 'partially_filled') GROUP BY user_id, frozen_currency"
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("held");
+        let held: BTreeMap<(u64, String), Amount> = held
+            .into_iter()
+            .map(|(u, a, s)| ((u, a), amt(&s)))
+            .collect();
+        let balances: Vec<(u64, String, String)> =
+            sqlx::query_as("SELECT user_id, currency, CAST(frozen AS CHAR) FROM account_balances WHERE user_id <> 0")
+                .fetch_all(pool)
+                .await
+                .expect("balances");
+        for (u, asset, frozen) in balances {
+            let want = held
+                .get(&(u, asset.clone()))
+                .copied()
+                .unwrap_or(Amount::ZERO);
+            assert_eq!(
+                amt(&frozen),
+                want,
+                "user {u} {asset}: frozen balance vs open orders"
+            );
+        }
+        // 4. trade halves
+        let halves: Vec<(String, i64, String)> = sqlx::query_as(&format!(
+            "SELECT CAST(side AS CHAR), COUNT(*), CAST(SUM(quantity) AS CHAR) FROM `{trades}` GROUP BY side"
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("trades");
+        for (side, n, q) in halves {
+            let slot = if side == "buy" {
+                &mut buy_halves
+            } else {
+                &mut sell_halves
+            };
+            slot.0 += n;
+            slot.1 = slot.1.checked_add(amt(&q)).expect("sum");
+        }
+    }
+    assert!(buy_halves.0 > 50, "the load should trade: {buy_halves:?}");
+    assert_eq!(
+        buy_halves, sell_halves,
+        "every trade settled on both sides exactly once"
+    );
+    drop(roles);
+    env.drop_all().await;
+}
