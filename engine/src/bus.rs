@@ -95,9 +95,26 @@ pub async fn ensure_topic(
     topic: &str,
     partitions: i32,
 ) -> Result<(), BusError> {
+    ensure_topic_with(settings, topic, partitions, &[]).await
+}
+
+/// Like [`ensure_topic`] with topic configs for a new topic (e.g. `retention.ms=-1`
+/// for a log that is replayed from the start).
+///
+/// # Errors
+/// [`BusError::CreateTopic`] with the broker's error code.
+pub async fn ensure_topic_with(
+    settings: &BusSettings,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), BusError> {
     let admin: AdminClient<DefaultClientContext> = base(settings).create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
     for res in admin.create_topics([&new], &opts).await? {
         match res {
             Ok(_) => {}

@@ -12,8 +12,10 @@
 //!
 //! Money rules:
 //! * an order's `frozen_amount` is what is *still* frozen for it; placement sets it,
-//!   fills consume it (a buy spends `price × qty` of quote, a sell `qty` of base), and a
-//!   final state (filled, canceled, expired, rejected) releases the rest;
+//!   fills consume it (a buy spends `price × qty` of quote, a sell `qty` of base), a buy
+//!   filled below its limit gets the difference back at once (so an open order holds
+//!   exactly `limit × remaining`), and a final state (filled, canceled, expired,
+//!   rejected) releases the rest;
 //! * each side receives the gross amount minus its fee, in the asset it receives; the
 //!   fee goes to the shard's fee account (`user_id` 0), so Σ(available + frozen) per
 //!   asset over all shards never changes in a trade;
@@ -494,6 +496,29 @@ impl Settler {
                 ref_type: "trade",
                 ref_id: t.trade_id,
             });
+        }
+        // a buy that filled below its limit froze `limit × qty` but spent less: the
+        // difference goes back now, so an open order holds exactly what it still needs
+        if let (Side::Buy, Some(limit)) = (side, o.price) {
+            let improvement = limit
+                .get()
+                .checked_sub(price.get())
+                .and_then(|d| d.checked_mul(qty.get()))
+                .map(Amount::new)
+                .transpose()?
+                .unwrap_or(Amount::ZERO);
+            if improvement.is_positive() {
+                o.frozen = o.frozen.checked_sub(improvement)?;
+                ledger.push(Ledger {
+                    user,
+                    asset: frozen_asset,
+                    kind: "unfreeze",
+                    d_available: improvement,
+                    d_frozen: -improvement,
+                    ref_type: "trade",
+                    ref_id: t.trade_id,
+                });
+            }
         }
         if o.completely_filled() {
             self.finish(conn, spec, order_id, OrderStatus::Filled, orders, ledger)

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use domain::{Amount, Asset, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce, UserId};
 use engine::audit::conservation;
-use engine::bus::{ensure_topic, producer};
+use engine::bus::{ensure_topic, ensure_topic_with, producer};
 use engine::config::EngineSettings;
 use engine::matcher::{StpMode, SymbolSpec};
 use engine::metrics::{serve, Metrics};
@@ -124,7 +124,15 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
     let specs = specs(&map).await?;
     let topics = es.topics();
     let bus = es.bus("engine");
-    ensure_topic(&bus, &topics.orders(), es.orders_partitions).await?;
+    // the matching service rebuilds its books by replaying `orders` from the start:
+    // the log must be kept (until snapshots bound the replay)
+    ensure_topic_with(
+        &bus,
+        &topics.orders(),
+        es.orders_partitions,
+        &[("retention.ms", "-1")],
+    )
+    .await?;
     ensure_topic(&bus, &topics.fills(), i32::from(count.get())).await?;
     ensure_topic(&bus, &topics.market(), es.orders_partitions).await?;
 
