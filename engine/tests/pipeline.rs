@@ -284,3 +284,230 @@ async fn orders_flow_through_the_broker_and_a_restarted_matcher_applies_nothing_
     }
     env.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_tasks_placing_and_cancelling_leave_nothing_frozen() {
+    let env = TestEnv::new("race").await;
+    let router = TableRouter::new(&["BTCUSDT"]).expect("router");
+    env.map
+        .ensure_tables(&router, Utc::now(), 1)
+        .await
+        .expect("tables");
+    let symbols = load_symbols(env.map.meta()).await.expect("symbols");
+    let specs: BTreeMap<Symbol, SymbolSpec> =
+        symbols.iter().map(|(s, c)| (*s, c.spec.clone())).collect();
+    let ids = Arc::new(Snowflake::new(0, 15).expect("ids"));
+    let placer = Placer::new(
+        env.map.clone(),
+        router.clone(),
+        symbols,
+        Arc::new(move || ids.next_id()),
+    );
+    let count = NonZeroU16::new(env.map.count()).expect("count");
+    let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+    let topics = Topics {
+        prefix: format!("t_race_{tag}_"),
+    };
+    let port = std::env::var("EXCHANGE_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    let bus = BusSettings {
+        brokers: format!("127.0.0.1:{port}"),
+        client_id: "race-test".into(),
+    };
+    ensure_topic(&bus, &topics.orders(), 2)
+        .await
+        .expect("orders topic");
+    ensure_topic(&bus, &topics.fills(), i32::from(count.get()))
+        .await
+        .expect("fills topic");
+    ensure_topic(&bus, &topics.market(), 1)
+        .await
+        .expect("market topic");
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    // relays, polling
+    for (shard, pool) in env.map.iter() {
+        let relay = Relay::new(
+            shard,
+            pool.clone(),
+            producer(&bus).expect("producer"),
+            topics.prefix.clone(),
+            500,
+        );
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                relay.round().await.expect("relay");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    _ = rx.changed() => return,
+                }
+            }
+        }));
+    }
+    {
+        let (bus, topics, rx) = (bus.clone(), topics.clone(), stop_rx.clone());
+        let core = MatchingCore::new(specs.values().cloned(), count);
+        let group = format!("g_race_{tag}");
+        tasks.push(tokio::spawn(async move {
+            run_matching(&bus, &topics, &group, core, Default::default(), rx)
+                .await
+                .expect("matching");
+        }));
+    }
+    for (shard, pool) in env.map.iter() {
+        let s = Settler::new(shard, count, pool.clone(), router.clone(), specs.clone());
+        let (bus, topics, rx) = (bus.clone(), topics.clone(), stop_rx.clone());
+        let group = format!("g_race_{tag}_{}", shard.get());
+        tasks.push(tokio::spawn(async move {
+            run_settler(&bus, &topics, &group, s, shard, Default::default(), rx)
+                .await
+                .expect("settler");
+        }));
+    }
+    let users: Vec<UserId> = (1..=4).map(|u| UserId::new(u).expect("u")).collect();
+    for u in &users {
+        for (asset, a) in [("BTC", "10"), ("USDT", "1000000")] {
+            credit_deposit(
+                &env.map,
+                *u,
+                &Asset::new(asset).expect("a"),
+                amt(a),
+                &format!("d-{u}-{asset}"),
+            )
+            .await
+            .expect("deposit");
+        }
+    }
+    // 64 tasks place and cancel on the same four users at once; cancels race fills
+    let workers: Vec<_> = (0..64u64)
+        .map(|t| {
+            let placer = placer.clone();
+            let user = users[usize::try_from(t % 4).expect("i")];
+            tokio::spawn(async move {
+                for i in 0..8u64 {
+                    let side = if (t + i) % 2 == 0 {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    };
+                    let price = format!("{}.{:02}", 50_000 + (t * 7 + i * 3) % 5, (t + i) % 100);
+                    let qty = format!("0.00{}", 1 + (t + i) % 9);
+                    let r = req(
+                        user.get(),
+                        side,
+                        OrderType::Limit,
+                        Some(&price),
+                        Some(&qty),
+                        None,
+                    );
+                    let ack = placer.place(&r).await.expect("place").expect("accepted");
+                    if (t + i) % 2 == 1 {
+                        // may already be filled: then it is a clean reject
+                        placer
+                            .cancel(user, "BTCUSDT", ack.order_id)
+                            .await
+                            .expect("cancel")
+                            .ok();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("worker");
+    }
+    // cancel whatever is still open until nothing is; then nothing may stay frozen
+    let orders = router
+        .table(
+            router::TableKind::Orders,
+            &Symbol::new("BTCUSDT").expect("s"),
+            router::Month::of(Utc::now()),
+        )
+        .expect("t");
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut open = Vec::new();
+        for (_, pool) in env.map.iter() {
+            let rows: Vec<(u64, u64)> = sqlx::query_as(&format!(
+                "SELECT user_id, order_id FROM `{orders}` WHERE status IN ('new', 'partially_filled')"
+            ))
+            .fetch_all(pool)
+            .await
+            .expect("open orders");
+            open.extend(rows);
+        }
+        if open.is_empty() {
+            break;
+        }
+        for (u, id) in open {
+            let (u, id) = (
+                UserId::new(u).expect("u"),
+                domain::OrderId::new(id).expect("id"),
+            );
+            placer.cancel(u, "BTCUSDT", id).await.expect("cancel").ok();
+        }
+        assert!(Instant::now() < until, "orders stayed open");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // every order is final and settled: nothing may stay frozen
+    for u in &users {
+        for asset in ["BTC", "USDT"] {
+            assert_eq!(
+                balance(&env, u.get(), asset).await.1,
+                Amount::ZERO,
+                "user {u} {asset} still frozen"
+            );
+        }
+    }
+    let mut halves = BTreeMap::new();
+    for (_, pool) in env.map.iter() {
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(&format!(
+            "SELECT CAST(status AS CHAR), CAST(quantity AS CHAR), CAST(filled_quantity AS CHAR), CAST(frozen_amount AS CHAR) FROM `{orders}`"
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("orders");
+        for (status, qty, filled, frozen) in rows {
+            let (qty, filled) = (amt(&qty), amt(&filled));
+            assert_eq!(
+                amt(&frozen),
+                Amount::ZERO,
+                "{status} order still holds funds"
+            );
+            match status.as_str() {
+                "filled" => assert_eq!(filled, qty),
+                "canceled" => assert!(filled.get() < qty.get(), "cancelled after a complete fill"),
+                other => panic!("unexpected final status {other}"),
+            }
+        }
+        let trades = router
+            .table(
+                router::TableKind::Trades,
+                &Symbol::new("BTCUSDT").expect("s"),
+                router::Month::of(Utc::now()),
+            )
+            .expect("t");
+        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT CAST(side AS CHAR), COUNT(*) FROM `{trades}` GROUP BY side"
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("trades");
+        for (side, n) in rows {
+            *halves.entry(side).or_insert(0) += n;
+        }
+    }
+    assert!(
+        halves.get("buy").copied().unwrap_or(0) > 0,
+        "the race should trade"
+    );
+    assert_eq!(halves.get("buy"), halves.get("sell"));
+    for (asset, t) in conservation(&env.map).await.expect("audit") {
+        assert!(t.holds(), "{asset}: {t:?}");
+    }
+    stop.send(true).expect("stop");
+    for t in tasks {
+        t.await.expect("task");
+    }
+    env.drop_all().await;
+}

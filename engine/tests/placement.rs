@@ -256,6 +256,25 @@ async fn bad_requests_are_rejected_and_change_nothing() {
             .expect_err("rejected");
         assert!(want(&got), "{req:?} -> {got:?}");
     }
+    // a halted symbol refuses orders
+    sqlx::query("UPDATE symbols SET status = 'halt' WHERE symbol = 'ETHUSDT'")
+        .execute(env.map.meta())
+        .await
+        .expect("halt");
+    let halted = Placer::new(
+        env.map.clone(),
+        TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router"),
+        load_symbols(env.map.meta()).await.expect("symbols"),
+        Arc::new(|| Snowflake::new(0, 10).expect("ids").next_id()),
+    );
+    let mut eth = limit(3, Side::Buy, "2000", "0.01");
+    eth.symbol = "ETHUSDT".into();
+    let got = halted
+        .place(&eth)
+        .await
+        .expect("place")
+        .expect_err("halted");
+    assert!(matches!(got, Reject::Halted(_)), "{got:?}");
     assert_eq!(
         bal(&env, 3, "USDT").await,
         (amt("100"), Amount::ZERO),
