@@ -25,6 +25,8 @@ pub struct EngineSettings {
     pub relay_batch: u32,
     /// Partitions of the `orders` topic (symbols are spread over them by key).
     pub orders_partitions: i32,
+    /// The matching service saves a snapshot after this many applied inputs.
+    pub snapshot_every: u64,
 }
 
 impl Default for EngineSettings {
@@ -36,6 +38,7 @@ impl Default for EngineSettings {
             relay_idle_ms: 5,
             relay_batch: 1_000,
             orders_partitions: 4,
+            snapshot_every: 10_000,
         }
     }
 }
@@ -50,8 +53,10 @@ impl EngineSettings {
             .merge(Env::prefixed("EXCHANGE_ENGINE__"))
             .extract()
             .map_err(|e| e.to_string())?;
-        if s.relay_batch == 0 || s.orders_partitions < 1 {
-            return Err("relay_batch and orders_partitions must be positive".into());
+        if s.relay_batch == 0 || s.orders_partitions < 1 || s.snapshot_every == 0 {
+            return Err(
+                "relay_batch, orders_partitions and snapshot_every must be positive".into(),
+            );
         }
         Ok(s)
     }

@@ -9,7 +9,9 @@
 //! partitions of `orders` (assigned, no consumer-group rebalances), never commits input
 //! offsets, and rebuilds its books on start by replaying `orders` from the beginning;
 //! the replay re-emits identical batches, which the settlers skip by their
-//! `applied_seq` marks. (Snapshots that bound the replay are the next step.)
+//! `applied_seq` marks. With a [`SnapshotStore`], it saves every book plus the input
+//! offsets they reflect (after the outputs they cover were acked) and, on start,
+//! restores the latest snapshot and replays only what follows.
 //!
 //! One matching process per set of symbols at a time: the settlers' marks assume one
 //! writer per symbol (a zombie matcher publishing late would have its events skipped).
@@ -27,11 +29,13 @@ use domain::{ShardId, Symbol};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use sqlx::MySqlPool;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::bus::{consumer, producer, BusError, BusSettings};
-use crate::matcher::{Command, Event, Matcher, SymbolSpec};
+use crate::matcher::{Command, Event, Matcher, SnapshotError, SymbolSpec};
 use crate::metrics::Metrics;
 use crate::relay::unframe;
 use crate::settle::{shards_of, FillBatch, SettleError, Settler, FILLS_TOPIC};
@@ -52,6 +56,9 @@ pub enum ServiceError {
     /// Settlement failed (the batch will be retried).
     #[error(transparent)]
     Settle(#[from] SettleError),
+    /// A snapshot could not be read, restored or written.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// The books of every symbol this matcher owns, and the routing of their events.
@@ -80,6 +87,31 @@ impl MatchingCore {
                 .map(|s| (s.symbol, Matcher::new(s)))
                 .collect(),
         }
+    }
+
+    /// Every book's snapshot, by symbol.
+    pub fn snapshot(&self) -> BTreeMap<Symbol, Vec<u8>> {
+        self.books.iter().map(|(s, m)| (*s, m.snapshot())).collect()
+    }
+
+    /// Replaces the books found in `books` with their restored state (symbols without
+    /// a snapshot keep their fresh book: a symbol added since).
+    ///
+    /// # Errors
+    /// A snapshot that does not restore.
+    pub fn restore(&mut self, books: &BTreeMap<Symbol, Vec<u8>>) -> Result<(), SnapshotError> {
+        for (symbol, bytes) in books {
+            let m = Matcher::restore(bytes)?;
+            if self
+                .books
+                .get(symbol)
+                .is_some_and(|fresh| fresh.spec() != m.spec())
+            {
+                warn!(%symbol, "symbol config changed since the snapshot: the snapshot's grid is kept");
+            }
+            self.books.insert(*symbol, m);
+        }
+        Ok(())
     }
 
     /// Applies one framed input; `false` if it was a redelivery (or for an unknown
@@ -115,6 +147,64 @@ impl MatchingCore {
             }
         }
         true
+    }
+}
+
+/// The state written to `matcher_snapshots`: input offsets and the books they reflect.
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    /// Next offset to read, per partition of the orders topic.
+    offsets: BTreeMap<i32, i64>,
+    /// One snapshot per book.
+    books: BTreeMap<Symbol, Vec<u8>>,
+}
+
+/// Where the matching service keeps its snapshots (the meta schema), and how often.
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    /// Meta pool.
+    pub pool: MySqlPool,
+    /// Take a snapshot after this many applied inputs.
+    pub every: u64,
+    /// Snapshots kept per stream.
+    pub keep: u32,
+}
+
+impl SnapshotStore {
+    async fn latest(&self, stream: &str) -> Result<Option<Snapshot>, ServiceError> {
+        let row: Option<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT state FROM matcher_snapshots WHERE stream = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(stream)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| ServiceError::Snapshot(e.to_string()))?;
+        row.map(|(b,)| postcard::from_bytes(&b).map_err(|e| ServiceError::Snapshot(e.to_string())))
+            .transpose()
+    }
+
+    async fn save(&self, stream: &str, snap: &Snapshot, inputs: u64) -> Result<(), ServiceError> {
+        let bytes = postcard::to_stdvec(snap).map_err(|e| ServiceError::Snapshot(e.to_string()))?;
+        let err = |e: sqlx::Error| ServiceError::Snapshot(e.to_string());
+        sqlx::query("INSERT INTO matcher_snapshots (stream, state, inputs) VALUES (?, ?, ?)")
+            .bind(stream)
+            .bind(&bytes)
+            .bind(inputs)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        // keep the newest few
+        sqlx::query(
+            "DELETE FROM matcher_snapshots WHERE stream = ? AND id < \
+             (SELECT id FROM (SELECT id FROM matcher_snapshots WHERE stream = ? ORDER BY id DESC LIMIT 1 OFFSET ?) t)",
+        )
+        .bind(stream)
+        .bind(stream)
+        .bind(self.keep.saturating_sub(1))
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
     }
 }
 
@@ -175,6 +265,7 @@ pub async fn run_matching(
     topics: &Topics,
     group: &str,
     mut core: MatchingCore,
+    store: Option<SnapshotStore>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
@@ -190,12 +281,28 @@ pub async fn run_matching(
         .iter()
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len());
+    // resume from the latest snapshot of this stream, if any
+    let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    if let Some(store) = &store {
+        if let Some(snap) = store.latest(&topic).await? {
+            core.restore(&snap.books)
+                .map_err(|e| ServiceError::Snapshot(e.to_string()))?;
+            info!(offsets = ?snap.offsets, books = snap.books.len(), "restored matcher snapshot");
+            offsets = snap.offsets;
+        }
+    }
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(&topic, i32::try_from(p).unwrap_or(0), Offset::Beginning)
+        let p = i32::try_from(p).unwrap_or(0);
+        let start = offsets
+            .get(&p)
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        tpl.add_partition_offset(&topic, p, start)
             .map_err(BusError::from)?;
     }
     c.assign(&tpl).map_err(BusError::from)?;
+    let mut applied_since_snapshot = 0u64;
+    let mut applied_total = 0u64;
     let p = producer(bus)?;
     loop {
         let first = tokio::select! {
@@ -203,7 +310,9 @@ pub async fn run_matching(
             _ = stop.changed() => return Ok(()),
         };
         let mut out = Output::default();
+        let mut applied = 0u64;
         let mut handle = |m: &rdkafka::message::BorrowedMessage<'_>| {
+            offsets.insert(m.partition(), m.offset() + 1);
             let Some((source, seq, payload)) = m.payload().and_then(unframe) else {
                 warn!(offset = m.offset(), "unframed message on orders");
                 return;
@@ -211,6 +320,7 @@ pub async fn run_matching(
             match OrderInput::decode(payload) {
                 Ok(input) => {
                     let counter = if core.apply(source, seq, &input, &mut out) {
+                        applied += 1;
                         &metrics.inputs_applied
                     } else {
                         &metrics.inputs_duplicate
@@ -255,6 +365,20 @@ pub async fn run_matching(
         }
         debug!(messages = sends.len(), "publishing matcher output");
         publish_all(&p, sends).await?;
+        // a snapshot only after the outputs it covers are acked
+        applied_since_snapshot += applied;
+        applied_total += applied;
+        if let Some(store) = &store {
+            if applied_since_snapshot >= store.every.max(1) {
+                let snap = Snapshot {
+                    offsets: offsets.clone(),
+                    books: core.snapshot(),
+                };
+                store.save(&topic, &snap, applied_total).await?;
+                applied_since_snapshot = 0;
+                debug!(offsets = ?snap.offsets, "matcher snapshot saved");
+            }
+        }
     }
 }
 

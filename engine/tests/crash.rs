@@ -1,7 +1,8 @@
 //! Crash tests with real processes: the relays, the matching service and the settlers
 //! run as three `engine run --roles …` processes against the real shards and broker,
 //! while this test places and cancels orders for users on every shard. Each process
-//! is killed with SIGKILL mid-stream and restarted. Afterwards: no fill lost or applied
+//! is killed with SIGKILL mid-stream and restarted (the matcher resumes from a snapshot
+//! taken every 50 inputs). Afterwards: no fill lost or applied
 //! twice, the money audit holds, and every open order's frozen funds match exactly
 //! what its remaining quantity still needs.
 
@@ -134,6 +135,8 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
             format!("t_crash_{tag}_"),
         ),
         ("EXCHANGE_ENGINE__ORDERS_PARTITIONS".into(), "2".into()),
+        // snapshots every 50 inputs, so the restarted matcher resumes from one
+        ("EXCHANGE_ENGINE__SNAPSHOT_EVERY".into(), "50".into()),
     ];
     let logs = std::env::temp_dir().join(format!("crash-{tag}"));
     std::fs::create_dir_all(&logs).expect("log dir");

@@ -14,9 +14,10 @@ use domain::{Amount, Asset, OrderType, Price, Qty, Side, Symbol, TimeInForce, Us
 use engine::audit::conservation;
 use engine::bus::{ensure_topic, producer, BusSettings};
 use engine::matcher::{StpMode, SymbolSpec};
+use engine::metrics::Metrics;
 use engine::placement::{load_symbols, PlaceRequest, Placer};
 use engine::relay::Relay;
-use engine::service::{run_matching, run_settler, MatchingCore, Topics};
+use engine::service::{run_matching, run_settler, MatchingCore, SnapshotStore, Topics};
 use engine::settle::Settler;
 use rand::distr::{Alphanumeric, SampleString};
 use router::accounts::credit_deposit;
@@ -88,11 +89,23 @@ fn spawn_matching(
     specs: &BTreeMap<Symbol, SymbolSpec>,
     count: NonZeroU16,
 ) -> (watch::Sender<bool>, JoinHandle<()>) {
+    spawn_matching_with(bus, topics, group, specs, count, None, Default::default())
+}
+
+fn spawn_matching_with(
+    bus: &BusSettings,
+    topics: &Topics,
+    group: &str,
+    specs: &BTreeMap<Symbol, SymbolSpec>,
+    count: NonZeroU16,
+    store: Option<SnapshotStore>,
+    metrics: Arc<Metrics>,
+) -> (watch::Sender<bool>, JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let (bus, topics, group) = (bus.clone(), topics.clone(), group.to_owned());
     let core = MatchingCore::new(specs.values().cloned(), count);
     let h = tokio::spawn(async move {
-        run_matching(&bus, &topics, &group, core, Default::default(), rx)
+        run_matching(&bus, &topics, &group, core, store, metrics, rx)
             .await
             .expect("matching service");
     });
@@ -349,7 +362,7 @@ async fn sixty_four_tasks_placing_and_cancelling_leave_nothing_frozen() {
         let core = MatchingCore::new(specs.values().cloned(), count);
         let group = format!("g_race_{tag}");
         tasks.push(tokio::spawn(async move {
-            run_matching(&bus, &topics, &group, core, Default::default(), rx)
+            run_matching(&bus, &topics, &group, core, None, Default::default(), rx)
                 .await
                 .expect("matching");
         }));
@@ -508,6 +521,186 @@ async fn sixty_four_tasks_placing_and_cancelling_leave_nothing_frozen() {
     stop.send(true).expect("stop");
     for t in tasks {
         t.await.expect("task");
+    }
+    env.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_matcher_resumes_from_its_snapshot() {
+    let env = TestEnv::new("snap").await;
+    let router = TableRouter::new(&["BTCUSDT"]).expect("router");
+    env.map
+        .ensure_tables(&router, Utc::now(), 1)
+        .await
+        .expect("tables");
+    let symbols = load_symbols(env.map.meta()).await.expect("symbols");
+    let specs: BTreeMap<Symbol, SymbolSpec> =
+        symbols.iter().map(|(s, c)| (*s, c.spec.clone())).collect();
+    let ids = Arc::new(Snowflake::new(0, 16).expect("ids"));
+    let placer = Placer::new(
+        env.map.clone(),
+        router.clone(),
+        symbols,
+        Arc::new(move || ids.next_id()),
+    );
+    let count = NonZeroU16::new(env.map.count()).expect("count");
+    let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+    let topics = Topics {
+        prefix: format!("t_snap_{tag}_"),
+    };
+    let port = std::env::var("EXCHANGE_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    let bus = BusSettings {
+        brokers: format!("127.0.0.1:{port}"),
+        client_id: "snapshot-test".into(),
+    };
+    ensure_topic(&bus, &topics.orders(), 2)
+        .await
+        .expect("orders topic");
+    ensure_topic(&bus, &topics.fills(), i32::from(count.get()))
+        .await
+        .expect("fills topic");
+    ensure_topic(&bus, &topics.market(), 1)
+        .await
+        .expect("market topic");
+    let relays: Vec<Relay> = env
+        .map
+        .iter()
+        .map(|(shard, pool)| {
+            Relay::new(
+                shard,
+                pool.clone(),
+                producer(&bus).expect("producer"),
+                topics.prefix.clone(),
+                500,
+            )
+        })
+        .collect();
+    let relay_all = || async {
+        for r in &relays {
+            r.round().await.expect("relay");
+        }
+    };
+    let (stop_settlers, settlers_rx) = watch::channel(false);
+    let mut settlers = Vec::new();
+    for (shard, pool) in env.map.iter() {
+        let s = Settler::new(shard, count, pool.clone(), router.clone(), specs.clone());
+        let (bus, topics, rx) = (bus.clone(), topics.clone(), settlers_rx.clone());
+        let group = format!("g_snap_{tag}_{}", shard.get());
+        settlers.push(tokio::spawn(async move {
+            run_settler(&bus, &topics, &group, s, shard, Default::default(), rx)
+                .await
+                .expect("settler");
+        }));
+    }
+    let store = SnapshotStore {
+        pool: env.map.meta().clone(),
+        every: 1,
+        keep: 2,
+    };
+    let group = format!("g_snapm_{tag}");
+    let first = Arc::new(Metrics::default());
+    let (stop1, m1) = spawn_matching_with(
+        &bus,
+        &topics,
+        &group,
+        &specs,
+        count,
+        Some(store.clone()),
+        first.clone(),
+    );
+
+    let (btc, usdt) = (
+        Asset::new("BTC").expect("a"),
+        Asset::new("USDT").expect("a"),
+    );
+    credit_deposit(&env.map, UserId::new(1).expect("u"), &btc, amt("1"), "d1")
+        .await
+        .expect("deposit");
+    credit_deposit(
+        &env.map,
+        UserId::new(2).expect("u"),
+        &usdt,
+        amt("100000"),
+        "d2",
+    )
+    .await
+    .expect("deposit");
+    let place = |r: PlaceRequest| {
+        let placer = placer.clone();
+        async move { placer.place(&r).await.expect("place").expect("accepted") }
+    };
+    place(req(
+        1,
+        Side::Sell,
+        OrderType::Limit,
+        Some("50000"),
+        Some("0.5"),
+        None,
+    ))
+    .await;
+    relay_all().await;
+    place(req(
+        2,
+        Side::Buy,
+        OrderType::Limit,
+        Some("50000"),
+        Some("0.1"),
+        None,
+    ))
+    .await;
+    relay_all().await;
+    settled(&env, 2, "BTC", ("0.0999", "0")).await;
+    stop1.send(true).expect("stop");
+    m1.await.expect("first matcher");
+    let (snapshots,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM matcher_snapshots WHERE stream = ?")
+            .bind(topics.orders())
+            .fetch_one(env.map.meta())
+            .await
+            .expect("snapshots");
+    assert_eq!(snapshots, 2, "one per input, the newest two kept");
+
+    // the second matcher restores the book (user 1's resting 0.4) and reads only what follows
+    let second = Arc::new(Metrics::default());
+    let (stop2, m2) = spawn_matching_with(
+        &bus,
+        &topics,
+        &group,
+        &specs,
+        count,
+        Some(store),
+        second.clone(),
+    );
+    place(req(
+        2,
+        Side::Buy,
+        OrderType::Limit,
+        Some("50000"),
+        Some("0.1"),
+        None,
+    ))
+    .await;
+    relay_all().await;
+    settled(&env, 2, "BTC", ("0.1998", "0")).await;
+    settled(&env, 1, "BTC", ("0.5", "0.3")).await;
+    let applied = second
+        .inputs_applied
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(applied, 1, "only the new input is read after the snapshot");
+    assert_eq!(
+        first
+            .inputs_applied
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    for (asset, t) in conservation(&env.map).await.expect("audit") {
+        assert!(t.holds(), "{asset}: {t:?}");
+    }
+    stop2.send(true).expect("stop");
+    m2.await.expect("second matcher");
+    stop_settlers.send(true).expect("stop");
+    for s in settlers {
+        s.await.expect("settler");
     }
     env.drop_all().await;
 }

@@ -46,6 +46,7 @@ async fn migrate_up_down_up_on_every_shard() {
                 "_sqlx_migrations",
                 "api_keys",
                 "assets",
+                "matcher_snapshots",
                 "symbols",
                 "tcc_global",
                 "user_directory"

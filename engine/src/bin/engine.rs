@@ -23,7 +23,7 @@ use engine::matcher::{StpMode, SymbolSpec};
 use engine::metrics::{serve, Metrics};
 use engine::placement::{load_symbols, PlaceRequest, Placer};
 use engine::relay::Relay;
-use engine::service::{run_matching, run_settler, MatchingCore};
+use engine::service::{run_matching, run_settler, MatchingCore, SnapshotStore};
 use engine::settle::Settler;
 use router::accounts::credit_deposit;
 use router::directory::{redis_pool, NO_PASSWORD};
@@ -185,6 +185,11 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
     }
     if roles.contains(&Role::Matcher) {
         let core = MatchingCore::new(specs.values().cloned(), count);
+        let store = SnapshotStore {
+            pool: map.meta().clone(),
+            every: es.snapshot_every,
+            keep: 3,
+        };
         let (b, t, m, s) = (
             es.bus("matcher"),
             topics.clone(),
@@ -193,7 +198,7 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         );
         let group = format!("{}matcher", topics.prefix);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = run_matching(&b, &t, &group, core, m, s).await {
+            if let Err(e) = run_matching(&b, &t, &group, core, Some(store), m, s).await {
                 error!(error = %e, "matching service stopped");
             }
         }));
