@@ -20,13 +20,17 @@
 //! not known at placement, and nothing may trade with funds that were not frozen.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use domain::{Amount, Asset, OrderId, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
+use domain::{
+    Amount, Asset, OrderId, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce, UserId,
+};
 use router::accounts::{freeze_on, Freeze};
 use router::{RouterError, ShardMap, SnowflakeError, TableRouter};
 use serde::Serialize;
 use sqlx::MySqlPool;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
 use crate::wire::{OrderInput, ORDERS_TOPIC};
@@ -446,134 +450,299 @@ impl Placer {
         }))
     }
 
-    /// The local transaction on the user's shard.
+    /// The local transaction on the user's shard, for one order.
     async fn write(&self, c: Checked) -> Result<Result<Ack, Reject>, PlaceError> {
         let shard = self.shards.shard_of(c.user_id).get();
         let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
-        let table = self.router.orders_table(&c.symbol, c.order.order_id)?;
         let mut tx = self
             .shards
             .pool_for(c.user_id)
             .begin()
             .await
             .map_err(place)?;
+        let out = write_in(&mut tx, shard, &self.router, &c).await?;
+        tx.commit().await.map_err(place)?;
+        Ok(out)
+    }
 
-        // an idempotent retry returns the original order
-        if let Some(ack) =
-            existing(&mut tx, shard, &self.router, c.user_id, &c.client_order_id).await?
-        {
-            tx.rollback().await.map_err(place)?;
-            return Ok(Ok(ack));
-        }
-        let after = match freeze_on(
-            &mut tx,
+    /// A group-commit writer for `shard`: placements sent to it are written in batches,
+    /// one transaction per batch (one fsync for many orders), each order inside its own
+    /// savepoint so a reject (insufficient balance, a retried client order id) undoes
+    /// only that order. Every caller gets its own result.
+    pub fn group_writer(&self, shard: ShardId, cfg: GroupCommit) -> GroupWriter {
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let batches = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(group_loop(
             shard,
-            c.user_id,
-            &c.frozen_asset,
-            c.frozen,
-            FREEZE_RETRIES,
-        )
-        .await?
-        {
-            Freeze::Done(b) => b,
-            Freeze::Insufficient { available } => {
-                tx.rollback().await.map_err(place)?;
-                return Ok(Err(Reject::InsufficientBalance {
-                    asset: c.frozen_asset,
-                    available,
-                }));
-            }
+            self.shards
+                .pool(shard)
+                .map(Clone::clone)
+                .map_err(|e| e.to_string()),
+            self.router.clone(),
+            cfg,
+            rx,
+            batches.clone(),
+        ));
+        GroupWriter {
+            shard,
+            tx,
+            batches,
+            _task: Arc::new(task),
+        }
+    }
+
+    /// Like [`Placer::place`], through the user's shard's group writer.
+    ///
+    /// # Errors
+    /// As [`Placer::place`]; also when the writer has stopped.
+    pub async fn place_grouped(
+        &self,
+        writers: &[GroupWriter],
+        req: &PlaceRequest,
+    ) -> Result<Result<Ack, Reject>, PlaceError> {
+        let checked = match self.check(req)? {
+            Ok(c) => c,
+            Err(r) => return Ok(Err(r)),
         };
-        let claimed = sqlx::query(
-            "INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) VALUES (?, ?, ?, ?)",
-        )
+        let shard = self.shards.shard_of(checked.user_id);
+        let w = writers
+            .iter()
+            .find(|w| w.shard == shard)
+            .ok_or_else(|| PlaceError::Config(format!("no group writer for shard {shard}")))?;
+        let (reply, rx) = oneshot::channel();
+        w.tx.send(Job { checked, reply })
+            .await
+            .map_err(|_| PlaceError::Config("group writer stopped".into()))?;
+        rx.await
+            .map_err(|_| PlaceError::Config("group writer dropped the request".into()))?
+    }
+}
+
+/// Group-commit tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommit {
+    /// Bounded queue of waiting placements (backpressure).
+    pub queue: usize,
+    /// Most placements per transaction.
+    pub max_batch: usize,
+    /// How long the first placement of a batch waits for company.
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            queue: 4_096,
+            max_batch: 256,
+            max_wait: std::time::Duration::from_micros(500),
+        }
+    }
+}
+
+/// A handle to one shard's group-commit writer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GroupWriter {
+    shard: ShardId,
+    tx: mpsc::Sender<Job>,
+    batches: Arc<AtomicU64>,
+    _task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl GroupWriter {
+    /// Transactions committed so far (each carrying one or more placements).
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+}
+
+type Reply = oneshot::Sender<Result<Result<Ack, Reject>, PlaceError>>;
+
+#[derive(Debug)]
+struct Job {
+    checked: Checked,
+    reply: Reply,
+}
+
+async fn group_loop(
+    shard: ShardId,
+    pool: Result<MySqlPool, String>,
+    router: TableRouter,
+    cfg: GroupCommit,
+    mut rx: mpsc::Receiver<Job>,
+    batches: Arc<AtomicU64>,
+) {
+    let pool = match pool {
+        Ok(p) => p,
+        Err(e) => {
+            while let Some(job) = rx.recv().await {
+                let _ = job.reply.send(Err(PlaceError::Config(e.clone())));
+            }
+            return;
+        }
+    };
+    let s = shard.get();
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + cfg.max_wait;
+        while jobs.len() < cfg.max_batch {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(j)) => jobs.push(j),
+                _ => break,
+            }
+        }
+        let place = |e| PlaceError::Router(RouterError::db_on_shard(s, e));
+        let mut results: Vec<Result<Result<Ack, Reject>, PlaceError>> =
+            Vec::with_capacity(jobs.len());
+        let committed = async {
+            let mut tx = pool.begin().await.map_err(place)?;
+            for job in &jobs {
+                results.push(write_in(&mut tx, s, &router, &job.checked).await);
+            }
+            tx.commit().await.map_err(place)
+        }
+        .await;
+        if let Err(e) = committed {
+            // nothing of the batch is durable: every caller learns it
+            let msg = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(PlaceError::Config(format!(
+                    "batch not committed: {msg}"
+                ))));
+            }
+            continue;
+        }
+        batches.fetch_add(1, Ordering::Relaxed);
+        for (job, r) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(r);
+        }
+    }
+}
+
+async fn rollback_to_savepoint(
+    conn: &mut sqlx::MySqlConnection,
+    shard: u16,
+) -> Result<(), PlaceError> {
+    sqlx::query("ROLLBACK TO SAVEPOINT placement")
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| PlaceError::Router(RouterError::db_on_shard(shard, e)))
+}
+
+/// One placement inside the caller's transaction, scoped by a savepoint: a reject or an
+/// idempotent retry rolls back to it, leaving the transaction's other work intact.
+async fn write_in(
+    conn: &mut sqlx::MySqlConnection,
+    shard: u16,
+    router: &TableRouter,
+    c: &Checked,
+) -> Result<Result<Ack, Reject>, PlaceError> {
+    let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
+    let table = router.orders_table(&c.symbol, c.order.order_id)?;
+    sqlx::query("SAVEPOINT placement")
+        .execute(&mut *conn)
+        .await
+        .map_err(place)?;
+    // an idempotent retry returns the original order
+    if let Some(ack) = existing(&mut *conn, shard, router, c.user_id, &c.client_order_id).await? {
+        rollback_to_savepoint(&mut *conn, shard).await?;
+        return Ok(Ok(ack));
+    }
+    let after = match freeze_on(
+        &mut *conn,
+        shard,
+        c.user_id,
+        &c.frozen_asset,
+        c.frozen,
+        FREEZE_RETRIES,
+    )
+    .await?
+    {
+        Freeze::Done(b) => b,
+        Freeze::Insufficient { available } => {
+            rollback_to_savepoint(&mut *conn, shard).await?;
+            return Ok(Err(Reject::InsufficientBalance {
+                asset: c.frozen_asset,
+                available,
+            }));
+        }
+    };
+    let claimed = sqlx::query("INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) VALUES (?, ?, ?, ?)")
         .bind(c.user_id.get())
         .bind(&c.client_order_id)
         .bind(c.symbol.as_str())
         .bind(c.order.order_id.get())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await;
-        match claimed {
-            Ok(_) => {}
-            // a concurrent request with the same client order id won: return its order
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                tx.rollback().await.map_err(place)?;
-                let mut conn = self
-                    .shards
-                    .pool_for(c.user_id)
-                    .acquire()
-                    .await
-                    .map_err(place)?;
-                return match existing(
-                    &mut conn,
-                    shard,
-                    &self.router,
-                    c.user_id,
-                    &c.client_order_id,
-                )
-                .await?
-                {
-                    Some(ack) => Ok(Ok(ack)),
-                    None => Err(PlaceError::Config("client order id vanished".into())),
-                };
-            }
-            Err(e) => return Err(place(e)),
+    match claimed {
+        Ok(_) => {}
+        // a concurrent request with the same client order id committed first: its order
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            rollback_to_savepoint(&mut *conn, shard).await?;
+            return match existing(&mut *conn, shard, router, c.user_id, &c.client_order_id).await? {
+                Some(ack) => Ok(Ok(ack)),
+                None => Err(PlaceError::Config("client order id vanished".into())),
+            };
         }
-        let o = &c.order;
-        sqlx::query(&format!(
-            "INSERT INTO `{table}` (order_id, client_order_id, user_id, symbol, side, type, time_in_force, \
-               price, quantity, quote_quantity, stop_price, frozen_currency, frozen_amount) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(o.order_id.get())
-        .bind(&c.client_order_id)
-        .bind(c.user_id.get())
-        .bind(c.symbol.as_str())
-        .bind(o.side.as_db_str())
-        .bind(o.order_type.as_db_str())
-        .bind(o.tif.as_db_str())
-        .bind(o.price.map(|p| p.to_db_string()))
-        .bind(o.qty.map(|q| q.to_db_string()))
-        .bind(o.quote_qty.map(|a| a.to_db_string()))
-        .bind(o.stop_price.map(|p| p.to_db_string()))
-        .bind(c.frozen_asset.as_str())
-        .bind(c.frozen.to_db_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(place)?;
-        sqlx::query(
-            "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
-             VALUES (?, ?, 'freeze', ?, ?, 'order', ?)",
-        )
-        .bind(c.user_id.get())
-        .bind(c.frozen_asset.as_str())
-        .bind((-c.frozen).to_db_string())
-        .bind(after.available.to_db_string())
-        .bind(o.order_id.get())
-        .execute(&mut *tx)
-        .await
-        .map_err(place)?;
-        let input = OrderInput::Place {
-            symbol: c.symbol,
-            order: c.order.clone(),
-        };
-        sqlx::query("INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)")
-            .bind(ORDERS_TOPIC)
-            .bind(c.symbol.as_str().as_bytes())
-            .bind(input.encode())
-            .execute(&mut *tx)
-            .await
-            .map_err(place)?;
-        tx.commit().await.map_err(place)?;
-        Ok(Ok(Ack {
-            order_id: o.order_id,
-            symbol: c.symbol,
-            client_order_id: c.client_order_id,
-            frozen_asset: c.frozen_asset,
-            frozen: c.frozen,
-            duplicate: false,
-        }))
+        Err(e) => return Err(place(e)),
     }
+    let o = &c.order;
+    sqlx::query(&format!(
+        "INSERT INTO `{table}` (order_id, client_order_id, user_id, symbol, side, type, time_in_force, \
+           price, quantity, quote_quantity, stop_price, frozen_currency, frozen_amount) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(o.order_id.get())
+    .bind(&c.client_order_id)
+    .bind(c.user_id.get())
+    .bind(c.symbol.as_str())
+    .bind(o.side.as_db_str())
+    .bind(o.order_type.as_db_str())
+    .bind(o.tif.as_db_str())
+    .bind(o.price.map(|p| p.to_db_string()))
+    .bind(o.qty.map(|q| q.to_db_string()))
+    .bind(o.quote_qty.map(|a| a.to_db_string()))
+    .bind(o.stop_price.map(|p| p.to_db_string()))
+    .bind(c.frozen_asset.as_str())
+    .bind(c.frozen.to_db_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(place)?;
+    sqlx::query(
+        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
+         VALUES (?, ?, 'freeze', ?, ?, 'order', ?)",
+    )
+    .bind(c.user_id.get())
+    .bind(c.frozen_asset.as_str())
+    .bind((-c.frozen).to_db_string())
+    .bind(after.available.to_db_string())
+    .bind(o.order_id.get())
+    .execute(&mut *conn)
+    .await
+    .map_err(place)?;
+    let input = OrderInput::Place {
+        symbol: c.symbol,
+        order: c.order.clone(),
+    };
+    sqlx::query("INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)")
+        .bind(ORDERS_TOPIC)
+        .bind(c.symbol.as_str().as_bytes())
+        .bind(input.encode())
+        .execute(&mut *conn)
+        .await
+        .map_err(place)?;
+    sqlx::query("RELEASE SAVEPOINT placement")
+        .execute(&mut *conn)
+        .await
+        .map_err(place)?;
+    Ok(Ok(Ack {
+        order_id: o.order_id,
+        symbol: c.symbol,
+        client_order_id: c.client_order_id.clone(),
+        frozen_asset: c.frozen_asset,
+        frozen: c.frozen,
+        duplicate: false,
+    }))
 }
 
 /// The order an earlier request with this client order id placed, if any.

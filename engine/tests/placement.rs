@@ -357,3 +357,81 @@ async fn concurrent_placements_never_overdraw_and_retries_never_double_place() {
     assert_eq!(a.checked_add(f).expect("sum"), amt("1000"));
     env.drop_all().await;
 }
+
+#[tokio::test]
+async fn group_commit_batches_placements_and_keeps_each_result_separate() {
+    let (env, placer) = setup("placegroup").await;
+    let user = UserId::new(10).expect("user");
+    credit_deposit(
+        &env.map,
+        user,
+        &Asset::new("USDT").expect("a"),
+        amt("1000"),
+        "tx",
+    )
+    .await
+    .expect("deposit");
+    let writers: Vec<_> = env
+        .map
+        .iter()
+        .map(|(shard, _)| {
+            placer.group_writer(
+                shard,
+                engine::placement::GroupCommit {
+                    queue: 1_024,
+                    max_batch: 64,
+                    max_wait: std::time::Duration::from_millis(5),
+                },
+            )
+        })
+        .collect();
+    let writers = Arc::new(writers);
+    // same shape as the ungrouped race: 64 tasks x 2 placements of 50 USDT, each retried
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let (placer, writers) = (placer.clone(), writers.clone());
+            tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for i in 0..2 {
+                    let mut r = limit(10, Side::Buy, "50000", "0.001");
+                    r.client_order_id = Some(format!("g-{t}-{i}"));
+                    let first = placer.place_grouped(&writers, &r).await.expect("place");
+                    let retry = placer.place_grouped(&writers, &r).await.expect("retry");
+                    if let (Ok(a), Ok(b)) = (&first, &retry) {
+                        assert_eq!(a.order_id, b.order_id, "a retry returns the same order");
+                        assert!(b.duplicate);
+                    }
+                    acks.push(first);
+                }
+                acks
+            })
+        })
+        .collect();
+    let (mut placed, mut insufficient) = (0, 0);
+    for t in tasks {
+        for r in t.await.expect("task") {
+            match r {
+                Ok(_) => placed += 1,
+                Err(Reject::InsufficientBalance { .. }) => insufficient += 1,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        (placed, insufficient),
+        (20, 108),
+        "a reject in a batch does not fail the others"
+    );
+    assert_eq!(bal(&env, 10, "USDT").await, (Amount::ZERO, amt("1000")));
+    assert_eq!(count(&env, 10, "SELECT COUNT(*) FROM outbox").await, 20);
+    assert_eq!(
+        count(&env, 10, "SELECT COUNT(*) FROM client_orders").await,
+        20
+    );
+    let batches: u64 = writers.iter().map(|w| w.batches()).sum();
+    assert!(
+        batches < 256,
+        "256 requests in {batches} transactions: grouped"
+    );
+    env.drop_all().await;
+}
