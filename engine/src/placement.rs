@@ -474,10 +474,7 @@ impl Placer {
         let batches = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(group_loop(
             shard,
-            self.shards
-                .pool(shard)
-                .map(Clone::clone)
-                .map_err(|e| e.to_string()),
+            self.shards.pool(shard).cloned().map_err(|e| e.to_string()),
             self.router.clone(),
             cfg,
             rx,
