@@ -346,7 +346,11 @@ pub async fn run_matching(
         }
         let mut sends = Vec::new();
         for ((shard, symbol), events) in out.fills {
-            let batch = FillBatch { symbol, events };
+            let batch = FillBatch {
+                stream: topic.clone(),
+                symbol,
+                events,
+            };
             sends.push((
                 topics.fills(),
                 Some(i32::from(shard.get())),

@@ -45,6 +45,8 @@ pub const FEE_ACCOUNT: u64 = 0;
 /// One symbol's events for one shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FillBatch {
+    /// The matcher stream (its orders topic): seqs are comparable only within one.
+    pub stream: String,
     /// Symbol.
     pub symbol: Symbol,
     /// Events in `seq` order.
@@ -207,17 +209,25 @@ impl Settler {
             .ok_or_else(|| SettleError::Inconsistent(format!("no spec for {}", batch.symbol)))?
             .clone();
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
-        sqlx::query("INSERT IGNORE INTO applied_seq (symbol, seq) VALUES (?, 0)")
+        sqlx::query("INSERT IGNORE INTO applied_seq (symbol, stream, seq) VALUES (?, ?, 0)")
             .bind(batch.symbol.as_str())
+            .bind(&batch.stream)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.db(e))?;
-        let (mark,): (u64,) =
-            sqlx::query_as("SELECT seq FROM applied_seq WHERE symbol = ? FOR UPDATE")
+        let (mark, stream): (u64, String) =
+            sqlx::query_as("SELECT seq, stream FROM applied_seq WHERE symbol = ? FOR UPDATE")
                 .bind(batch.symbol.as_str())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| self.db(e))?;
+        if stream != batch.stream {
+            return Err(SettleError::Inconsistent(format!(
+                "{} on shard {} is settled from matcher stream {stream:?}; refusing a batch from {:?} \
+                 (its seqs are not comparable; nothing applied)",
+                batch.symbol, self.shard, batch.stream
+            )));
+        }
         let mut result = Applied::default();
         let mut orders: BTreeMap<OrderId, OrderState> = BTreeMap::new();
         let mut ledger: Vec<Ledger> = Vec::new();

@@ -658,7 +658,8 @@ async fn a_restarted_matcher_resumes_from_its_snapshot() {
             .fetch_one(env.map.meta())
             .await
             .expect("snapshots");
-    assert_eq!(snapshots, 2, "one per input, the newest two kept");
+    // one per poll batch with an applied input (the two may share a batch), newest two kept
+    assert!((1..=2).contains(&snapshots), "{snapshots} snapshots");
 
     // the second matcher restores the book (user 1's resting 0.4) and reads only what follows
     let second = Arc::new(Metrics::default());

@@ -146,7 +146,11 @@ impl Pipeline {
             }
         }
         for (shard, events) in per_shard {
-            let batch = FillBatch { symbol, events };
+            let batch = FillBatch {
+                stream: "in-process".into(),
+                symbol,
+                events,
+            };
             let applied = self.settlers[usize::from(shard.get())]
                 .apply(&batch)
                 .await
@@ -374,6 +378,19 @@ async fn users_on_four_shards_trade_and_every_unit_is_accounted_for() {
         assert!(t.holds(), "{asset}: {t:?}");
     }
     assert_eq!(audit["BTC"].balances, amt("1.5"));
+    // a batch of another matcher stream (e.g. a second matcher for the same symbol) is
+    // refused loudly, never skipped or applied
+    let (shard, mut other) = p.batches[0].clone();
+    other.stream = "another-stream".into();
+    let err = p.settlers[usize::from(shard.get())]
+        .apply(&other)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, engine::settle::SettleError::Inconsistent(_)),
+        "{err}"
+    );
+    assert_eq!(conservation(&p.env.map).await.expect("audit"), audit);
     assert_eq!(audit["USDT"].balances, amt("15000"));
     p.env.drop_all().await;
 }

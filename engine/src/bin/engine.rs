@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use domain::{Amount, Asset, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce, UserId};
+use domain::{
+    Amount, Asset, OrderId, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce, UserId,
+};
 use engine::audit::conservation;
 use engine::bus::{ensure_topic, ensure_topic_with, producer};
 use engine::config::EngineSettings;
@@ -63,6 +65,17 @@ enum Cmd {
     /// Users on every shard deposit and trade; prints balances, trades and the audit.
     /// Needs `engine run` running.
     Demo,
+    /// Throughput of the whole pipeline on the real shards: concurrent crossing
+    /// placements through group commit, relays, matcher and settlers hosted in this
+    /// process on their own topics; prints settled orders/s and ack latency.
+    Bench {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Concurrent placing tasks.
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,6 +95,10 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Run { roles, shard } => run(roles, shard).await,
             Cmd::Demo => demo().await,
+            Cmd::Bench {
+                seconds,
+                concurrency,
+            } => bench(seconds, concurrency).await,
         }
     });
     match res {
@@ -259,6 +276,220 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let settings = Settings::load()?;
+    let es = EngineSettings::load().map_err(anyhow::Error::msg)?;
+    let map = ShardMap::connect_lazy(&settings)?;
+    let count = NonZeroU16::new(map.count()).context("no shards")?;
+    let router = TableRouter::new(&settings.symbols)?;
+    map.ensure_tables(&router, chrono::Utc::now(), settings.months_ahead)
+        .await?;
+    let symbols = load_symbols(map.meta()).await?;
+    let specs: BTreeMap<Symbol, SymbolSpec> =
+        symbols.iter().map(|(s, c)| (*s, c.spec.clone())).collect();
+    let run = chrono::Utc::now().timestamp_millis();
+    let mut topics = es.topics();
+    topics.prefix = format!("{}bench_{run}_", topics.prefix);
+    let bus = es.bus("bench");
+    ensure_topic(&bus, &topics.orders(), es.orders_partitions).await?;
+    ensure_topic(&bus, &topics.fills(), i32::from(count.get())).await?;
+    ensure_topic(&bus, &topics.market(), es.orders_partitions).await?;
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let mut services = Vec::new();
+    for (shard, pool) in map.iter() {
+        let relay = Relay::new(
+            shard,
+            pool.clone(),
+            producer(&bus)?,
+            topics.prefix.clone(),
+            es.relay_batch,
+        );
+        let mut s = stop.clone();
+        services.push(tokio::spawn(async move {
+            loop {
+                let idle = !matches!(relay.round().await, Ok(r) if r.published > 0);
+                tokio::select! {
+                    _ = tokio::time::sleep(if idle { Duration::from_millis(1) } else { Duration::ZERO }) => {}
+                    _ = s.changed() => return,
+                }
+            }
+        }));
+        let settler = Settler::new(shard, count, pool.clone(), router.clone(), specs.clone());
+        let (b, t, m, s) = (bus.clone(), topics.clone(), metrics.clone(), stop.clone());
+        let group = format!("{}settler-{}", topics.prefix, shard.get());
+        services.push(tokio::spawn(async move {
+            let _ = run_settler(&b, &t, &group, settler, shard, m, s).await;
+        }));
+    }
+    {
+        let core = MatchingCore::new(specs.values().cloned(), count);
+        let (b, t, m, s) = (bus.clone(), topics.clone(), metrics.clone(), stop.clone());
+        let group = format!("{}matcher", topics.prefix);
+        services.push(tokio::spawn(async move {
+            let _ = run_matching(&b, &t, &group, core, None, m, s).await;
+        }));
+    }
+    let redis = redis_pool(&settings.redis)?;
+    let lease = WorkerLease::acquire(
+        redis.clone(),
+        &settings.redis.key_prefix,
+        settings.snowflake.datacenter_id,
+        Duration::from_millis(settings.snowflake.lease_ttl_ms),
+    )
+    .await?;
+    let ids = Arc::new(lease.generator()?);
+    let placer = Placer::new(
+        map.clone(),
+        router.clone(),
+        symbols,
+        Arc::new(move || ids.next_id()),
+    );
+    let writers: Arc<Vec<_>> = Arc::new(
+        map.iter()
+            .map(|(s, _)| placer.group_writer(s, Default::default()))
+            .collect(),
+    );
+    let dir = UserDirectory::new(
+        map.clone(),
+        redis,
+        settings.redis.key_prefix.clone(),
+        settings.redis.cache_ttl_s,
+    );
+    let mut users = Vec::new();
+    for i in 1..=8 {
+        let u = dir
+            .register(&format!("bench{i}@bench.exchange"), NO_PASSWORD)
+            .await?
+            .user_id;
+        credit_deposit(
+            &map,
+            u,
+            &Asset::new("BTC")?,
+            Amount::from_str("1000")?,
+            &format!("bench-{run}-{i}-b"),
+        )
+        .await?;
+        credit_deposit(
+            &map,
+            u,
+            &Asset::new("USDT")?,
+            Amount::from_str("100000000")?,
+            &format!("bench-{run}-{i}-u"),
+        )
+        .await?;
+        users.push(u);
+    }
+    println!(
+        "pipeline bench: {seconds} s, {concurrency} placing tasks, {} shards, group commit",
+        map.count()
+    );
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let (placer, writers, user) = (placer.clone(), writers.clone(), users[t % users.len()]);
+        let side = if t % 2 == 0 { Side::Buy } else { Side::Sell };
+        tasks.push(tokio::spawn(async move {
+            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("histogram");
+            let mut placed = 0u64;
+            while Instant::now() < deadline {
+                let req = PlaceRequest {
+                    user_id: user,
+                    symbol: "BTCUSDT".into(),
+                    side,
+                    order_type: OrderType::Limit,
+                    tif: TimeInForce::Gtc,
+                    price: Some(Price::from_str("50000").expect("price")),
+                    qty: Some(Qty::from_str("0.001").expect("qty")),
+                    quote_qty: None,
+                    stop_price: None,
+                    stp: StpMode::None,
+                    client_order_id: None,
+                };
+                let t0 = Instant::now();
+                if let Ok(Ok(_)) = placer.place_grouped(&writers, &req).await {
+                    let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let _ = hist.record(us.max(1));
+                    placed += 1;
+                }
+            }
+            (placed, hist)
+        }));
+    }
+    let mut placed = 0u64;
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        let (p, h) = t.await?;
+        placed += p;
+        hist.add(h)?;
+    }
+    let load = start.elapsed();
+    // drain: every input matched and every fill settled
+    let mut last = (0, 0);
+    let mut stable = Instant::now();
+    loop {
+        let now = (
+            metrics.inputs_applied.load(Ordering::Relaxed),
+            metrics.events_settled.load(Ordering::Relaxed),
+        );
+        if now != last {
+            last = now;
+            stable = Instant::now();
+        } else if now.0 >= placed && stable.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        if start.elapsed() > load + Duration::from_secs(300) {
+            bail!("the pipeline did not drain within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = stable.duration_since(start);
+    let table = router.orders_table(&router.symbol("BTCUSDT")?, OrderId::new(ids_of_now())?)?;
+    let mut filled = 0i64;
+    for (_, pool) in map.iter() {
+        let (n,): (i64,) = sqlx::query_as(&format!(
+            "SELECT COUNT(*) FROM `{table}` WHERE status = 'filled' AND client_order_id LIKE 'x-%' AND created_at >= FROM_UNIXTIME(? / 1000)"
+        ))
+        .bind(run)
+        .fetch_one(pool)
+        .await?;
+        filled += n;
+    }
+    let secs = total.as_secs_f64();
+    println!(
+        "placed          {placed} orders in {:.1} s ({:.0}/s acked)",
+        load.as_secs_f64(),
+        placed as f64 / load.as_secs_f64()
+    );
+    println!("settled         {filled} orders filled and settled on both sides by {secs:.1} s: {:.0} settled orders/s", filled as f64 / secs);
+    println!(
+        "ack latency     p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.value_at_quantile(0.999) as f64 / 1000.0
+    );
+    println!(
+        "RESULT settled_orders_per_s={:.0} acked_per_s={:.0}",
+        filled as f64 / secs,
+        placed as f64 / load.as_secs_f64()
+    );
+    let _ = stop_tx.send(true);
+    for s in services {
+        let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
+    }
+    lease.release().await?;
+    Ok(())
+}
+
+/// An order id issued now (names the current month's table).
+fn ids_of_now() -> u64 {
+    let ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    router::snowflake::min_id_at(ms).unwrap_or(1).max(1)
 }
 
 /// Waits until the relay of `user`'s shard has published everything (30 s at most).
