@@ -587,32 +587,74 @@ async fn group_loop(
                 _ => break,
             }
         }
-        let place = |e| PlaceError::Router(RouterError::db_on_shard(s, e));
-        let mut results: Vec<Result<Result<Ack, Reject>, PlaceError>> =
-            Vec::with_capacity(jobs.len());
-        let committed = async {
-            let mut tx = pool.begin().await.map_err(place)?;
-            for job in &jobs {
-                results.push(write_in(&mut tx, s, &router, &job.checked).await);
+        // lock balance rows in (user, asset) order, as the settlers do: no deadlocks
+        // between a batch and a settler over the same users
+        jobs.sort_by_key(|j| (j.checked.user_id, j.checked.frozen_asset));
+        match write_batch(&pool, s, &router, &jobs).await {
+            Ok(results) => {
+                batches.fetch_add(1, Ordering::Relaxed);
+                for (job, r) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(r));
+                }
             }
-            tx.commit().await.map_err(place)
-        }
-        .await;
-        if let Err(e) = committed {
-            // nothing of the batch is durable: every caller learns it
-            let msg = e.to_string();
-            for job in jobs {
-                let _ = job.reply.send(Err(PlaceError::Config(format!(
-                    "batch not committed: {msg}"
-                ))));
+            Err(e) => {
+                // nothing of the batch is durable: every caller learns it
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(PlaceError::Config(format!(
+                        "batch not committed: {msg}"
+                    ))));
+                }
             }
-            continue;
-        }
-        batches.fetch_add(1, Ordering::Relaxed);
-        for (job, r) in jobs.into_iter().zip(results) {
-            let _ = job.reply.send(r);
         }
     }
+}
+
+/// One batch in one transaction. Any database error (a deadlock rolls the whole
+/// transaction back, and a statement after it would run outside it) abandons the
+/// transaction and retries the whole batch, up to three times: a batch is applied
+/// completely or not at all, and each caller's answer matches what was committed.
+async fn write_batch(
+    pool: &MySqlPool,
+    shard: u16,
+    router: &TableRouter,
+    jobs: &[Job],
+) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
+    let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
+    let mut last = None;
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
+        }
+        let mut tx = match pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                last = Some(place(e));
+                continue;
+            }
+        };
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut failed = None;
+        for job in jobs {
+            match write_in(&mut tx, shard, router, &job.checked).await {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            let _ = tx.rollback().await;
+            last = Some(e);
+            continue;
+        }
+        match tx.commit().await {
+            Ok(()) => return Ok(results),
+            Err(e) => last = Some(place(e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| PlaceError::Config("batch failed".into())))
 }
 
 async fn rollback_to_savepoint(

@@ -435,3 +435,86 @@ async fn group_commit_batches_placements_and_keeps_each_result_separate() {
     );
     env.drop_all().await;
 }
+
+#[tokio::test]
+async fn a_failing_statement_in_a_batch_never_leaves_answers_and_data_apart() {
+    let env = TestEnv::new("placefail").await;
+    let router = TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router");
+    env.map
+        .ensure_tables(&router, Utc::now(), 1)
+        .await
+        .expect("ensure tables");
+    let symbols = load_symbols(env.map.meta()).await.expect("symbols");
+    // every third order id is from 2031, a month without tables: its insert fails
+    let ids = Arc::new(Snowflake::new(0, 8).expect("ids"));
+    let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let far = router::snowflake::min_id_at(1_925_000_000_000).expect("2031 id");
+    let placer = Placer::new(
+        env.map.clone(),
+        router,
+        symbols,
+        Arc::new(move || {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i % 3 == 2 {
+                Ok(far + i)
+            } else {
+                ids.next_id()
+            }
+        }),
+    );
+    let user = UserId::new(5).expect("user");
+    credit_deposit(
+        &env.map,
+        user,
+        &Asset::new("USDT").expect("a"),
+        amt("10000"),
+        "tx",
+    )
+    .await
+    .expect("deposit");
+    let writer = Arc::new(vec![placer.group_writer(
+        env.map.shard_of(user),
+        engine::placement::GroupCommit {
+            queue: 64,
+            max_batch: 16,
+            max_wait: std::time::Duration::from_millis(20),
+        },
+    )]);
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let (placer, writer) = (placer.clone(), writer.clone());
+            tokio::spawn(async move {
+                let mut r = limit(5, Side::Buy, "50000", "0.001");
+                r.client_order_id = Some(format!("f-{i}"));
+                (format!("f-{i}"), placer.place_grouped(&writer, &r).await)
+            })
+        })
+        .collect();
+    let mut acked = 0;
+    for t in tasks {
+        let (client, res) = t.await.expect("task");
+        let exists = count(
+            &env,
+            5,
+            &format!("SELECT COUNT(*) FROM client_orders WHERE client_order_id = '{client}'"),
+        )
+        .await;
+        match res {
+            Ok(Ok(_)) => {
+                assert_eq!(exists, 1, "{client} acked but not stored");
+                acked += 1;
+            }
+            Ok(Err(r)) => panic!("unexpected reject {r:?}"),
+            Err(_) => assert_eq!(exists, 0, "{client} reported failed but stored"),
+        }
+    }
+    assert_eq!(count(&env, 5, "SELECT COUNT(*) FROM outbox").await, acked);
+    let frozen = amt("50")
+        .checked_mul(domain::Decimal::from(acked))
+        .expect("frozen");
+    assert_eq!(
+        bal(&env, 5, "USDT").await,
+        (amt("10000").checked_sub(frozen).expect("rest"), frozen)
+    );
+    env.drop_all().await;
+}

@@ -399,6 +399,7 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
             let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
                 .expect("histogram");
             let mut placed = 0u64;
+            let mut failed: Vec<String> = Vec::new();
             while Instant::now() < deadline {
                 let req = PlaceRequest {
                     user_id: user,
@@ -414,21 +415,34 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
                     client_order_id: None,
                 };
                 let t0 = Instant::now();
-                if let Ok(Ok(_)) = placer.place_grouped(&writers, &req).await {
-                    let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    let _ = hist.record(us.max(1));
-                    placed += 1;
+                match placer.place_grouped(&writers, &req).await {
+                    Ok(Ok(_)) => {
+                        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        let _ = hist.record(us.max(1));
+                        placed += 1;
+                    }
+                    Ok(Err(r)) => failed.push(format!("reject: {r}")),
+                    Err(e) => failed.push(format!("error: {e}")),
                 }
             }
-            (placed, hist)
+            (placed, hist, failed)
         }));
     }
     let mut placed = 0u64;
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut failures: Vec<String> = Vec::new();
     for t in tasks {
-        let (p, h) = t.await?;
+        let (p, h, f) = t.await?;
         placed += p;
         hist.add(h)?;
+        failures.extend(f);
+    }
+    if !failures.is_empty() {
+        println!(
+            "failed          {} placements; first: {}",
+            failures.len(),
+            failures[0]
+        );
     }
     let load = start.elapsed();
     // drain: every input matched and every fill settled
