@@ -6,6 +6,8 @@
 //! twice, the money audit holds, and every open order's frozen funds match exactly
 //! what its remaining quantity still needs.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use common::amt;
 use domain::{Amount, Asset, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
 use engine::audit::conservation;
 use engine::matcher::StpMode;
@@ -23,10 +26,6 @@ use router::accounts::credit_deposit;
 use router::testing::TestEnv;
 use router::{Month, Snowflake, TableKind, TableRouter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn amt(s: &str) -> Amount {
-    Amount::from_str(s).expect("amount")
-}
 
 /// One engine process hosting one role.
 struct Role {

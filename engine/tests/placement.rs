@@ -1,39 +1,25 @@
 //! Order placement against the real shards: one local transaction per order, exact
 //! freezes, idempotent client order ids, clean rejects, and concurrency.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::Utc;
+use common::{amt, balance};
 use domain::{Amount, Asset, OrderType, Price, Qty, Side, TimeInForce, UserId};
 use engine::matcher::{RejectReason, StpMode};
 use engine::placement::{load_symbols, PlaceRequest, Placer, Reject};
 use engine::wire::OrderInput;
-use router::accounts::{balance, credit_deposit};
+use router::accounts::credit_deposit;
 use router::testing::TestEnv;
 use router::{Snowflake, TableRouter};
 
 async fn setup(name: &str) -> (TestEnv, Placer) {
-    let env = TestEnv::new(name).await;
-    let router = TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router");
-    env.map
-        .ensure_tables(&router, Utc::now(), 1)
-        .await
-        .expect("ensure tables");
-    let symbols = load_symbols(env.map.meta()).await.expect("symbols");
-    let ids = Arc::new(Snowflake::new(0, 9).expect("ids"));
-    let placer = Placer::new(
-        env.map.clone(),
-        router,
-        symbols,
-        Arc::new(move || ids.next_id()),
-    );
-    (env, placer)
-}
-
-fn amt(s: &str) -> Amount {
-    Amount::from_str(s).expect("amount")
+    let h = common::Harness::new(name, 9).await;
+    (h.env, h.placer)
 }
 
 fn limit(user: u64, side: Side, price: &str, qty: &str) -> PlaceRequest {
@@ -50,20 +36,6 @@ fn limit(user: u64, side: Side, price: &str, qty: &str) -> PlaceRequest {
         stp: StpMode::None,
         client_order_id: None,
     }
-}
-
-async fn bal(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) {
-    let user = UserId::new(user).expect("user");
-    let b = balance(
-        env.map.pool_for(user),
-        env.map.shard_of(user).get(),
-        user,
-        &Asset::new(asset).expect("asset"),
-    )
-    .await
-    .expect("read")
-    .expect("row");
-    (b.available, b.frozen)
 }
 
 async fn count(env: &TestEnv, user: u64, sql: &str) -> i64 {
@@ -96,7 +68,7 @@ async fn a_limit_buy_freezes_exactly_and_writes_order_ledger_and_outbox_together
     assert_eq!(ack.frozen, amt("617.0001234"), "price x qty, exactly");
     assert_eq!(ack.frozen_asset, usdt);
     assert_eq!(
-        bal(&env, 6, "USDT").await,
+        balance(&env, 6, "USDT").await,
         (amt("382.9998766"), amt("617.0001234"))
     );
 
@@ -141,7 +113,7 @@ async fn a_limit_buy_freezes_exactly_and_writes_order_ledger_and_outbox_together
     assert!(again.duplicate);
     assert_eq!((again.order_id, again.frozen), (ack.order_id, ack.frozen));
     assert_eq!(
-        bal(&env, 6, "USDT").await,
+        balance(&env, 6, "USDT").await,
         (amt("382.9998766"), amt("617.0001234"))
     );
     assert_eq!(count(&env, 6, "SELECT COUNT(*) FROM outbox").await, 1);
@@ -165,7 +137,7 @@ async fn a_limit_buy_freezes_exactly_and_writes_order_ledger_and_outbox_together
     let m = placer.place(&mkt).await.expect("place").expect("ok");
     assert_eq!(m.frozen, amt("100.5"));
     assert_eq!(
-        bal(&env, 6, "USDT").await,
+        balance(&env, 6, "USDT").await,
         (amt("282.4998766"), amt("717.5001234"))
     );
     env.drop_all().await;
@@ -276,7 +248,7 @@ async fn bad_requests_are_rejected_and_change_nothing() {
         .expect_err("halted");
     assert!(matches!(got, Reject::Halted(_)), "{got:?}");
     assert_eq!(
-        bal(&env, 3, "USDT").await,
+        balance(&env, 3, "USDT").await,
         (amt("100"), Amount::ZERO),
         "nothing frozen"
     );
@@ -346,14 +318,14 @@ async fn concurrent_placements_never_overdraw_and_retries_never_double_place() {
     }
     assert_eq!(placed.len(), 20, "exactly 1000 / 50 orders fit");
     assert_eq!(insufficient, 108);
-    assert_eq!(bal(&env, 10, "USDT").await, (Amount::ZERO, amt("1000")));
+    assert_eq!(balance(&env, 10, "USDT").await, (Amount::ZERO, amt("1000")));
     assert_eq!(count(&env, 10, "SELECT COUNT(*) FROM outbox").await, 20);
     assert_eq!(
         count(&env, 10, "SELECT COUNT(*) FROM client_orders").await,
         20
     );
     // conservation: available + frozen = deposits
-    let (a, f) = bal(&env, 10, "USDT").await;
+    let (a, f) = balance(&env, 10, "USDT").await;
     assert_eq!(a.checked_add(f).expect("sum"), amt("1000"));
     env.drop_all().await;
 }
@@ -422,7 +394,7 @@ async fn group_commit_batches_placements_and_keeps_each_result_separate() {
         (20, 108),
         "a reject in a batch does not fail the others"
     );
-    assert_eq!(bal(&env, 10, "USDT").await, (Amount::ZERO, amt("1000")));
+    assert_eq!(balance(&env, 10, "USDT").await, (Amount::ZERO, amt("1000")));
     assert_eq!(count(&env, 10, "SELECT COUNT(*) FROM outbox").await, 20);
     assert_eq!(
         count(&env, 10, "SELECT COUNT(*) FROM client_orders").await,
@@ -513,7 +485,7 @@ async fn a_failing_statement_in_a_batch_never_leaves_answers_and_data_apart() {
         .checked_mul(domain::Decimal::from(acked))
         .expect("frozen");
     assert_eq!(
-        bal(&env, 5, "USDT").await,
+        balance(&env, 5, "USDT").await,
         (amt("10000").checked_sub(frozen).expect("rest"), frozen)
     );
     env.drop_all().await;

@@ -2,6 +2,8 @@
 //! published once per shard sequence, in order; a crash between publish and mark
 //! re-publishes with the same sequence, which the matcher drops.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use domain::{Amount, Asset, OrderType, Price, Qty, Side, TimeInForce, UserId};
-use engine::bus::{consumer, ensure_topic, producer, BusSettings};
+use engine::bus::{consumer, ensure_topic, producer};
 use engine::matcher::{Command, Event, Matcher, StpMode};
 use engine::placement::{load_symbols, PlaceRequest, Placer};
 use engine::relay::{unframe, Relay};
@@ -20,14 +22,6 @@ use rdkafka::Message;
 use router::accounts::credit_deposit;
 use router::testing::TestEnv;
 use router::{Snowflake, TableRouter};
-
-fn bus() -> BusSettings {
-    let port = std::env::var("EXCHANGE_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
-    BusSettings {
-        brokers: format!("127.0.0.1:{port}"),
-        client_id: "relay-test".into(),
-    }
-}
 
 fn buy(user: u64, client: String) -> PlaceRequest {
     PlaceRequest {
@@ -109,7 +103,7 @@ async fn every_order_is_published_in_shard_order_and_redeliveries_are_dropped() 
     let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
     let prefix = format!("t_relay_{tag}_");
     let topic = format!("{prefix}{ORDERS_TOPIC}");
-    let s = bus();
+    let s = common::bus("relay-test");
     ensure_topic(&s, &topic, 2).await.expect("topic");
     let relays: Vec<Relay> = env
         .map

@@ -5,50 +5,23 @@
 //! The pipeline is driven in-process here (outbox rows → matcher → per-shard batches →
 //! settlers), exactly as the Kafka services will drive it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::num::NonZeroU16;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::Utc;
-use domain::{
-    Amount, Asset, OrderId, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce, UserId,
-};
+use common::{amt, req};
+use domain::{Amount, Asset, OrderId, OrderType, ShardId, Side, Symbol, UserId};
 use engine::audit::conservation;
-use engine::matcher::{Command, Event, Matcher, StpMode, SymbolSpec};
+use engine::matcher::{Command, Event, Matcher, SymbolSpec};
 use engine::placement::{load_symbols, PlaceRequest, Placer, Reject};
 use engine::settle::{shards_of, FillBatch, Settler, FEE_ACCOUNT};
 use engine::wire::OrderInput;
 use router::accounts::credit_deposit;
 use router::testing::TestEnv;
 use router::{Snowflake, TableRouter};
-
-fn amt(s: &str) -> Amount {
-    Amount::from_str(s).expect("amount")
-}
-
-fn req(
-    user: u64,
-    side: Side,
-    ty: OrderType,
-    price: Option<&str>,
-    qty: Option<&str>,
-    quote: Option<&str>,
-) -> PlaceRequest {
-    PlaceRequest {
-        user_id: UserId::new(user).expect("user"),
-        symbol: "BTCUSDT".into(),
-        side,
-        order_type: ty,
-        tif: TimeInForce::Gtc,
-        price: price.map(|p| Price::from_str(p).expect("price")),
-        qty: qty.map(|q| Qty::from_str(q).expect("qty")),
-        quote_qty: quote.map(amt),
-        stop_price: None,
-        stp: StpMode::None,
-        client_order_id: None,
-    }
-}
 
 struct Pipeline {
     env: TestEnv,

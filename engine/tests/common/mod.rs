@@ -1,0 +1,225 @@
+//! Shared set-up of the engine's integration tests: a fresh set of databases with
+//! month tables and the symbol config, a placer, topics of its own on the real broker,
+//! and the pipeline's services as tasks. Everything panics on failure (test support).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU16;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use domain::{Amount, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
+use engine::bus::{ensure_topic, producer, BusSettings};
+use engine::matcher::{StpMode, SymbolSpec};
+use engine::metrics::Metrics;
+use engine::placement::{load_symbols, PlaceRequest, Placer};
+use engine::relay::Relay;
+use engine::service::{run_matching, run_settler, MatchingCore, SnapshotStore, Topics};
+use engine::settle::Settler;
+use rand::distr::{Alphanumeric, SampleString};
+use router::testing::TestEnv;
+use router::{Snowflake, TableRouter};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// An exact amount from text.
+pub fn amt(s: &str) -> Amount {
+    Amount::from_str(s).expect("amount")
+}
+
+/// A BTCUSDT request.
+pub fn req(
+    user: u64,
+    side: Side,
+    ty: OrderType,
+    price: Option<&str>,
+    qty: Option<&str>,
+    quote: Option<&str>,
+) -> PlaceRequest {
+    PlaceRequest {
+        user_id: UserId::new(user).expect("user"),
+        symbol: "BTCUSDT".into(),
+        side,
+        order_type: ty,
+        tif: TimeInForce::Gtc,
+        price: price.map(|p| Price::from_str(p).expect("price")),
+        qty: qty.map(|q| Qty::from_str(q).expect("qty")),
+        quote_qty: quote.map(amt),
+        stop_price: None,
+        stp: StpMode::None,
+        client_order_id: None,
+    }
+}
+
+/// (available, frozen) of `user` in `asset` (zero when the row does not exist).
+pub async fn balance(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances WHERE user_id = ? AND currency = ?",
+    )
+    .bind(user)
+    .bind(asset)
+    .fetch_optional(env.map.pool_for(UserId::new(user).expect("u")))
+    .await
+    .expect("balance");
+    row.map_or((Amount::ZERO, Amount::ZERO), |(a, f)| (amt(&a), amt(&f)))
+}
+
+/// Waits until `user`'s balance of `asset` is `want` (the pipeline is asynchronous).
+pub async fn settled(env: &TestEnv, user: u64, asset: &str, want: (&str, &str)) {
+    let want = (amt(want.0), amt(want.1));
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = balance(env, user, asset).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "user {user} {asset}: {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The broker of the local stack.
+pub fn bus(client: &str) -> BusSettings {
+    let port = std::env::var("EXCHANGE_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    BusSettings {
+        brokers: format!("127.0.0.1:{port}"),
+        client_id: client.into(),
+    }
+}
+
+/// Databases, config and a placer for one test.
+pub struct Harness {
+    pub env: TestEnv,
+    pub router: TableRouter,
+    pub specs: BTreeMap<Symbol, SymbolSpec>,
+    pub placer: Placer,
+    pub count: NonZeroU16,
+}
+
+impl Harness {
+    /// Fresh databases named after `name`; order ids from snowflake worker `worker`.
+    pub async fn new(name: &str, worker: u8) -> Self {
+        let env = TestEnv::new(name).await;
+        let router = TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router");
+        env.map
+            .ensure_tables(&router, Utc::now(), 1)
+            .await
+            .expect("tables");
+        let symbols = load_symbols(env.map.meta()).await.expect("symbols");
+        let specs = symbols.iter().map(|(s, c)| (*s, c.spec.clone())).collect();
+        let ids = Arc::new(Snowflake::new(0, worker).expect("ids"));
+        let placer = Placer::new(
+            env.map.clone(),
+            router.clone(),
+            symbols,
+            Arc::new(move || ids.next_id()),
+        );
+        let count = NonZeroU16::new(env.map.count()).expect("count");
+        Self {
+            env,
+            router,
+            specs,
+            placer,
+            count,
+        }
+    }
+
+    /// Topics of this test (own prefix), created on the broker.
+    pub async fn topics(&self, name: &str) -> (Topics, BusSettings, String) {
+        let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+        let topics = Topics {
+            prefix: format!("t_{name}_{tag}_"),
+        };
+        let bus = bus(name);
+        ensure_topic(&bus, &topics.orders(), 2)
+            .await
+            .expect("orders topic");
+        ensure_topic(&bus, &topics.fills(), i32::from(self.count.get()))
+            .await
+            .expect("fills topic");
+        ensure_topic(&bus, &topics.market(), 1)
+            .await
+            .expect("market topic");
+        (topics, bus, tag)
+    }
+
+    /// One relay per shard.
+    pub fn relays(&self, bus: &BusSettings, topics: &Topics) -> Vec<Relay> {
+        self.env
+            .map
+            .iter()
+            .map(|(shard, pool)| {
+                Relay::new(
+                    shard,
+                    pool.clone(),
+                    producer(bus).expect("producer"),
+                    topics.prefix.clone(),
+                    500,
+                )
+            })
+            .collect()
+    }
+
+    /// One settler task per shard, stopped by `stop`.
+    pub fn spawn_settlers(
+        &self,
+        bus: &BusSettings,
+        topics: &Topics,
+        tag: &str,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        self.env
+            .map
+            .iter()
+            .map(|(shard, pool)| {
+                let s = Settler::new(
+                    shard,
+                    self.count,
+                    pool.clone(),
+                    self.router.clone(),
+                    self.specs.clone(),
+                );
+                let (bus, topics, rx) = (bus.clone(), topics.clone(), stop.clone());
+                let group = format!("g_settle_{tag}_{}", shard.get());
+                tokio::spawn(async move {
+                    run_settler(&bus, &topics, &group, s, shard, Default::default(), rx)
+                        .await
+                        .expect("settler");
+                })
+            })
+            .collect()
+    }
+
+    /// The matching service as a task.
+    pub fn spawn_matching(
+        &self,
+        bus: &BusSettings,
+        topics: &Topics,
+        group: &str,
+        store: Option<SnapshotStore>,
+        metrics: Arc<Metrics>,
+    ) -> (watch::Sender<bool>, JoinHandle<()>) {
+        let (tx, rx) = watch::channel(false);
+        let (bus, topics, group) = (bus.clone(), topics.clone(), group.to_owned());
+        let core = MatchingCore::new(self.specs.values().cloned(), self.count);
+        let h = tokio::spawn(async move {
+            run_matching(&bus, &topics, &group, core, store, metrics, rx)
+                .await
+                .expect("matching service");
+        });
+        (tx, h)
+    }
+}
+
+/// Runs a relay round on every shard.
+pub async fn relay_all(relays: &[Relay]) {
+    for r in relays {
+        r.round().await.expect("relay");
+    }
+}
