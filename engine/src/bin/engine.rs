@@ -335,21 +335,7 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
             let _ = run_matching(&b, &t, &group, core, None, m, s).await;
         }));
     }
-    let redis = redis_pool(&settings.redis)?;
-    let lease = WorkerLease::acquire(
-        redis.clone(),
-        &settings.redis.key_prefix,
-        settings.snowflake.datacenter_id,
-        Duration::from_millis(settings.snowflake.lease_ttl_ms),
-    )
-    .await?;
-    let ids = Arc::new(lease.generator()?);
-    let placer = Placer::new(
-        map.clone(),
-        router.clone(),
-        symbols,
-        Arc::new(move || ids.next_id()),
-    );
+    let (redis, lease, placer) = leased_placer(&settings, &map, &router, symbols).await?;
     let writers: Arc<Vec<_>> = Arc::new(
         map.iter()
             .map(|(s, _)| placer.group_writer(s, Default::default()))
@@ -502,6 +488,32 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
     Ok(())
 }
 
+/// A placer whose order ids come from a worker id leased in Redis (release the lease
+/// when done), and the Redis pool.
+async fn leased_placer(
+    settings: &Settings,
+    map: &ShardMap,
+    router: &TableRouter,
+    symbols: BTreeMap<Symbol, engine::placement::SymbolConfig>,
+) -> Result<(deadpool_redis::Pool, WorkerLease, Placer)> {
+    let redis = redis_pool(&settings.redis)?;
+    let lease = WorkerLease::acquire(
+        redis.clone(),
+        &settings.redis.key_prefix,
+        settings.snowflake.datacenter_id,
+        Duration::from_millis(settings.snowflake.lease_ttl_ms),
+    )
+    .await?;
+    let ids = Arc::new(lease.generator()?);
+    let placer = Placer::new(
+        map.clone(),
+        router.clone(),
+        symbols,
+        Arc::new(move || ids.next_id()),
+    );
+    Ok((redis, lease, placer))
+}
+
 /// An order id issued now (names the current month's table).
 fn ids_of_now() -> u64 {
     let ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
@@ -533,21 +545,7 @@ async fn demo() -> Result<()> {
     let map = ShardMap::connect_lazy(&settings)?;
     let router = TableRouter::new(&settings.symbols)?;
     let symbols = load_symbols(map.meta()).await?;
-    let redis = redis_pool(&settings.redis)?;
-    let lease = WorkerLease::acquire(
-        redis.clone(),
-        &settings.redis.key_prefix,
-        settings.snowflake.datacenter_id,
-        Duration::from_millis(settings.snowflake.lease_ttl_ms),
-    )
-    .await?;
-    let ids = Arc::new(lease.generator()?);
-    let placer = Placer::new(
-        map.clone(),
-        router.clone(),
-        symbols,
-        Arc::new(move || ids.next_id()),
-    );
+    let (redis, lease, placer) = leased_placer(&settings, &map, &router, symbols).await?;
     let dir = UserDirectory::new(
         map.clone(),
         redis,
