@@ -1,6 +1,5 @@
 //! The engine: the Kafka services around the matcher.
 //!
-//! * [`audit`] — the money invariant across shards;
 //! * [`config`] — the engine's settings (brokers, topics, endpoint);
 //! * [`matcher`] — the deterministic matching state machine of one symbol (pure: no
 //!   I/O, no clock, no randomness);
@@ -19,7 +18,8 @@
 //!
 //! Snapshots, market data, the `engine` binary's roles and the TCC coordinator come next.
 
-pub mod audit;
+/// The money invariant (lives in `router`, next to the balances it reads).
+pub use router::audit;
 pub mod bus;
 pub mod config;
 pub mod matcher;

@@ -5,12 +5,13 @@
 //!   month tables and ledger partitions created ahead of time;
 //! * [`tables`] — `(symbol, order_id)` → `orders_{SYMBOL}_{YYYYMM}`, ranges, whitelist;
 //! * [`snowflake`] — lock-free 64-bit ids, decoding; [`lease`] — worker ids in Redis;
-//! * [`accounts`] — optimistic-lock balance changes;
+//! * [`accounts`] — optimistic-lock balance changes; [`audit`] — the money invariant;
 //! * [`directory`] — dense user ids, email / API key lookups cached in Redis.
 //!
 //! The `shardctl` binary is the operator's view of all of it.
 
 pub mod accounts;
+pub mod audit;
 pub mod config;
 pub mod directory;
 pub mod error;

@@ -234,3 +234,37 @@ async fn decimal_36_18_extremes_round_trip_exactly_or_are_rejected() {
     assert!(Amount::from_str("1000000000000000000").is_err());
     env.drop_all().await;
 }
+
+#[tokio::test]
+async fn the_audit_holds_after_deposits_and_catches_money_made_from_nothing() {
+    let env = TestEnv::new("audit").await;
+    let usdt = Asset::new("USDT").expect("asset");
+    for (user, amount) in [(1u64, "100.5"), (2, "0.000000000000000001"), (7, "42")] {
+        let u = UserId::new(user).expect("user");
+        router::accounts::credit_deposit(
+            &env.map,
+            u,
+            &usdt,
+            Amount::from_str(amount).expect("a"),
+            &format!("tx{user}"),
+        )
+        .await
+        .expect("deposit");
+    }
+    let totals = router::audit::conservation(&env.map).await.expect("audit");
+    let t = totals["USDT"];
+    assert!(t.holds(), "{t:?}");
+    assert_eq!(
+        t.balances,
+        Amount::from_str("142.500000000000000001").expect("sum")
+    );
+    // one unit appears out of nowhere on one shard: the audit must notice
+    let u = UserId::new(7).expect("user");
+    sqlx::query("UPDATE account_balances SET available = available + 0.000000000000000001 WHERE user_id = 7")
+        .execute(env.map.pool_for(u))
+        .await
+        .expect("tamper");
+    let broken = router::audit::conservation(&env.map).await.expect("audit")["USDT"];
+    assert!(!broken.holds(), "{broken:?}");
+    env.drop_all().await;
+}

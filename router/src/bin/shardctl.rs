@@ -44,6 +44,9 @@ enum Command {
         #[command(subcommand)]
         what: Locate,
     },
+    /// The money invariant per asset: Σ(available + frozen) over all shards, fee
+    /// accounts included, = Σ completed deposits − Σ completed withdrawals.
+    Audit,
     /// Issue snowflake ids (worker id from config, else leased in Redis) and decode them.
     Ids {
         /// How many.
@@ -165,6 +168,30 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Locate { what } => locate(&settings, what).await,
         Command::Ids { count } => issue_ids(&settings, count).await,
+        Command::Audit => {
+            let map = ShardMap::connect_lazy(&settings)?;
+            let totals = router::audit::conservation(&map).await?;
+            println!(
+                "{:<8} {:>30} {:>30} {:>30}  verdict",
+                "asset", "balances", "deposits", "withdrawals"
+            );
+            let mut ok = true;
+            for (asset, t) in &totals {
+                println!(
+                    "{:<8} {:>30} {:>30} {:>30}  {}",
+                    asset,
+                    t.balances.to_string(),
+                    t.deposits.to_string(),
+                    t.withdrawals.to_string(),
+                    if t.holds() { "holds" } else { "BROKEN" }
+                );
+                ok &= t.holds();
+            }
+            if totals.is_empty() {
+                println!("no balances yet");
+            }
+            Ok(ok)
+        }
         Command::User {
             action: UserAction::Add { emails },
         } => {

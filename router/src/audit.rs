@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::{RouterError, ShardMap};
 use domain::Amount;
-use router::{RouterError, ShardMap};
 
 /// One asset's totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
