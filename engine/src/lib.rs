@@ -1,6 +1,7 @@
 //! The engine: the Kafka services around the matcher.
 //!
 //! * [`config`] — the engine's settings (brokers, topics, endpoint);
+//! * [`market`] — market data in Redis (depth, recent trades, last price, 1m klines);
 //! * [`matcher`] — the deterministic matching state machine of one symbol (pure: no
 //!   I/O, no clock, no randomness);
 //! * [`bus`] — the Kafka clients configured as the pipeline relies on them
@@ -22,6 +23,7 @@
 pub use router::audit;
 pub mod bus;
 pub mod config;
+pub mod market;
 pub mod matcher;
 pub mod metrics;
 pub mod placement;

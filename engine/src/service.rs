@@ -457,3 +457,52 @@ pub async fn run_settler(
         }
     }
 }
+
+/// Runs the market-data writer until `stop` turns true: consumes `market`, writes Redis
+/// ([`crate::market`]), commits offsets after the writes (redeliveries are skipped by
+/// the per-symbol seq kept in Redis).
+///
+/// # Errors
+/// Kafka failures.
+pub async fn run_market_data(
+    bus: &BusSettings,
+    topics: &Topics,
+    group: &str,
+    md: crate::market::MarketData,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    let c = consumer(bus, group)?;
+    c.subscribe(&[&topics.market()]).map_err(BusError::from)?;
+    loop {
+        let m = tokio::select! {
+            m = c.recv() => m,
+            _ = stop.changed() => return Ok(()),
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "market consumer");
+                continue;
+            }
+        };
+        let symbol = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| Symbol::new(k).ok());
+        let events: Option<Vec<Event>> = m.payload().and_then(|p| postcard::from_bytes(p).ok());
+        let (Some(symbol), Some(events)) = (symbol, events) else {
+            warn!(offset = m.offset(), "undecodable market message");
+            continue;
+        };
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let mut delay = Duration::from_millis(10);
+        while let Err(e) = md.apply(&symbol, &events, now).await {
+            warn!(error = %e, %symbol, "market data write failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if let Err(e) = c.commit_message(&m, CommitMode::Async) {
+            debug!(error = %e, "offset commit (a hint) failed");
+        }
+    }
+}

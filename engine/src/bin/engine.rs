@@ -1,5 +1,5 @@
-//! `engine` — runs the pipeline roles (outbox relays, matching service, settlers) and a
-//! demo that trades across all shards.
+//! `engine` — runs the pipeline roles (outbox relays, matching service, settlers, market
+//! data) and a demo that trades across all shards.
 //!
 //! `engine run` hosts every role for every shard in one process by default; `--roles`
 //! and `--shard` pick a subset, so a cluster can run each role (per shard) as its own
@@ -49,6 +49,7 @@ enum Role {
     Relay,
     Matcher,
     Settler,
+    Market,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +127,7 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         .context("engine settings")?;
     info!(settings = ?settings.redacted(), engine = ?es, "starting");
     if roles.is_empty() {
-        roles = vec![Role::Relay, Role::Matcher, Role::Settler];
+        roles = vec![Role::Relay, Role::Matcher, Role::Settler, Role::Market];
     }
     let map = ShardMap::connect_lazy(&settings)?;
     let count = NonZeroU16::new(map.count()).context("no shards")?;
@@ -242,6 +243,20 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
                 }
             }));
         }
+    }
+    if roles.contains(&Role::Market) {
+        let md = engine::market::MarketData::new(
+            redis_pool(&settings.redis)?,
+            settings.redis.key_prefix.clone(),
+            specs.clone(),
+        );
+        let (b, t, s) = (es.bus("market-data"), topics.clone(), stop.clone());
+        let group = format!("{}market-data", topics.prefix);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = engine::service::run_market_data(&b, &t, &group, md, s).await {
+                error!(error = %e, "market data stopped");
+            }
+        }));
     }
     Metrics::add(&metrics.ready, 1);
     info!(?roles, shards = ?shards.iter().map(|s| s.get()).collect::<Vec<_>>(), "engine running");
