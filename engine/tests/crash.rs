@@ -16,13 +16,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::amt;
-use domain::{Amount, Asset, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
+use domain::{Amount, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
 use engine::audit::conservation;
 use engine::matcher::StpMode;
 use engine::placement::{load_symbols, PlaceRequest, Placer};
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
-use router::accounts::credit_deposit;
 use router::testing::TestEnv;
 use router::{Month, Snowflake, TableKind, TableRouter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,15 +161,7 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
     let users: Vec<UserId> = (1..=8).map(|u| UserId::new(u).expect("u")).collect();
     for u in &users {
         for (asset, a) in [("BTC", "5"), ("USDT", "1000000")] {
-            credit_deposit(
-                &env.map,
-                *u,
-                &Asset::new(asset).expect("a"),
-                amt(a),
-                &format!("d-{u}-{asset}"),
-            )
-            .await
-            .expect("deposit");
+            common::deposit(&env, u.get(), asset, a).await;
         }
     }
     let mut rng = rand::rng();

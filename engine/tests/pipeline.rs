@@ -11,27 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{amt, balance, relay_all, req, settled, Harness};
-use domain::{Amount, Asset, OrderType, Side, Symbol, UserId};
+use common::{amt, balance, deposit, relay_all, req, settled, Harness};
+use domain::{Amount, OrderType, Side, Symbol, UserId};
 use engine::audit::conservation;
 use engine::metrics::Metrics;
 use engine::placement::PlaceRequest;
 use engine::service::SnapshotStore;
-use router::accounts::credit_deposit;
 use router::testing::TestEnv;
 use tokio::sync::watch;
-
-async fn deposit(env: &TestEnv, user: u64, asset: &str, amount: &str) {
-    credit_deposit(
-        &env.map,
-        UserId::new(user).expect("u"),
-        &Asset::new(asset).expect("a"),
-        amt(amount),
-        &format!("d-{user}-{asset}"),
-    )
-    .await
-    .expect("deposit");
-}
 
 async fn audit_holds(env: &TestEnv) {
     for (asset, t) in conservation(&env.map).await.expect("audit") {
@@ -182,15 +169,7 @@ async fn sixty_four_tasks_placing_and_cancelling_leave_nothing_frozen() {
     let users: Vec<UserId> = (1..=4).map(|u| UserId::new(u).expect("u")).collect();
     for u in &users {
         for (asset, a) in [("BTC", "10"), ("USDT", "1000000")] {
-            credit_deposit(
-                &env.map,
-                *u,
-                &Asset::new(asset).expect("a"),
-                amt(a),
-                &format!("d-{u}-{asset}"),
-            )
-            .await
-            .expect("deposit");
+            deposit(env, u.get(), asset, a).await;
         }
     }
     // 64 tasks place and cancel on the same four users at once; cancels race fills

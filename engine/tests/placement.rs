@@ -147,15 +147,7 @@ async fn a_limit_buy_freezes_exactly_and_writes_order_ledger_and_outbox_together
 async fn bad_requests_are_rejected_and_change_nothing() {
     let (env, placer) = setup("placebad").await;
     let user = UserId::new(3).expect("user");
-    credit_deposit(
-        &env.map,
-        user,
-        &Asset::new("USDT").expect("a"),
-        amt("100"),
-        "tx",
-    )
-    .await
-    .expect("deposit");
+    common::deposit(&env, user.get(), "USDT", "100").await;
     let with = |f: &dyn Fn(&mut PlaceRequest)| {
         let mut r = limit(3, Side::Buy, "50000", "0.001");
         f(&mut r);
@@ -273,15 +265,7 @@ async fn bad_requests_are_rejected_and_change_nothing() {
 async fn concurrent_placements_never_overdraw_and_retries_never_double_place() {
     let (env, placer) = setup("placerace").await;
     let user = UserId::new(10).expect("user");
-    credit_deposit(
-        &env.map,
-        user,
-        &Asset::new("USDT").expect("a"),
-        amt("1000"),
-        "tx",
-    )
-    .await
-    .expect("deposit");
+    common::deposit(&env, user.get(), "USDT", "1000").await;
     // 64 tasks x 2 placements of 50 USDT each (0.001 @ 50000) = 6400 asked, 1000 there;
     // every task places each client id twice (a retry)
     let tasks: Vec<_> = (0..64)
@@ -334,15 +318,7 @@ async fn concurrent_placements_never_overdraw_and_retries_never_double_place() {
 async fn group_commit_batches_placements_and_keeps_each_result_separate() {
     let (env, placer) = setup("placegroup").await;
     let user = UserId::new(10).expect("user");
-    credit_deposit(
-        &env.map,
-        user,
-        &Asset::new("USDT").expect("a"),
-        amt("1000"),
-        "tx",
-    )
-    .await
-    .expect("deposit");
+    common::deposit(&env, user.get(), "USDT", "1000").await;
     let writers: Vec<_> = env
         .map
         .iter()
@@ -435,15 +411,7 @@ async fn a_failing_statement_in_a_batch_never_leaves_answers_and_data_apart() {
         }),
     );
     let user = UserId::new(5).expect("user");
-    credit_deposit(
-        &env.map,
-        user,
-        &Asset::new("USDT").expect("a"),
-        amt("10000"),
-        "tx",
-    )
-    .await
-    .expect("deposit");
+    common::deposit(&env, user.get(), "USDT", "10000").await;
     let writer = Arc::new(vec![placer.group_writer(
         env.map.shard_of(user),
         engine::placement::GroupCommit {

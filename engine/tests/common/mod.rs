@@ -67,6 +67,19 @@ pub async fn balance(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) 
     row.map_or((Amount::ZERO, Amount::ZERO), |(a, f)| (amt(&a), amt(&f)))
 }
 
+/// Credits a completed deposit of `amount` `asset` to `user` (txid `d-{user}-{asset}`).
+pub async fn deposit(env: &TestEnv, user: u64, asset: &str, amount: &str) {
+    router::accounts::credit_deposit(
+        &env.map,
+        UserId::new(user).expect("user"),
+        &domain::Asset::new(asset).expect("asset"),
+        amt(amount),
+        &format!("d-{user}-{asset}"),
+    )
+    .await
+    .expect("deposit");
+}
+
 /// Waits until `user`'s balance of `asset` is `want` (the pipeline is asynchronous).
 pub async fn settled(env: &TestEnv, user: u64, asset: &str, want: (&str, &str)) {
     let want = (amt(want.0), amt(want.1));
