@@ -7,11 +7,18 @@
 //! 1. finds an earlier order with the same client order id (an idempotent retry:
 //!    the original order is returned, nothing else happens);
 //! 2. freezes the funds the order may spend with the optimistic-lock update
-//!    (re-read and retry a bounded number of times; then "insufficient balance");
+//!    (`... WHERE version = ? AND available >= ?`); not enough → "insufficient
+//!    balance";
 //! 3. inserts the order into `orders_{SYMBOL}_{YYYYMM}`, the client order id, a
 //!    `freeze` ledger row and an outbox row carrying the matcher input.
 //!
 //! Either all of it commits or none of it: a reject leaves nothing behind.
+//!
+//! Group commit ([`Placer::group_writer`]) writes many placements in one transaction
+//! with a fixed number of statements (see `write_set`): one locking read of the
+//! balances involved, the freezes decided in memory in arrival order and netted per
+//! (user, asset) into one versioned UPDATE, then multi-row inserts. A refused
+//! placement simply contributes nothing; the rest commit together.
 //!
 //! What is frozen: a buy freezes `price × qty` of the quote asset (limit-like) or its
 //! `quoteOrderQty` (market); a sell freezes `qty` of the base asset. Fees are charged
@@ -26,7 +33,6 @@ use std::sync::Arc;
 use domain::{
     Amount, Asset, OrderId, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce, UserId,
 };
-use router::accounts::{freeze_on, Freeze};
 use router::{RouterError, ShardMap, SnowflakeError, TableRouter};
 use serde::Serialize;
 use sqlx::MySqlPool;
@@ -34,9 +40,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
 use crate::wire::{OrderInput, ORDERS_TOPIC};
-
-/// Optimistic-lock retries before a freeze gives up as busy.
-pub const FREEZE_RETRIES: u32 = 16;
 
 /// A symbol's trading configuration (meta `symbols` joined with `assets`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,23 +455,17 @@ impl Placer {
 
     /// The local transaction on the user's shard, for one order.
     async fn write(&self, c: Checked) -> Result<Result<Ack, Reject>, PlaceError> {
-        let shard = self.shards.shard_of(c.user_id).get();
-        let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
-        let mut tx = self
-            .shards
-            .pool_for(c.user_id)
-            .begin()
-            .await
-            .map_err(place)?;
-        let out = write_in(&mut tx, shard, &self.router, &c).await?;
-        tx.commit().await.map_err(place)?;
-        Ok(out)
+        let shard = self.shards.shard_of(c.user_id);
+        let pool = self.shards.pool(shard)?;
+        let mut out = write_batch(pool, shard.get(), &self.router, &[&c]).await?;
+        out.pop()
+            .ok_or_else(|| PlaceError::Config("empty batch result".into()))
     }
 
     /// A group-commit writer for `shard`: placements sent to it are written in batches,
-    /// one transaction per batch (one fsync for many orders), each order inside its own
-    /// savepoint so a reject (insufficient balance, a retried client order id) undoes
-    /// only that order. Every caller gets its own result.
+    /// one transaction per batch (one fsync for many orders); a reject (insufficient
+    /// balance) or an idempotent retry changes nothing for that order and does not
+    /// disturb the others. Every caller gets its own result.
     pub fn group_writer(&self, shard: ShardId, cfg: GroupCommit) -> GroupWriter {
         let (tx, rx) = mpsc::channel(cfg.queue);
         let batches = Arc::new(AtomicU64::new(0));
@@ -590,7 +587,8 @@ async fn group_loop(
         // lock balance rows in (user, asset) order, as the settlers do: no deadlocks
         // between a batch and a settler over the same users
         jobs.sort_by_key(|j| (j.checked.user_id, j.checked.frozen_asset));
-        match write_batch(&pool, s, &router, &jobs).await {
+        let checked: Vec<&Checked> = jobs.iter().map(|j| &j.checked).collect();
+        match write_batch(&pool, s, &router, &checked).await {
             Ok(results) => {
                 batches.fetch_add(1, Ordering::Relaxed);
                 for (job, r) in jobs.into_iter().zip(results) {
@@ -618,7 +616,7 @@ async fn write_batch(
     pool: &MySqlPool,
     shard: u16,
     router: &TableRouter,
-    jobs: &[Job],
+    jobs: &[&Checked],
 ) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
     let mut last = None;
@@ -633,193 +631,311 @@ async fn write_batch(
                 continue;
             }
         };
-        let mut results = Vec::with_capacity(jobs.len());
-        let mut failed = None;
-        for job in jobs {
-            match write_in(&mut tx, shard, router, &job.checked).await {
-                Ok(r) => results.push(r),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+        match write_set(&mut tx, shard, router, jobs).await {
+            Ok(results) => match tx.commit().await {
+                Ok(()) => return Ok(results),
+                Err(e) => last = Some(place(e)),
+            },
+            Err(e) => {
+                let _ = tx.rollback().await;
+                last = Some(e);
             }
-        }
-        if let Some(e) = failed {
-            let _ = tx.rollback().await;
-            last = Some(e);
-            continue;
-        }
-        match tx.commit().await {
-            Ok(()) => return Ok(results),
-            Err(e) => last = Some(place(e)),
         }
     }
     Err(last.unwrap_or_else(|| PlaceError::Config("batch failed".into())))
 }
 
-async fn rollback_to_savepoint(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-) -> Result<(), PlaceError> {
-    sqlx::query("ROLLBACK TO SAVEPOINT placement")
-        .execute(conn)
-        .await
-        .map(|_| ())
-        .map_err(|e| PlaceError::Router(RouterError::db_on_shard(shard, e)))
+/// Most rows per multi-row statement (well under the 65,535 placeholders of a
+/// prepared statement for the widest row).
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// A balance row locked by a batch.
+#[derive(Debug, Clone, Copy)]
+struct Locked {
+    available: Amount,
+    version: u64,
+    /// What this batch freezes from it.
+    freeze: Amount,
 }
 
-/// One placement inside the caller's transaction, scoped by a savepoint: a reject or an
-/// idempotent retry rolls back to it, leaving the transaction's other work intact.
-async fn write_in(
+/// Writes a set of placements inside the caller's transaction with a fixed number of
+/// statements, whatever the set's size:
+/// 1. one lookup of earlier orders with the same client order ids (idempotent
+///    retries: the original order is the answer, nothing else happens);
+/// 2. one locking read of every (user, asset) balance involved, in key order;
+/// 3. in memory, in the order given: each placement fits the balance left by the ones
+///    before it, or is refused "insufficient balance" (and changes nothing);
+/// 4. one optimistic-lock UPDATE of all those balances, netted per (user, asset),
+///    each guarded by `version = read version AND available >= netted freeze` (all
+///    must match, or the whole set is retried);
+/// 5. multi-row inserts of client order ids, orders (per month table), `freeze`
+///    ledger rows and outbox rows.
+async fn write_set(
     conn: &mut sqlx::MySqlConnection,
     shard: u16,
     router: &TableRouter,
-    c: &Checked,
-) -> Result<Result<Ack, Reject>, PlaceError> {
+    jobs: &[&Checked],
+) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
-    let table = router.orders_table(&c.symbol, c.order.order_id)?;
-    sqlx::query("SAVEPOINT placement")
-        .execute(&mut *conn)
-        .await
-        .map_err(place)?;
-    // an idempotent retry returns the original order
-    if let Some(ack) = existing(&mut *conn, shard, router, c.user_id, &c.client_order_id).await? {
-        rollback_to_savepoint(&mut *conn, shard).await?;
-        return Ok(Ok(ack));
+    let mut earlier = existing(&mut *conn, shard, router, jobs).await?;
+
+    let mut keys: BTreeMap<(u64, Asset), Option<Locked>> = BTreeMap::new();
+    for c in jobs {
+        keys.insert((c.user_id.get(), c.frozen_asset), None);
     }
-    let after = match freeze_on(
-        &mut *conn,
-        shard,
-        c.user_id,
-        &c.frozen_asset,
-        c.frozen,
-        FREEZE_RETRIES,
-    )
-    .await?
+    for chunk in keys
+        .keys()
+        .copied()
+        .collect::<Vec<_>>()
+        .chunks(ROWS_PER_STATEMENT)
     {
-        Freeze::Done(b) => b,
-        Freeze::Insufficient { available } => {
-            rollback_to_savepoint(&mut *conn, shard).await?;
-            return Ok(Err(Reject::InsufficientBalance {
-                asset: c.frozen_asset,
-                available,
-            }));
+        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "SELECT user_id, currency, CAST(available AS CHAR), version FROM account_balances \
+             WHERE account_type = 'spot' AND (user_id, currency) IN ",
+        );
+        q.push_tuples(chunk, |mut b, (u, a)| {
+            b.push_bind(*u).push_bind(a.as_str());
+        });
+        q.push(" FOR UPDATE");
+        let rows: Vec<(u64, String, String, u64)> = q
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(place)?;
+        for (u, a, avail, version) in rows {
+            let asset = Asset::new(&a).map_err(|e| PlaceError::Config(e.to_string()))?;
+            if let Some(slot) = keys.get_mut(&(u, asset)) {
+                *slot = Some(Locked {
+                    available: Amount::from_db_str(&avail)?,
+                    version,
+                    freeze: Amount::ZERO,
+                });
+            }
         }
-    };
-    let claimed = sqlx::query("INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) VALUES (?, ?, ?, ?)")
-        .bind(c.user_id.get())
-        .bind(&c.client_order_id)
-        .bind(c.symbol.as_str())
-        .bind(c.order.order_id.get())
-        .execute(&mut *conn)
-        .await;
-    match claimed {
-        Ok(_) => {}
-        // a concurrent request with the same client order id committed first: its order
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            rollback_to_savepoint(&mut *conn, shard).await?;
-            return match existing(&mut *conn, shard, router, c.user_id, &c.client_order_id).await? {
-                Some(ack) => Ok(Ok(ack)),
-                None => Err(PlaceError::Config("client order id vanished".into())),
-            };
-        }
-        Err(e) => return Err(place(e)),
     }
-    let o = &c.order;
-    sqlx::query(&format!(
-        "INSERT INTO `{table}` (order_id, client_order_id, user_id, symbol, side, type, time_in_force, \
-           price, quantity, quote_quantity, stop_price, frozen_currency, frozen_amount) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(o.order_id.get())
-    .bind(&c.client_order_id)
-    .bind(c.user_id.get())
-    .bind(c.symbol.as_str())
-    .bind(o.side.as_db_str())
-    .bind(o.order_type.as_db_str())
-    .bind(o.tif.as_db_str())
-    .bind(o.price.map(|p| p.to_db_string()))
-    .bind(o.qty.map(|q| q.to_db_string()))
-    .bind(o.quote_qty.map(|a| a.to_db_string()))
-    .bind(o.stop_price.map(|p| p.to_db_string()))
-    .bind(c.frozen_asset.as_str())
-    .bind(c.frozen.to_db_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(place)?;
-    sqlx::query(
-        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
-         VALUES (?, ?, 'freeze', ?, ?, 'order', ?)",
-    )
-    .bind(c.user_id.get())
-    .bind(c.frozen_asset.as_str())
-    .bind((-c.frozen).to_db_string())
-    .bind(after.available.to_db_string())
-    .bind(o.order_id.get())
-    .execute(&mut *conn)
-    .await
-    .map_err(place)?;
-    let input = OrderInput::Place {
-        symbol: c.symbol,
-        order: c.order.clone(),
-    };
-    sqlx::query("INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)")
-        .bind(ORDERS_TOPIC)
-        .bind(c.symbol.as_str().as_bytes())
-        .bind(input.encode())
-        .execute(&mut *conn)
-        .await
-        .map_err(place)?;
-    sqlx::query("RELEASE SAVEPOINT placement")
-        .execute(&mut *conn)
-        .await
-        .map_err(place)?;
-    Ok(Ok(Ack {
-        order_id: o.order_id,
-        symbol: c.symbol,
-        client_order_id: c.client_order_id.clone(),
-        frozen_asset: c.frozen_asset,
-        frozen: c.frozen,
-        duplicate: false,
-    }))
+
+    // decide each placement in order; `after` is the available balance it leaves
+    let mut results: Vec<Result<Ack, Reject>> = Vec::with_capacity(jobs.len());
+    let mut accepted: Vec<(&Checked, Amount)> = Vec::new();
+    for c in jobs {
+        let key = (c.user_id.get(), c.client_order_id.clone());
+        if let Some(ack) = earlier.get(&key) {
+            results.push(Ok(ack.clone()));
+            continue;
+        }
+        let slot = keys
+            .get_mut(&(c.user_id.get(), c.frozen_asset))
+            .and_then(Option::as_mut);
+        let left = slot.as_ref().map_or(Amount::ZERO, |l| {
+            l.available.checked_sub(l.freeze).unwrap_or(Amount::ZERO)
+        });
+        let Some(locked) = slot.filter(|_| left.get() >= c.frozen.get()) else {
+            results.push(Err(Reject::InsufficientBalance {
+                asset: c.frozen_asset,
+                available: left,
+            }));
+            continue;
+        };
+        locked.freeze = locked.freeze.checked_add(c.frozen)?;
+        let ack = Ack {
+            order_id: c.order.order_id,
+            symbol: c.symbol,
+            client_order_id: c.client_order_id.clone(),
+            frozen_asset: c.frozen_asset,
+            frozen: c.frozen,
+            duplicate: false,
+        };
+        // a second request with the same client order id in this very batch
+        earlier.insert(
+            key,
+            Ack {
+                duplicate: true,
+                ..ack.clone()
+            },
+        );
+        results.push(Ok(ack));
+        accepted.push((c, left.checked_sub(c.frozen)?));
+    }
+    if accepted.is_empty() {
+        return Ok(results);
+    }
+
+    let freezes: Vec<((u64, Asset), Locked)> = keys
+        .into_iter()
+        .filter_map(|(k, l)| l.filter(|l| l.freeze.is_positive()).map(|l| (k, l)))
+        .collect();
+    for chunk in freezes.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("UPDATE account_balances b JOIN (");
+        derived(&mut q, chunk, |b, ((u, a), l)| {
+            b.push_bind(*u).push(" AS u, ");
+            b.push_bind(a.as_str()).push(" AS c, ");
+            b.push_bind(l.freeze.to_db_string()).push(" AS amt, ");
+            b.push_bind(l.version).push(" AS ver");
+        });
+        q.push(
+            ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
+             SET b.available = b.available - CAST(v.amt AS DECIMAL(36,18)), \
+                 b.frozen = b.frozen + CAST(v.amt AS DECIMAL(36,18)), b.version = b.version + 1 \
+             WHERE b.version = v.ver AND b.available >= CAST(v.amt AS DECIMAL(36,18))",
+        );
+        let done = q.build().execute(&mut *conn).await.map_err(place)?;
+        if done.rows_affected() != chunk.len() as u64 {
+            return Err(PlaceError::Router(RouterError::Busy(format!(
+                "shard {shard}: {} of {} balances changed under the batch's lock",
+                chunk.len() as u64 - done.rows_affected(),
+                chunk.len()
+            ))));
+        }
+    }
+
+    for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) ",
+        );
+        q.push_values(chunk, |mut b, (c, _)| {
+            b.push_bind(c.user_id.get())
+                .push_bind(&c.client_order_id)
+                .push_bind(c.symbol.as_str())
+                .push_bind(c.order.order_id.get());
+        });
+        // a unique violation (the same client order id committed by another writer
+        // meanwhile) fails the set; the retry finds that order in step 1
+        q.build().execute(&mut *conn).await.map_err(place)?;
+    }
+
+    let mut by_table: BTreeMap<router::TableName, Vec<&Checked>> = BTreeMap::new();
+    for (c, _) in &accepted {
+        by_table
+            .entry(router.orders_table(&c.symbol, c.order.order_id)?)
+            .or_default()
+            .push(c);
+    }
+    for (table, orders) in &by_table {
+        for chunk in orders.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
+                "INSERT INTO `{table}` (order_id, client_order_id, user_id, symbol, side, type, time_in_force, \
+                   price, quantity, quote_quantity, stop_price, frozen_currency, frozen_amount) "
+            ));
+            q.push_values(chunk, |mut b, c| {
+                let o = &c.order;
+                b.push_bind(o.order_id.get())
+                    .push_bind(&c.client_order_id)
+                    .push_bind(c.user_id.get())
+                    .push_bind(c.symbol.as_str())
+                    .push_bind(o.side.as_db_str())
+                    .push_bind(o.order_type.as_db_str())
+                    .push_bind(o.tif.as_db_str())
+                    .push_bind(o.price.map(|p| p.to_db_string()))
+                    .push_bind(o.qty.map(|q| q.to_db_string()))
+                    .push_bind(o.quote_qty.map(|a| a.to_db_string()))
+                    .push_bind(o.stop_price.map(|p| p.to_db_string()))
+                    .push_bind(c.frozen_asset.as_str())
+                    .push_bind(c.frozen.to_db_string());
+            });
+            q.build().execute(&mut *conn).await.map_err(place)?;
+        }
+    }
+
+    for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) ",
+        );
+        q.push_values(chunk, |mut b, (c, after)| {
+            b.push_bind(c.user_id.get())
+                .push_bind(c.frozen_asset.as_str())
+                .push_bind("freeze")
+                .push_bind((-c.frozen).to_db_string())
+                .push_bind(after.to_db_string())
+                .push_bind("order")
+                .push_bind(c.order.order_id.get());
+        });
+        q.build().execute(&mut *conn).await.map_err(place)?;
+    }
+
+    for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO outbox (topic, msg_key, payload) ");
+        q.push_values(chunk, |mut b, (c, _)| {
+            let input = OrderInput::Place {
+                symbol: c.symbol,
+                order: c.order.clone(),
+            };
+            b.push_bind(ORDERS_TOPIC)
+                .push_bind(c.symbol.as_str().as_bytes().to_vec())
+                .push_bind(input.encode());
+        });
+        q.build().execute(&mut *conn).await.map_err(place)?;
+    }
+    Ok(results)
 }
 
-/// The order an earlier request with this client order id placed, if any.
+/// Pushes a derived table `SELECT ? AS a, ... UNION ALL SELECT ?, ...` of `rows` (the
+/// first row's `push` names the columns; later rows' aliases are ignored by SQL).
+pub(crate) fn derived<'a, T>(
+    q: &mut sqlx::QueryBuilder<'a, sqlx::MySql>,
+    rows: &'a [T],
+    mut push: impl FnMut(&mut sqlx::QueryBuilder<'a, sqlx::MySql>, &'a T),
+) {
+    for (i, row) in rows.iter().enumerate() {
+        q.push(if i == 0 {
+            "SELECT "
+        } else {
+            " UNION ALL SELECT "
+        });
+        push(q, row);
+    }
+}
+
+/// Earlier orders with the client order ids of `jobs`, by (user, client order id).
 async fn existing(
     conn: &mut sqlx::MySqlConnection,
     shard: u16,
     router: &TableRouter,
-    user: UserId,
-    client_order_id: &str,
-) -> Result<Option<Ack>, PlaceError> {
+    jobs: &[&Checked],
+) -> Result<std::collections::HashMap<(u64, String), Ack>, PlaceError> {
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
-    let row: Option<(String, u64)> = sqlx::query_as(
-        "SELECT symbol, order_id FROM client_orders WHERE user_id = ? AND client_order_id = ?",
-    )
-    .bind(user.get())
-    .bind(client_order_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(place)?;
-    let Some((symbol, order_id)) = row else {
-        return Ok(None);
-    };
-    let symbol = router.symbol(&symbol)?;
-    let order_id = OrderId::new(order_id).map_err(|e| PlaceError::Config(e.to_string()))?;
-    let table = router.orders_table(&symbol, order_id)?;
-    let (asset, frozen): (String, String) = sqlx::query_as(&format!(
-        "SELECT frozen_currency, CAST(frozen_amount AS CHAR) FROM `{table}` WHERE order_id = ?"
-    ))
-    .bind(order_id.get())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(place)?;
-    Ok(Some(Ack {
-        order_id,
-        symbol,
-        client_order_id: client_order_id.to_owned(),
-        frozen_asset: Asset::new(&asset).map_err(|e| PlaceError::Config(e.to_string()))?,
-        frozen: Amount::from_db_str(&frozen)?,
-        duplicate: true,
-    }))
+    let mut found = Vec::new();
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "SELECT user_id, client_order_id, symbol, order_id FROM client_orders \
+             WHERE (user_id, client_order_id) IN ",
+        );
+        q.push_tuples(chunk, |mut b, c| {
+            b.push_bind(c.user_id.get()).push_bind(&c.client_order_id);
+        });
+        let rows: Vec<(u64, Vec<u8>, String, u64)> = q
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(place)?;
+        found.extend(rows);
+    }
+    let mut out = std::collections::HashMap::with_capacity(found.len());
+    // retries are rare: one read of the original order each
+    for (user, client_order_id, symbol, order_id) in found {
+        let client_order_id = String::from_utf8(client_order_id)
+            .map_err(|_| PlaceError::Config("client order id is not text".into()))?;
+        let symbol = router.symbol(&symbol)?;
+        let order_id = OrderId::new(order_id).map_err(|e| PlaceError::Config(e.to_string()))?;
+        let table = router.orders_table(&symbol, order_id)?;
+        let (asset, frozen): (String, String) = sqlx::query_as(&format!(
+            "SELECT frozen_currency, CAST(frozen_amount AS CHAR) FROM `{table}` WHERE order_id = ?"
+        ))
+        .bind(order_id.get())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(place)?;
+        out.insert(
+            (user, client_order_id.clone()),
+            Ack {
+                order_id,
+                symbol,
+                client_order_id,
+                frozen_asset: Asset::new(&asset).map_err(|e| PlaceError::Config(e.to_string()))?,
+                frozen: Amount::from_db_str(&frozen)?,
+                duplicate: true,
+            },
+        );
+    }
+    Ok(out)
 }

@@ -458,3 +458,91 @@ async fn a_failing_statement_in_a_batch_never_leaves_answers_and_data_apart() {
     );
     env.drop_all().await;
 }
+
+#[tokio::test]
+async fn one_batch_decides_in_arrival_order_nets_freezes_and_answers_in_batch_retries() {
+    let (env, placer) = setup("placeset").await;
+    // users 10 and 14 share a shard (10 % 4 == 14 % 4)
+    common::deposit(&env, 10, "USDT", "120").await;
+    common::deposit(&env, 14, "USDT", "60").await;
+    let user = UserId::new(10).expect("user");
+    let writer = Arc::new(vec![placer.group_writer(
+        env.map.shard_of(user),
+        engine::placement::GroupCommit {
+            queue: 64,
+            max_batch: 64,
+            max_wait: std::time::Duration::from_millis(200),
+        },
+    )]);
+    let with_id = |u: u64, qty: &str, id: &str| {
+        let mut r = limit(u, Side::Buy, "50000", qty);
+        r.client_order_id = Some(id.to_owned());
+        r
+    };
+    // 50, 100 (only 70 left), 50, the first again, and another user's 50
+    let reqs = [
+        with_id(10, "0.001", "a"),
+        with_id(10, "0.002", "b"),
+        with_id(10, "0.001", "c"),
+        with_id(10, "0.001", "a"),
+        with_id(14, "0.001", "z"),
+    ];
+    let futs: Vec<_> = reqs
+        .iter()
+        .map(|r| placer.place_grouped(&writer, r))
+        .collect();
+    let out: Vec<_> = futures_util::future::join_all(futs)
+        .await
+        .into_iter()
+        .map(|r| r.expect("place"))
+        .collect();
+    assert_eq!(writer[0].batches(), 1, "all five in one transaction");
+    let a = out[0].as_ref().expect("a placed");
+    assert!(!a.duplicate);
+    assert_eq!(
+        out[1],
+        Err(Reject::InsufficientBalance {
+            asset: Asset::new("USDT").expect("asset"),
+            available: amt("70"),
+        })
+    );
+    assert!(out[2].is_ok(), "c fits what b could not take");
+    let again = out[3].as_ref().expect("retry of a");
+    assert_eq!(again.order_id, a.order_id);
+    assert!(
+        again.duplicate,
+        "the retry in the same batch is the original order"
+    );
+    assert!(out[4].is_ok());
+    assert_eq!(balance(&env, 10, "USDT").await, (amt("20"), amt("100")));
+    assert_eq!(balance(&env, 14, "USDT").await, (amt("10"), amt("50")));
+    // ledger: one freeze row per order, balance_after running in arrival order
+    let pool = env.map.pool_for(user);
+    let rows: Vec<(u64, String, String)> = sqlx::query_as(
+        "SELECT user_id, CAST(amount AS CHAR), CAST(balance_after AS CHAR) FROM account_transactions \
+         WHERE type = 'freeze' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("ledger");
+    let rows: Vec<(u64, Amount, Amount)> = rows
+        .into_iter()
+        .map(|(u, a, b)| {
+            (
+                u,
+                Amount::from_db_str(&a).expect("a"),
+                Amount::from_db_str(&b).expect("b"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (10, amt("-50"), amt("70")),
+            (10, amt("-50"), amt("20")),
+            (14, amt("-50"), amt("10")),
+        ]
+    );
+    assert_eq!(count(&env, 10, "SELECT COUNT(*) FROM outbox").await, 3);
+    env.drop_all().await;
+}
