@@ -5,7 +5,7 @@
 //!   month tables and ledger partitions created ahead of time;
 //! * [`tables`] — `(symbol, order_id)` → `orders_{SYMBOL}_{YYYYMM}`, ranges, whitelist;
 //! * [`snowflake`] — lock-free 64-bit ids, decoding; [`lease`] — worker ids in Redis;
-//! * [`accounts`] — optimistic-lock balance changes; [`audit`] — the money invariant;
+//! * [`accounts`] — optimistic-lock balance changes; [`audit`] — the money audits;
 //! * [`directory`] — dense user ids, email / API key lookups cached in Redis.
 //!
 //! The `shardctl` binary is the operator's view of all of it.

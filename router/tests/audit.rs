@@ -1,0 +1,485 @@
+//! The money audits against the real shards: frozen balances vs open orders and
+//! withdrawals, trade halves, and `shardctl audit` (exit code) on top of them. Each
+//! test builds a small clean state (deposits, a freeze held by an open order, one held
+//! by a pending withdrawal, a trade with its halves on two shards), checks that every
+//! audit passes, plants one defect and checks that exactly it is reported.
+
+use std::process::Command;
+use std::str::FromStr;
+
+use chrono::Utc;
+use domain::{Amount, Asset, ShardId, UserId};
+use router::accounts::{credit_deposit, freeze, Freeze};
+use router::audit::{
+    conservation, frozen_vs_open_orders, trade_halves, BadOrderHold, FrozenMismatch, HalfProblem,
+    OrderHoldProblem,
+};
+use router::testing::TestEnv;
+use router::{Month, TableKind, TableRouter};
+
+const BUYER: u64 = 1;
+const SELLER: u64 = 2;
+const ATOM: &str = "0.000000000000000001";
+
+fn amt(s: &str) -> Amount {
+    Amount::from_str(s).expect("amount")
+}
+
+fn uid(u: u64) -> UserId {
+    UserId::new(u).expect("user")
+}
+
+/// The month tables of this test (`orders_…`, `trades_…` of BTCUSDT this month).
+struct Tables {
+    orders: String,
+    trades: String,
+}
+
+fn shard_of(env: &TestEnv, user: u64) -> ShardId {
+    env.map.shard_of(uid(user))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_order(
+    env: &TestEnv,
+    table: &str,
+    order_id: u64,
+    user: u64,
+    side: &str,
+    status: &str,
+    asset: &str,
+    frozen: &str,
+) {
+    sqlx::query(&format!(
+        "INSERT INTO `{table}` (order_id, user_id, symbol, side, type, price, quantity, \
+           frozen_currency, frozen_amount, status) \
+         VALUES (?, ?, 'BTCUSDT', ?, 'limit', '50000', '0.002', ?, ?, ?)"
+    ))
+    .bind(order_id)
+    .bind(user)
+    .bind(side)
+    .bind(asset)
+    .bind(frozen)
+    .bind(status)
+    .execute(env.map.pool_for(uid(user)))
+    .await
+    .expect("insert order");
+}
+
+/// One half of trade `trade_id`, on the shard of `user`.
+#[allow(clippy::too_many_arguments)]
+async fn insert_half(
+    env: &TestEnv,
+    table: &str,
+    trade_id: u64,
+    side: &str,
+    user: u64,
+    counter: u64,
+    qty: &str,
+    amount: &str,
+) {
+    sqlx::query(&format!(
+        "INSERT INTO `{table}` (trade_id, side, symbol, order_id, user_id, counter_order_id, \
+           counter_user_id, price, quantity, amount, is_maker, fee, fee_currency, seq) \
+         VALUES (?, ?, 'BTCUSDT', ?, ?, ?, ?, '50000', ?, ?, ?, 0, 'USDT', ?)"
+    ))
+    .bind(trade_id)
+    .bind(side)
+    .bind(trade_id * 10 + user)
+    .bind(user)
+    .bind(trade_id * 10 + counter)
+    .bind(counter)
+    .bind(qty)
+    .bind(amount)
+    .bind(side == "sell")
+    .bind(trade_id)
+    .execute(env.map.pool_for(uid(user)))
+    .await
+    .expect("insert trade half");
+}
+
+async fn exec(env: &TestEnv, user: u64, sql: &str) {
+    sqlx::query(sql)
+        .execute(env.map.pool_for(uid(user)))
+        .await
+        .expect("plant");
+}
+
+/// A clean state: buyer (shard 1) deposited 1000 USDT and has 100 frozen by an open
+/// buy order (and a filled order holding nothing); seller (shard 2) deposited 5 BTC
+/// and has 1 frozen by a pending withdrawal; trade 1 has its buy half on the buyer's
+/// shard and its sell half on the seller's.
+async fn clean_state(name: &str) -> (TestEnv, Tables) {
+    let env = TestEnv::new(name).await;
+    assert_ne!(
+        shard_of(&env, BUYER),
+        shard_of(&env, SELLER),
+        "needs two shards"
+    );
+    let router = TableRouter::new(&["BTCUSDT", "ETHUSDT"]).expect("router");
+    let now = Utc::now();
+    env.map
+        .ensure_tables(&router, now, 0)
+        .await
+        .expect("ensure tables");
+    let sym = router.symbol("BTCUSDT").expect("symbol");
+    let month = Month::of(now);
+    let tables = Tables {
+        orders: router
+            .table(TableKind::Orders, &sym, month)
+            .expect("t")
+            .to_string(),
+        trades: router
+            .table(TableKind::Trades, &sym, month)
+            .expect("t")
+            .to_string(),
+    };
+    let (usdt, btc) = (
+        Asset::new("USDT").expect("a"),
+        Asset::new("BTC").expect("a"),
+    );
+    credit_deposit(&env.map, uid(BUYER), &usdt, amt("1000"), "tx-buyer")
+        .await
+        .expect("deposit");
+    credit_deposit(&env.map, uid(SELLER), &btc, amt("5"), "tx-seller")
+        .await
+        .expect("deposit");
+
+    let out = freeze(&env.map, uid(BUYER), &usdt, amt("100"), 3)
+        .await
+        .expect("freeze");
+    assert!(matches!(out, Freeze::Done(_)), "{out:?}");
+    insert_order(
+        &env,
+        &tables.orders,
+        101,
+        BUYER,
+        "buy",
+        "new",
+        "USDT",
+        "100",
+    )
+    .await;
+    insert_order(
+        &env,
+        &tables.orders,
+        102,
+        BUYER,
+        "buy",
+        "filled",
+        "USDT",
+        "0",
+    )
+    .await;
+
+    let out = freeze(&env.map, uid(SELLER), &btc, amt("1"), 3)
+        .await
+        .expect("freeze");
+    assert!(matches!(out, Freeze::Done(_)), "{out:?}");
+    exec(
+        &env,
+        SELLER,
+        "INSERT INTO withdrawals (withdrawal_id, user_id, currency, amount, fee, actual_amount, chain, to_address, status) \
+         VALUES (9001, 2, 'BTC', '1', '0.0005', '0.9995', 'BTC', 'bc1q', 'pending')",
+    )
+    .await;
+
+    insert_half(&env, &tables.trades, 1, "buy", BUYER, SELLER, "0.001", "50").await;
+    insert_half(
+        &env,
+        &tables.trades,
+        1,
+        "sell",
+        SELLER,
+        BUYER,
+        "0.001",
+        "50",
+    )
+    .await;
+    (env, tables)
+}
+
+async fn assert_all_hold(env: &TestEnv) {
+    for (asset, t) in conservation(&env.map).await.expect("conservation") {
+        assert!(t.holds(), "{asset}: {t:?}");
+    }
+    let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
+    assert!(frozen.holds(), "{frozen:#?}");
+    let halves = trade_halves(&env.map).await.expect("halves");
+    assert!(halves.holds(), "{halves:#?}");
+}
+
+#[tokio::test]
+async fn a_clean_state_passes_every_check() {
+    let (env, tables) = clean_state("auditclean").await;
+    assert_all_hold(&env).await;
+
+    let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
+    assert_eq!(frozen.shards, env.map.count());
+    // 2 symbols × 1 month on every shard
+    assert_eq!(frozen.order_tables, 2 * usize::from(env.map.count()));
+    assert_eq!(frozen.open_orders, 1);
+    assert_eq!(frozen.holding_withdrawals, 1);
+    assert_eq!(
+        frozen.pairs_checked, 2,
+        "the buyer's USDT and the seller's BTC"
+    );
+
+    let halves = trade_halves(&env.map).await.expect("halves");
+    assert_eq!(halves.tables.len(), 2, "trades tables of both symbols");
+    assert_eq!((halves.buy_halves(), halves.sell_halves()), (1, 1));
+    let t = halves.table(&tables.trades).expect("the trades table");
+    assert!(!t.checked_per_trade, "{t:?}");
+    let buy = t.buy.expect("buy totals");
+    assert_eq!(
+        (buy.count, buy.quantity, buy.amount),
+        (1, amt("0.001"), amt("50"))
+    );
+    assert_eq!(t.buy, t.sell);
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_frozen_balance_one_atom_off_its_open_orders_is_reported_exactly() {
+    let (env, tables) = clean_state("auditfrozen").await;
+    // one atom moves from available to frozen: conservation cannot see it
+    exec(
+        &env,
+        BUYER,
+        &format!(
+            "UPDATE account_balances SET available = available - {ATOM}, frozen = frozen + {ATOM} \
+             WHERE user_id = {BUYER} AND currency = 'USDT'"
+        ),
+    )
+    .await;
+    // and an open order holds ETH its user has no balance row for
+    insert_order(
+        &env,
+        &tables.orders,
+        201,
+        6,
+        "sell",
+        "partially_filled",
+        "ETH",
+        "2",
+    )
+    .await;
+    for (asset, t) in conservation(&env.map).await.expect("conservation") {
+        assert!(t.holds(), "{asset}: {t:?}");
+    }
+
+    let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
+    assert!(frozen.bad_orders.is_empty(), "{frozen:#?}");
+    assert_eq!(
+        frozen.mismatches,
+        vec![
+            FrozenMismatch {
+                shard: shard_of(&env, BUYER),
+                user_id: BUYER,
+                asset: "USDT".into(),
+                frozen_balance: amt("100.000000000000000001"),
+                expected: amt("100"),
+                orders_part: amt("100"),
+                withdrawals_part: Amount::ZERO,
+            },
+            FrozenMismatch {
+                shard: shard_of(&env, 6),
+                user_id: 6,
+                asset: "ETH".into(),
+                frozen_balance: Amount::ZERO,
+                expected: amt("2"),
+                orders_part: amt("2"),
+                withdrawals_part: Amount::ZERO,
+            },
+        ]
+    );
+    assert_eq!(frozen.pairs_checked, 3, "two rows + one hold without a row");
+    assert!(!frozen.holds());
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_withdrawal_hold_is_counted_and_a_missing_one_is_reported() {
+    let (env, _tables) = clean_state("auditwithdraw").await;
+    // the withdrawal completes without its funds leaving the frozen balance
+    exec(
+        &env,
+        SELLER,
+        "UPDATE withdrawals SET status = 'completed' WHERE withdrawal_id = 9001",
+    )
+    .await;
+    let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
+    assert_eq!(
+        frozen.mismatches,
+        vec![FrozenMismatch {
+            shard: shard_of(&env, SELLER),
+            user_id: SELLER,
+            asset: "BTC".into(),
+            frozen_balance: amt("1"),
+            expected: Amount::ZERO,
+            orders_part: Amount::ZERO,
+            withdrawals_part: Amount::ZERO,
+        }]
+    );
+    assert_eq!(frozen.holding_withdrawals, 0);
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_final_order_holding_funds_and_a_negative_open_hold_are_reported() {
+    let (env, tables) = clean_state("auditorders").await;
+    insert_order(
+        &env,
+        &tables.orders,
+        103,
+        BUYER,
+        "buy",
+        "canceled",
+        "USDT",
+        "3",
+    )
+    .await;
+    let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
+    assert!(frozen.mismatches.is_empty(), "{frozen:#?}");
+    assert_eq!(
+        frozen.bad_orders,
+        vec![BadOrderHold {
+            shard: shard_of(&env, BUYER),
+            table: tables.orders.clone(),
+            order_id: 103,
+            user_id: BUYER,
+            status: "canceled".into(),
+            asset: "USDT".into(),
+            frozen_amount: amt("3"),
+            problem: OrderHoldProblem::FinalStillHolds,
+        }]
+    );
+
+    // an open order holding a negative amount: reported as such, and its balance too
+    insert_order(
+        &env,
+        &tables.orders,
+        104,
+        SELLER,
+        "sell",
+        "new",
+        "BTC",
+        "-0.5",
+    )
+    .await;
+    let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
+    let kinds: Vec<(u64, OrderHoldProblem)> = frozen
+        .bad_orders
+        .iter()
+        .map(|o| (o.order_id, o.problem))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (103, OrderHoldProblem::FinalStillHolds),
+            (104, OrderHoldProblem::NegativeOpen)
+        ]
+    );
+    assert_eq!(frozen.mismatches.len(), 1, "{frozen:#?}");
+    assert_eq!(frozen.mismatches[0].user_id, SELLER);
+    assert_eq!(frozen.mismatches[0].expected, amt("0.5"));
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn missing_and_disagreeing_trade_halves_are_reported() {
+    let (env, tables) = clean_state("audithalves").await;
+    // trade 2: only the buy half was written
+    insert_half(&env, &tables.trades, 2, "buy", BUYER, SELLER, "0.001", "50").await;
+    // trade 3: the halves disagree on the quantity (equal amounts)
+    insert_half(&env, &tables.trades, 3, "buy", BUYER, SELLER, "0.001", "50").await;
+    insert_half(
+        &env,
+        &tables.trades,
+        3,
+        "sell",
+        SELLER,
+        BUYER,
+        "0.002",
+        "50",
+    )
+    .await;
+
+    let halves = trade_halves(&env.map).await.expect("halves");
+    assert!(!halves.holds());
+    let found: Vec<(&str, u64, HalfProblem)> = halves
+        .offenders
+        .iter()
+        .map(|o| (o.table.as_str(), o.trade_id, o.problem))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (tables.trades.as_str(), 2, HalfProblem::MissingSell),
+            (tables.trades.as_str(), 3, HalfProblem::Disagree)
+        ]
+    );
+    let t3 = &halves.offenders[1];
+    let rows: Vec<(ShardId, &str, Amount)> = t3
+        .halves
+        .iter()
+        .map(|h| (h.shard, h.side.as_str(), h.quantity))
+        .collect();
+    assert!(rows.contains(&(shard_of(&env, BUYER), "buy", amt("0.001"))));
+    assert!(rows.contains(&(shard_of(&env, SELLER), "sell", amt("0.002"))));
+    assert_eq!((halves.buy_halves(), halves.sell_halves()), (3, 2));
+    assert!(
+        halves
+            .table(&tables.trades)
+            .expect("table")
+            .checked_per_trade
+    );
+    env.drop_all().await;
+}
+
+fn shardctl_audit(env: &TestEnv) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        .arg("audit")
+        .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
+        .env("EXCHANGE_META", &env.settings.meta)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run shardctl")
+}
+
+#[tokio::test]
+async fn shardctl_audit_exits_zero_when_clean_and_non_zero_on_a_defect() {
+    let (env, tables) = clean_state("auditcli").await;
+    let out = shardctl_audit(&env);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "clean state: {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("frozen vs open orders"), "{stdout}");
+    assert!(stdout.contains("trade halves"), "{stdout}");
+    assert!(!stdout.contains("BROKEN"), "{stdout}");
+    assert!(stderr.contains("[audit] shard 0:"), "{stderr}");
+
+    insert_order(
+        &env,
+        &tables.orders,
+        105,
+        BUYER,
+        "buy",
+        "expired",
+        "USDT",
+        ATOM,
+    )
+    .await;
+    let out = shardctl_audit(&env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("BAD ORDER"), "{stdout}");
+    assert!(stdout.contains("order 105"), "{stdout}");
+    env.drop_all().await;
+}
