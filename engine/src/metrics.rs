@@ -28,6 +28,8 @@ pub struct Metrics {
     pub events_skipped: AtomicU64,
     /// Settlement attempts that failed (and were retried).
     pub settle_errors: AtomicU64,
+    /// Private-event publishes that failed (events lost for live subscribers only).
+    pub publish_errors: AtomicU64,
     /// 1 once every role has started.
     pub ready: AtomicU64,
 }
@@ -40,7 +42,12 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64); 9] = [
+        let rows: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "exchange_settler_publish_errors_total",
+                "user-stream publishes that failed",
+                &self.publish_errors,
+            ),
             (
                 "exchange_relay_published_total",
                 "outbox rows published",

@@ -433,6 +433,13 @@ pub async fn run_settler(
         loop {
             match settler.apply(&batch).await {
                 Ok(a) => {
+                    // after the commit: private events for the user stream (best effort)
+                    if let Some(us) = settler.user_stream() {
+                        if let Err(e) = us.publish(&a.user_events).await {
+                            Metrics::add(&metrics.publish_errors, 1);
+                            warn!(error = %e, "user stream publish failed");
+                        }
+                    }
                     Metrics::add(&metrics.batches_settled, 1);
                     Metrics::add(
                         &metrics.events_settled,

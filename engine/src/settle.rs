@@ -101,12 +101,150 @@ pub enum SettleError {
 }
 
 /// What a batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// Events applied (moved the mark).
     pub applied: usize,
     /// Redelivered events skipped.
     pub skipped: usize,
+    /// What changed for users of this shard, in the order it happened; publish after
+    /// the commit ([`UserStream`]).
+    pub user_events: Vec<UserEvent>,
+}
+
+/// A fill of an order, as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FillInfo {
+    /// Trade id (per symbol).
+    #[serde(rename = "t")]
+    pub trade_id: u64,
+    /// Price.
+    #[serde(rename = "L")]
+    pub price: Amount,
+    /// Quantity.
+    #[serde(rename = "l")]
+    pub qty: Amount,
+    /// Fee charged for it.
+    #[serde(rename = "n")]
+    pub fee: Amount,
+    /// Fee asset.
+    #[serde(rename = "N")]
+    pub fee_asset: Asset,
+    /// The order was the maker.
+    #[serde(rename = "m")]
+    pub is_maker: bool,
+}
+
+/// A private event for the WebSocket user stream (Binance's names where they exist).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "e")]
+pub enum UserEvent {
+    /// An order's state after the batch (cumulative), with the batch's fills.
+    #[serde(rename = "executionReport")]
+    Order {
+        /// Owner (not sent to the user; routes the message).
+        #[serde(skip)]
+        user_id: u64,
+        /// Symbol.
+        #[serde(rename = "s")]
+        symbol: Symbol,
+        /// Order id.
+        #[serde(rename = "i")]
+        order_id: OrderId,
+        /// Client order id.
+        #[serde(rename = "c")]
+        client_order_id: String,
+        /// Side.
+        #[serde(rename = "S")]
+        side: Side,
+        /// Status (Binance spelling).
+        #[serde(rename = "X")]
+        status: OrderStatus,
+        /// Cumulative filled quantity.
+        #[serde(rename = "z")]
+        filled_qty: Amount,
+        /// Cumulative quote quantity.
+        #[serde(rename = "Z")]
+        filled_quote: Amount,
+        /// Fills in this batch.
+        fills: Vec<FillInfo>,
+    },
+    /// A balance after the batch.
+    #[serde(rename = "outboundAccountPosition")]
+    Balance {
+        /// Owner (not sent to the user; routes the message).
+        #[serde(skip)]
+        user_id: u64,
+        /// Asset.
+        #[serde(rename = "a")]
+        asset: Asset,
+        /// Available.
+        #[serde(rename = "f")]
+        available: Amount,
+        /// Frozen.
+        #[serde(rename = "l")]
+        frozen: Amount,
+    },
+}
+
+impl UserEvent {
+    /// The user the event belongs to.
+    pub fn user_id(&self) -> u64 {
+        match self {
+            Self::Order { user_id, .. } | Self::Balance { user_id, .. } => *user_id,
+        }
+    }
+}
+
+/// Publishes [`UserEvent`]s on Redis: channel `{prefix}user:{user_id}`, one JSON message
+/// per event. Pub/sub is fire-and-forget: a subscriber that was away reconciles through
+/// the REST queries, which read the shard.
+#[derive(Clone)]
+pub struct UserStream {
+    redis: deadpool_redis::Pool,
+    prefix: String,
+}
+
+impl std::fmt::Debug for UserStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStream")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserStream {
+    /// Publishing to `redis` under `prefix` (`ex:` by default).
+    pub fn new(redis: deadpool_redis::Pool, prefix: impl Into<String>) -> Self {
+        Self {
+            redis,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The channel of `user`.
+    pub fn channel(&self, user: u64) -> String {
+        format!("{}user:{user}", self.prefix)
+    }
+
+    /// Publishes `events` in one round trip.
+    ///
+    /// # Errors
+    /// Redis errors, as text.
+    pub async fn publish(&self, events: &[UserEvent]) -> Result<(), String> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.redis.get().await.map_err(|e| e.to_string())?;
+        let mut pipe = deadpool_redis::redis::pipe();
+        for e in events {
+            let body = serde_json::to_string(e).map_err(|e| e.to_string())?;
+            pipe.publish(self.channel(e.user_id()), body).ignore();
+        }
+        pipe.query_async::<()>(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// An order being settled, loaded once per batch and written back at the end.
@@ -114,6 +252,7 @@ pub struct Applied {
 struct OrderState {
     table: TableName,
     user: UserId,
+    client_order_id: String,
     side: Side,
     price: Option<Amount>,
     quantity: Option<Amount>,
@@ -124,6 +263,9 @@ struct OrderState {
     filled_amount: Amount,
     fee: Amount,
     status: OrderStatus,
+    /// `quantity` was reduced by an amend in this batch.
+    amended: bool,
+    fills: Vec<FillInfo>,
 }
 
 impl OrderState {
@@ -154,6 +296,27 @@ struct Ledger {
     ref_id: u64,
 }
 
+/// A trade half to insert.
+#[derive(Debug, Clone)]
+struct TradeRow {
+    trade_id: u64,
+    side: Side,
+    order_id: u64,
+    user: u64,
+    counter_order: u64,
+    counter_user: u64,
+    price: Amount,
+    qty: Amount,
+    quote: Amount,
+    is_maker: bool,
+    fee: Amount,
+    fee_asset: Asset,
+    seq: u64,
+}
+
+/// Most rows per multi-row statement.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
 /// Settles one shard.
 #[derive(Clone)]
 pub struct Settler {
@@ -162,6 +325,7 @@ pub struct Settler {
     pool: MySqlPool,
     router: TableRouter,
     specs: Arc<BTreeMap<Symbol, SymbolSpec>>,
+    user_stream: Option<UserStream>,
 }
 
 impl std::fmt::Debug for Settler {
@@ -170,6 +334,14 @@ impl std::fmt::Debug for Settler {
             .field("shard", &self.shard)
             .finish_non_exhaustive()
     }
+}
+
+/// A batch being settled in memory.
+struct Work<'a> {
+    spec: &'a SymbolSpec,
+    orders: BTreeMap<OrderId, OrderState>,
+    ledger: Vec<Ledger>,
+    trades: BTreeMap<TableName, Vec<TradeRow>>,
 }
 
 impl Settler {
@@ -187,7 +359,21 @@ impl Settler {
             pool,
             router,
             specs: Arc::new(specs),
+            user_stream: None,
         }
+    }
+
+    /// Publishes each applied batch's [`UserEvent`]s (when run by
+    /// [`crate::service::run_settler`]).
+    #[must_use]
+    pub fn with_user_stream(mut self, stream: UserStream) -> Self {
+        self.user_stream = Some(stream);
+        self
+    }
+
+    /// Where private events go, if anywhere.
+    pub fn user_stream(&self) -> Option<&UserStream> {
+        self.user_stream.as_ref()
     }
 
     fn mine(&self, user: UserId) -> bool {
@@ -198,7 +384,43 @@ impl Settler {
         SettleError::Router(RouterError::db_on_shard(self.shard.get(), e))
     }
 
-    /// Applies a batch in one transaction.
+    /// The orders of this shard an event changes.
+    fn orders_of(&self, event: &Event, out: &mut Vec<OrderId>) {
+        match event {
+            Event::Trade { trade, .. } => {
+                for (order, user) in [
+                    (trade.taker_order, trade.taker_user),
+                    (trade.maker_order, trade.maker_user),
+                ] {
+                    if self.mine(user) {
+                        out.push(order);
+                    }
+                }
+            }
+            Event::Cancelled {
+                order_id, user_id, ..
+            }
+            | Event::Expired {
+                order_id, user_id, ..
+            }
+            | Event::Amended {
+                order_id, user_id, ..
+            } if self.mine(*user_id) => out.push(*order_id),
+            Event::Rejected {
+                order_id,
+                user_id,
+                reason,
+                ..
+            } if self.mine(*user_id) && touches_money(*reason) => out.push(*order_id),
+            _ => {}
+        }
+    }
+
+    /// Applies a batch in one transaction, with a fixed number of statements per
+    /// table touched (whatever the batch's size): one locking read of its orders per
+    /// month table, the events applied in memory, then multi-row writes of trade
+    /// halves, orders, balances (netted per (user, asset), read-locked in key order)
+    /// and ledger rows, and the `applied_seq` mark.
     ///
     /// # Errors
     /// [`SettleError`]; nothing was written then.
@@ -206,8 +428,7 @@ impl Settler {
         let spec = self
             .specs
             .get(&batch.symbol)
-            .ok_or_else(|| SettleError::Inconsistent(format!("no spec for {}", batch.symbol)))?
-            .clone();
+            .ok_or_else(|| SettleError::Inconsistent(format!("no spec for {}", batch.symbol)))?;
         let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
         sqlx::query("INSERT IGNORE INTO applied_seq (symbol, stream, seq) VALUES (?, ?, 0)")
             .bind(batch.symbol.as_str())
@@ -229,25 +450,30 @@ impl Settler {
             )));
         }
         let mut result = Applied::default();
-        let mut orders: BTreeMap<OrderId, OrderState> = BTreeMap::new();
-        let mut ledger: Vec<Ledger> = Vec::new();
-        let mut new_mark = mark;
-        for event in &batch.events {
-            if event.seq() <= mark {
-                result.skipped += 1;
-                continue;
-            }
-            new_mark = new_mark.max(event.seq());
-            result.applied += 1;
-            self.settle_event(&mut tx, &spec, event, &mut orders, &mut ledger)
-                .await?;
-        }
-        if result.applied == 0 {
+        let fresh: Vec<&Event> = batch.events.iter().filter(|e| e.seq() > mark).collect();
+        result.skipped = batch.events.len() - fresh.len();
+        result.applied = fresh.len();
+        let Some(new_mark) = fresh.iter().map(|e| e.seq()).max() else {
             tx.rollback().await.map_err(|e| self.db(e))?;
             return Ok(result);
+        };
+        let mut ids = Vec::new();
+        for e in &fresh {
+            self.orders_of(e, &mut ids);
         }
-        self.write_orders(&mut tx, &orders).await?;
-        self.write_balances(&mut tx, &ledger).await?;
+        let mut work = Work {
+            spec,
+            orders: self.load_orders(&mut tx, spec, ids).await?,
+            ledger: Vec::new(),
+            trades: BTreeMap::new(),
+        };
+        for e in &fresh {
+            self.settle_event(&mut work, e)?;
+        }
+        self.write_trades(&mut tx, &batch.symbol, &work.trades)
+            .await?;
+        self.write_orders(&mut tx, &work.orders).await?;
+        let balances = self.write_balances(&mut tx, &work.ledger).await?;
         sqlx::query("UPDATE applied_seq SET seq = ? WHERE symbol = ?")
             .bind(new_mark)
             .bind(batch.symbol.as_str())
@@ -255,17 +481,33 @@ impl Settler {
             .await
             .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))?;
+        for (id, o) in work.orders {
+            result.user_events.push(UserEvent::Order {
+                user_id: o.user.get(),
+                symbol: batch.symbol,
+                order_id: id,
+                client_order_id: o.client_order_id,
+                side: o.side,
+                status: o.status,
+                filled_qty: o.filled_qty,
+                filled_quote: o.filled_amount,
+                fills: o.fills,
+            });
+        }
+        for ((user, asset), (available, frozen)) in balances {
+            if user != FEE_ACCOUNT {
+                result.user_events.push(UserEvent::Balance {
+                    user_id: user,
+                    asset,
+                    available,
+                    frozen,
+                });
+            }
+        }
         Ok(result)
     }
 
-    async fn settle_event(
-        &self,
-        conn: &mut MySqlConnection,
-        spec: &SymbolSpec,
-        event: &Event,
-        orders: &mut BTreeMap<OrderId, OrderState>,
-        ledger: &mut Vec<Ledger>,
-    ) -> Result<(), SettleError> {
+    fn settle_event(&self, w: &mut Work<'_>, event: &Event) -> Result<(), SettleError> {
         match event {
             Event::Trade { seq, trade } => {
                 for (order, user, is_maker) in [
@@ -273,40 +515,27 @@ impl Settler {
                     (trade.maker_order, trade.maker_user, true),
                 ] {
                     if self.mine(user) {
-                        self.fill(conn, spec, *seq, trade, order, is_maker, orders, ledger)
-                            .await?;
+                        self.fill(w, *seq, trade, order, is_maker)?;
                     }
                 }
             }
             Event::Cancelled {
                 order_id, user_id, ..
             } if self.mine(*user_id) => {
-                self.finish(conn, spec, *order_id, OrderStatus::Canceled, orders, ledger)
-                    .await?;
+                Self::finish(w, *order_id, OrderStatus::Canceled)?;
             }
             Event::Expired {
                 order_id, user_id, ..
             } if self.mine(*user_id) => {
-                self.finish(conn, spec, *order_id, OrderStatus::Expired, orders, ledger)
-                    .await?;
+                Self::finish(w, *order_id, OrderStatus::Expired)?;
             }
             Event::Rejected {
                 order_id,
                 user_id,
                 reason,
                 ..
-            } if self.mine(*user_id) => {
-                // rejects of cancels/amends and of redelivered ids touch no order's money
-                let place_reject = !matches!(
-                    reason,
-                    RejectReason::DuplicateOrderId
-                        | RejectReason::UnknownOrder
-                        | RejectReason::AmendNotLower
-                );
-                if place_reject {
-                    self.finish(conn, spec, *order_id, OrderStatus::Rejected, orders, ledger)
-                        .await?;
-                }
+            } if self.mine(*user_id) && touches_money(*reason) => {
+                Self::finish(w, *order_id, OrderStatus::Rejected)?;
             }
             Event::Amended {
                 order_id,
@@ -314,10 +543,11 @@ impl Settler {
                 reduced_by,
                 ..
             } if self.mine(*user_id) => {
-                let reduced = spec
+                let reduced = w
+                    .spec
                     .qty(*reduced_by)
                     .ok_or_else(|| SettleError::Inconsistent("amend size".into()))?;
-                let o = self.order(conn, spec, *order_id, orders).await?;
+                let o = order_mut(&mut w.orders, *order_id)?;
                 let release = match (o.side, o.price) {
                     (Side::Buy, Some(p)) => p
                         .get()
@@ -332,7 +562,8 @@ impl Settler {
                     .quantity
                     .map(|q| q.checked_sub(Amount::from(reduced)))
                     .transpose()?;
-                ledger.push(Ledger {
+                o.amended = true;
+                w.ledger.push(Ledger {
                     user: o.user.get(),
                     asset: o.frozen_asset,
                     kind: "unfreeze",
@@ -347,85 +578,105 @@ impl Settler {
         Ok(())
     }
 
-    /// Loads an order of this shard (once per batch).
-    #[allow(clippy::map_entry)] // an entry cannot be held across the awaited load
-    async fn order<'a>(
+    /// Loads (and row-locks) the batch's orders: one query per month table.
+    async fn load_orders(
         &self,
         conn: &mut MySqlConnection,
         spec: &SymbolSpec,
-        id: OrderId,
-        orders: &'a mut BTreeMap<OrderId, OrderState>,
-    ) -> Result<&'a mut OrderState, SettleError> {
-        if !orders.contains_key(&id) {
-            let table = self.router.orders_table(&spec.symbol, id)?;
-            type Row = (
-                u64,
-                String,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                String,
-                String,
-                String,
-                String,
-                String,
-                String,
-            );
-            let row: Option<Row> = sqlx::query_as(&format!(
-                "SELECT user_id, CAST(side AS CHAR), CAST(price AS CHAR), CAST(quantity AS CHAR), CAST(quote_quantity AS CHAR), \
-                        frozen_currency, CAST(frozen_amount AS CHAR), CAST(filled_quantity AS CHAR), CAST(filled_amount AS CHAR), \
-                        CAST(fee AS CHAR), CAST(status AS CHAR) \
-                 FROM `{table}` WHERE order_id = ? FOR UPDATE"
-            ))
-            .bind(id.get())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
-            let Some((user, side, price, qty, quote, fasset, frozen, fq, fa, fee, status)) = row
-            else {
-                return Err(SettleError::Inconsistent(format!(
-                    "order {id} not found in {table} on shard {}",
-                    self.shard
-                )));
-            };
-            let amt = |s: &str| Amount::from_db_str(s);
-            let opt = |s: Option<String>| s.map(|v| Amount::from_db_str(&v)).transpose();
-            let bad = |what: &str| SettleError::Inconsistent(format!("order {id}: bad {what}"));
-            orders.insert(
-                id,
-                OrderState {
-                    table,
-                    user: UserId::new(user).map_err(|_| bad("user"))?,
-                    side: Side::from_db_str(&side).map_err(|_| bad("side"))?,
-                    price: opt(price)?,
-                    quantity: opt(qty)?,
-                    quote_quantity: opt(quote)?,
-                    frozen_asset: Asset::new(&fasset).map_err(|_| bad("frozen currency"))?,
-                    frozen: amt(&frozen)?,
-                    filled_qty: amt(&fq)?,
-                    filled_amount: amt(&fa)?,
-                    fee: amt(&fee)?,
-                    status: OrderStatus::from_db_str(&status).map_err(|_| bad("status"))?,
-                },
-            );
+        mut ids: Vec<OrderId>,
+    ) -> Result<BTreeMap<OrderId, OrderState>, SettleError> {
+        ids.sort_unstable();
+        ids.dedup();
+        let mut by_table: BTreeMap<TableName, Vec<u64>> = BTreeMap::new();
+        for id in &ids {
+            by_table
+                .entry(self.router.orders_table(&spec.symbol, *id)?)
+                .or_default()
+                .push(id.get());
         }
-        orders
-            .get_mut(&id)
-            .ok_or_else(|| SettleError::Inconsistent(format!("order {id} vanished")))
+        let mut orders = BTreeMap::new();
+        type Row = (
+            u64,
+            u64,
+            Vec<u8>,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+        );
+        for (table, ids) in by_table {
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
+                    "SELECT order_id, user_id, COALESCE(client_order_id, ''), CAST(side AS CHAR), CAST(price AS CHAR), \
+                            CAST(quantity AS CHAR), CAST(quote_quantity AS CHAR), frozen_currency, \
+                            CAST(frozen_amount AS CHAR), CAST(filled_quantity AS CHAR), CAST(filled_amount AS CHAR), \
+                            CAST(fee AS CHAR), CAST(status AS CHAR) FROM `{table}` WHERE order_id IN "
+                ));
+                q.push_tuples(chunk, |mut b, id| {
+                    b.push_bind(*id);
+                });
+                q.push(" FOR UPDATE");
+                let rows: Vec<Row> = q
+                    .build_query_as()
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                for (id, user, cid, side, price, qty, quote, fasset, frozen, fq, fa, fee, status) in
+                    rows
+                {
+                    let bad =
+                        |what: &str| SettleError::Inconsistent(format!("order {id}: bad {what}"));
+                    let amt = |s: &str| Amount::from_db_str(s);
+                    let opt = |s: Option<String>| s.map(|v| Amount::from_db_str(&v)).transpose();
+                    orders.insert(
+                        OrderId::new(id).map_err(|_| bad("id"))?,
+                        OrderState {
+                            table: table.clone(),
+                            user: UserId::new(user).map_err(|_| bad("user"))?,
+                            client_order_id: String::from_utf8(cid)
+                                .map_err(|_| bad("client order id"))?,
+                            side: Side::from_db_str(&side).map_err(|_| bad("side"))?,
+                            price: opt(price)?,
+                            quantity: opt(qty)?,
+                            quote_quantity: opt(quote)?,
+                            frozen_asset: Asset::new(&fasset)
+                                .map_err(|_| bad("frozen currency"))?,
+                            frozen: amt(&frozen)?,
+                            filled_qty: amt(&fq)?,
+                            filled_amount: amt(&fa)?,
+                            fee: amt(&fee)?,
+                            status: OrderStatus::from_db_str(&status).map_err(|_| bad("status"))?,
+                            amended: false,
+                            fills: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(missing) = ids.iter().find(|id| !orders.contains_key(id)) {
+            return Err(SettleError::Inconsistent(format!(
+                "order {missing} of {} not found on shard {}",
+                spec.symbol, self.shard
+            )));
+        }
+        Ok(orders)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn fill(
+    fn fill(
         &self,
-        conn: &mut MySqlConnection,
-        spec: &SymbolSpec,
+        w: &mut Work<'_>,
         seq: u64,
         t: &Trade,
         order_id: OrderId,
         is_maker: bool,
-        orders: &mut BTreeMap<OrderId, OrderState>,
-        ledger: &mut Vec<Ledger>,
     ) -> Result<(), SettleError> {
+        let spec = w.spec;
         let bad = |w: &str| SettleError::Inconsistent(format!("trade {}: {w}", t.trade_id));
         let price = spec.price(t.price).ok_or_else(|| bad("price"))?;
         let qty = spec.qty(t.qty).ok_or_else(|| bad("qty"))?;
@@ -458,7 +709,7 @@ impl Settler {
                 spec.quote_amount(fee_atoms).ok_or_else(|| bad("fee"))?,
             ),
         };
-        let o = self.order(conn, spec, order_id, orders).await?;
+        let o = order_mut(&mut w.orders, order_id)?;
         if o.side != side {
             return Err(bad("side mismatch"));
         }
@@ -467,37 +718,23 @@ impl Settler {
         o.filled_amount = o.filled_amount.checked_add(quote)?;
         o.fee = o.fee.checked_add(fee)?;
         o.status = OrderStatus::PartiallyFilled;
+        o.fills.push(FillInfo {
+            trade_id: t.trade_id,
+            price: Amount::from(price),
+            qty: base,
+            fee,
+            fee_asset: recv_asset,
+            is_maker,
+        });
         let user = o.user.get();
         let frozen_asset = o.frozen_asset;
-        ledger.push(Ledger {
-            user,
-            asset: frozen_asset,
-            kind: "trade",
-            d_available: Amount::ZERO,
-            d_frozen: -spent,
-            ref_type: "trade",
-            ref_id: t.trade_id,
-        });
-        ledger.push(Ledger {
-            user,
-            asset: recv_asset,
-            kind: "trade",
-            d_available: gross,
-            d_frozen: Amount::ZERO,
-            ref_type: "trade",
-            ref_id: t.trade_id,
-        });
+        let mut rows = vec![
+            (frozen_asset, "trade", Amount::ZERO, -spent),
+            (recv_asset, "trade", gross, Amount::ZERO),
+        ];
         if fee.is_positive() {
-            ledger.push(Ledger {
-                user,
-                asset: recv_asset,
-                kind: "fee",
-                d_available: -fee,
-                d_frozen: Amount::ZERO,
-                ref_type: "trade",
-                ref_id: t.trade_id,
-            });
-            ledger.push(Ledger {
+            rows.push((recv_asset, "fee", -fee, Amount::ZERO));
+            w.ledger.push(Ledger {
                 user: FEE_ACCOUNT,
                 asset: recv_asset,
                 kind: "fee",
@@ -519,61 +756,49 @@ impl Settler {
                 .unwrap_or(Amount::ZERO);
             if improvement.is_positive() {
                 o.frozen = o.frozen.checked_sub(improvement)?;
-                ledger.push(Ledger {
-                    user,
-                    asset: frozen_asset,
-                    kind: "unfreeze",
-                    d_available: improvement,
-                    d_frozen: -improvement,
-                    ref_type: "trade",
-                    ref_id: t.trade_id,
-                });
+                rows.push((frozen_asset, "unfreeze", improvement, -improvement));
             }
         }
-        if o.completely_filled() {
-            self.finish(conn, spec, order_id, OrderStatus::Filled, orders, ledger)
-                .await?;
+        for (asset, kind, d_available, d_frozen) in rows {
+            w.ledger.push(Ledger {
+                user,
+                asset,
+                kind,
+                d_available,
+                d_frozen,
+                ref_type: "trade",
+                ref_id: t.trade_id,
+            });
         }
-        let trades = self.router.table(
+        if o.completely_filled() {
+            Self::finish(w, order_id, OrderStatus::Filled)?;
+        }
+        let table = self.router.table(
             router::TableKind::Trades,
             &spec.symbol,
             router::Month::of_id(t.taker_order.get())?,
         )?;
-        sqlx::query(&format!(
-            "INSERT INTO `{trades}` (trade_id, side, symbol, order_id, user_id, counter_order_id, counter_user_id, \
-               price, quantity, amount, is_maker, fee, fee_currency, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(t.trade_id)
-        .bind(side.as_db_str())
-        .bind(spec.symbol.as_str())
-        .bind(order_id.get())
-        .bind(user)
-        .bind(counter_order.get())
-        .bind(counter_user.get())
-        .bind(price.to_db_string())
-        .bind(qty.to_db_string())
-        .bind(quote.to_db_string())
-        .bind(is_maker)
-        .bind(fee.to_db_string())
-        .bind(recv_asset.as_str())
-        .bind(seq)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?;
+        w.trades.entry(table).or_default().push(TradeRow {
+            trade_id: t.trade_id,
+            side,
+            order_id: order_id.get(),
+            user,
+            counter_order: counter_order.get(),
+            counter_user: counter_user.get(),
+            price: Amount::from(price),
+            qty: base,
+            quote,
+            is_maker,
+            fee,
+            fee_asset: recv_asset,
+            seq,
+        });
         Ok(())
     }
 
     /// Moves an order to a final state and releases what is still frozen for it.
-    async fn finish(
-        &self,
-        conn: &mut MySqlConnection,
-        spec: &SymbolSpec,
-        id: OrderId,
-        status: OrderStatus,
-        orders: &mut BTreeMap<OrderId, OrderState>,
-        ledger: &mut Vec<Ledger>,
-    ) -> Result<(), SettleError> {
-        let o = self.order(conn, spec, id, orders).await?;
+    fn finish(w: &mut Work<'_>, id: OrderId, status: OrderStatus) -> Result<(), SettleError> {
+        let o = order_mut(&mut w.orders, id)?;
         if o.is_final() {
             return Ok(());
         }
@@ -581,7 +806,7 @@ impl Settler {
         let rest = o.frozen;
         if rest.is_positive() {
             o.frozen = Amount::ZERO;
-            ledger.push(Ledger {
+            w.ledger.push(Ledger {
                 user: o.user.get(),
                 asset: o.frozen_asset,
                 kind: "unfreeze",
@@ -594,40 +819,108 @@ impl Settler {
         Ok(())
     }
 
+    /// Trade halves, one multi-row insert per table. `(trade_id, side)` is unique: a
+    /// half already there fails the batch (the `applied_seq` mark makes that a bug,
+    /// never a redelivery).
+    async fn write_trades(
+        &self,
+        conn: &mut MySqlConnection,
+        symbol: &Symbol,
+        trades: &BTreeMap<TableName, Vec<TradeRow>>,
+    ) -> Result<(), SettleError> {
+        for (table, rows) in trades {
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
+                    "INSERT INTO `{table}` (trade_id, side, symbol, order_id, user_id, counter_order_id, counter_user_id, \
+                       price, quantity, amount, is_maker, fee, fee_currency, seq) "
+                ));
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.trade_id)
+                        .push_bind(r.side.as_db_str())
+                        .push_bind(symbol.as_str())
+                        .push_bind(r.order_id)
+                        .push_bind(r.user)
+                        .push_bind(r.counter_order)
+                        .push_bind(r.counter_user)
+                        .push_bind(r.price.to_db_string())
+                        .push_bind(r.qty.to_db_string())
+                        .push_bind(r.quote.to_db_string())
+                        .push_bind(r.is_maker)
+                        .push_bind(r.fee.to_db_string())
+                        .push_bind(r.fee_asset.as_str())
+                        .push_bind(r.seq);
+                });
+                q.build()
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| self.db(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every changed order, one `UPDATE ... JOIN (derived rows)` per table.
     async fn write_orders(
         &self,
         conn: &mut MySqlConnection,
         orders: &BTreeMap<OrderId, OrderState>,
     ) -> Result<(), SettleError> {
+        let mut by_table: BTreeMap<&TableName, Vec<(u64, &OrderState)>> = BTreeMap::new();
         for (id, o) in orders {
-            sqlx::query(&format!(
-                "UPDATE `{}` SET frozen_amount = ?, filled_quantity = ?, filled_amount = ?, fee = ?, status = ?, \
-                   quantity = COALESCE(?, quantity), \
-                   filled_at = IF(? = 'filled', CURRENT_TIMESTAMP(3), filled_at) WHERE order_id = ?",
-                o.table
-            ))
-            .bind(o.frozen.to_db_string())
-            .bind(o.filled_qty.to_db_string())
-            .bind(o.filled_amount.to_db_string())
-            .bind(o.fee.to_db_string())
-            .bind(o.status.as_db_str())
-            .bind(o.quantity.map(|q| q.to_db_string()))
-            .bind(o.status.as_db_str())
-            .bind(id.get())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
+            by_table.entry(&o.table).or_default().push((id.get(), o));
+        }
+        for (table, rows) in by_table {
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut q =
+                    sqlx::QueryBuilder::<sqlx::MySql>::new(format!("UPDATE `{table}` o JOIN ("));
+                crate::placement::derived(&mut q, chunk, |b, (id, o)| {
+                    b.push_bind(*id).push(" AS id, ");
+                    b.push_bind(o.frozen.to_db_string()).push(" AS fr, ");
+                    b.push_bind(o.filled_qty.to_db_string()).push(" AS fq, ");
+                    b.push_bind(o.filled_amount.to_db_string()).push(" AS fa, ");
+                    b.push_bind(o.fee.to_db_string()).push(" AS fee, ");
+                    b.push_bind(o.status.as_db_str()).push(" AS st, ");
+                    b.push_bind(
+                        o.amended
+                            .then(|| o.quantity.map(|q| q.to_db_string()))
+                            .flatten(),
+                    )
+                    .push(" AS qty");
+                });
+                q.push(
+                    ") v ON o.order_id = v.id \
+                     SET o.frozen_amount = CAST(v.fr AS DECIMAL(36,18)), \
+                         o.filled_quantity = CAST(v.fq AS DECIMAL(36,18)), \
+                         o.filled_amount = CAST(v.fa AS DECIMAL(36,18)), \
+                         o.fee = CAST(v.fee AS DECIMAL(36,18)), o.status = v.st, \
+                         o.quantity = COALESCE(CAST(v.qty AS DECIMAL(36,18)), o.quantity), \
+                         o.filled_at = IF(v.st = 'filled', CURRENT_TIMESTAMP(3), o.filled_at)",
+                );
+                let done = q
+                    .build()
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if done.rows_affected() > chunk.len() as u64 {
+                    return Err(SettleError::Inconsistent(format!(
+                        "{table}: {} rows updated for {} orders",
+                        done.rows_affected(),
+                        chunk.len()
+                    )));
+                }
+            }
         }
         Ok(())
     }
 
     /// Nets the ledger per (user, asset), writes each balance once (rows locked in key
-    /// order) and the ledger rows with their running `balance_after`.
+    /// order by one read) and the ledger rows with their running `balance_after`.
+    /// Returns each balance after the batch.
     async fn write_balances(
         &self,
         conn: &mut MySqlConnection,
         ledger: &[Ledger],
-    ) -> Result<(), SettleError> {
+    ) -> Result<BTreeMap<(u64, Asset), (Amount, Amount)>, SettleError> {
         let mut net: BTreeMap<(u64, Asset), (Amount, Amount)> = BTreeMap::new();
         for l in ledger {
             let e = net
@@ -636,75 +929,133 @@ impl Settler {
             e.0 = e.0.checked_add(l.d_available)?;
             e.1 = e.1.checked_add(l.d_frozen)?;
         }
-        let mut available: BTreeMap<(u64, Asset), Amount> = BTreeMap::new();
-        for ((user, asset), (da, df)) in &net {
-            let row: Option<(String,)> = sqlx::query_as(
-                "SELECT CAST(available AS CHAR) FROM account_balances \
-                 WHERE user_id = ? AND currency = ? AND account_type = 'spot' FOR UPDATE",
-            )
-            .bind(user)
-            .bind(asset.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
-            let exists = row.is_some();
-            let before = row
-                .map(|(a,)| Amount::from_db_str(&a))
-                .transpose()?
-                .unwrap_or(Amount::ZERO);
-            available.insert((*user, *asset), before);
-            // CHECK (available >= 0 AND frozen >= 0) guards the result. (Not INSERT ... ON
-            // DUPLICATE KEY UPDATE: MariaDB checks the constraint on the would-be-inserted
-            // deltas first, and a negative delta is normal here.)
-            let res = if exists {
-                sqlx::query(
-                    "UPDATE account_balances SET available = available + CAST(? AS DECIMAL(36,18)), \
-                       frozen = frozen + CAST(? AS DECIMAL(36,18)), version = version + 1 \
-                     WHERE user_id = ? AND currency = ? AND account_type = 'spot'",
-                )
-                .bind(da.to_db_string())
-                .bind(df.to_db_string())
-                .bind(user)
-                .bind(asset.as_str())
+        let keys: Vec<(u64, Asset)> = net.keys().copied().collect();
+        // (available, frozen) before the batch, for rows that exist
+        let mut before: BTreeMap<(u64, Asset), (Amount, Amount)> = BTreeMap::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "SELECT user_id, currency, CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances \
+                 WHERE account_type = 'spot' AND (user_id, currency) IN ",
+            );
+            q.push_tuples(chunk, |mut b, (u, a)| {
+                b.push_bind(*u).push_bind(a.as_str());
+            });
+            q.push(" FOR UPDATE");
+            let rows: Vec<(u64, String, String, String)> = q
+                .build_query_as()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| self.db(e))?;
+            for (u, a, avail, frozen) in rows {
+                let asset = Asset::new(&a)
+                    .map_err(|_| SettleError::Inconsistent(format!("balance asset {a:?}")))?;
+                before.insert(
+                    (u, asset),
+                    (Amount::from_db_str(&avail)?, Amount::from_db_str(&frozen)?),
+                );
+            }
+        }
+        let mut after = BTreeMap::new();
+        let (mut updates, mut inserts) = (Vec::new(), Vec::new());
+        for (key, (da, df)) in &net {
+            match before.get(key) {
+                Some((a, f)) => {
+                    after.insert(*key, (a.checked_add(*da)?, f.checked_add(*df)?));
+                    updates.push((*key, *da, *df));
+                }
+                None => {
+                    after.insert(*key, (*da, *df));
+                    inserts.push((*key, *da, *df));
+                }
+            }
+        }
+        // CHECK (available >= 0 AND frozen >= 0) guards every result. (Not INSERT ... ON
+        // DUPLICATE KEY UPDATE: MariaDB checks the constraint on the would-be-inserted
+        // deltas first, and a negative delta is normal here.)
+        for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("UPDATE account_balances b JOIN (");
+            crate::placement::derived(&mut q, chunk, |b, ((u, a), da, df)| {
+                b.push_bind(*u).push(" AS u, ");
+                b.push_bind(a.as_str()).push(" AS c, ");
+                b.push_bind(da.to_db_string()).push(" AS da, ");
+                b.push_bind(df.to_db_string()).push(" AS df");
+            });
+            q.push(
+                ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
+                 SET b.available = b.available + CAST(v.da AS DECIMAL(36,18)), \
+                     b.frozen = b.frozen + CAST(v.df AS DECIMAL(36,18)), b.version = b.version + 1",
+            );
+            q.build()
                 .execute(&mut *conn)
                 .await
-            } else {
-                sqlx::query("INSERT INTO account_balances (user_id, currency, available, frozen) VALUES (?, ?, ?, ?)")
-                    .bind(user)
-                    .bind(asset.as_str())
-                    .bind(da.to_db_string())
-                    .bind(df.to_db_string())
-                    .execute(&mut *conn)
-                    .await
-            };
-            res.map_err(|e| self.db(e))?;
+                .map_err(|e| self.db(e))?;
         }
+        for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO account_balances (user_id, currency, available, frozen) ",
+            );
+            q.push_values(chunk, |mut b, ((u, a), da, df)| {
+                b.push_bind(*u)
+                    .push_bind(a.as_str())
+                    .push_bind(da.to_db_string())
+                    .push_bind(df.to_db_string());
+            });
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        // ledger rows with the running available balance
+        let mut running: BTreeMap<(u64, Asset), Amount> =
+            before.iter().map(|(k, (a, _))| (*k, *a)).collect();
+        let mut rows = Vec::with_capacity(ledger.len());
         for l in ledger {
-            let a = available.entry((l.user, l.asset)).or_insert(Amount::ZERO);
+            let a = running.entry((l.user, l.asset)).or_insert(Amount::ZERO);
             *a = a.checked_add(l.d_available)?;
             let amount = if l.d_available.is_zero() {
                 l.d_frozen
             } else {
                 l.d_available
             };
-            if amount.is_zero() {
-                continue;
+            if !amount.is_zero() {
+                rows.push((l, amount, *a));
             }
-            sqlx::query(
-                "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(l.user)
-            .bind(l.asset.as_str())
-            .bind(l.kind)
-            .bind(amount.to_db_string())
-            .bind(a.to_db_string())
-            .bind(l.ref_type)
-            .bind(l.ref_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
         }
-        Ok(())
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) ",
+            );
+            q.push_values(chunk, |mut b, (l, amount, after)| {
+                b.push_bind(l.user)
+                    .push_bind(l.asset.as_str())
+                    .push_bind(l.kind)
+                    .push_bind(amount.to_db_string())
+                    .push_bind(after.to_db_string())
+                    .push_bind(l.ref_type)
+                    .push_bind(l.ref_id);
+            });
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        Ok(after)
     }
+}
+
+/// Rejects of cancels/amends and of redelivered ids touch no order's money.
+fn touches_money(reason: RejectReason) -> bool {
+    !matches!(
+        reason,
+        RejectReason::DuplicateOrderId | RejectReason::UnknownOrder | RejectReason::AmendNotLower
+    )
+}
+
+fn order_mut(
+    orders: &mut BTreeMap<OrderId, OrderState>,
+    id: OrderId,
+) -> Result<&mut OrderState, SettleError> {
+    orders
+        .get_mut(&id)
+        .ok_or_else(|| SettleError::Inconsistent(format!("order {id} was not loaded")))
 }

@@ -37,6 +37,7 @@ async fn orders_flow_through_the_broker_and_a_restarted_matcher_applies_nothing_
     let (stop_settlers, settlers_rx) = watch::channel(false);
     let settlers = h.spawn_settlers(&bus, &topics, &tag, &settlers_rx);
     let env = &h.env;
+    let mut user2 = common::user_messages(env, 2).await;
     for (user, asset, amount) in [
         (1u64, "BTC", "1"),
         (4, "BTC", "0.5"),
@@ -109,6 +110,39 @@ async fn orders_flow_through_the_broker_and_a_restarted_matcher_applies_nothing_
     settled(env, 2, "BTC", ("0.14985", "0")).await;
     settled(env, 3, "USDT", ("0", "0")).await;
     settled(env, 4, "BTC", ("0.3", "0.2")).await;
+    // user 2's stream: its buy's execution report (filled at 50000, maker sell1) and its
+    // balances after the fill
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(30), user2.recv())
+            .await
+            .expect("user 2's private events")
+            .expect("open");
+        got.push(m);
+    }
+    let report = got
+        .iter()
+        .find(|m| m["e"] == "executionReport")
+        .expect("execution report");
+    assert_eq!(report["X"], "FILLED", "{report}");
+    assert_eq!(report["s"], "BTCUSDT");
+    assert_eq!(amt(report["z"].as_str().expect("z")), amt("0.15"));
+    assert_eq!(
+        amt(report["fills"][0]["L"].as_str().expect("L")),
+        amt("50000")
+    );
+    let position = |asset: &str| {
+        got.iter()
+            .find(|m| m["e"] == "outboundAccountPosition" && m["a"] == asset)
+            .map(|m| {
+                (
+                    amt(m["f"].as_str().expect("f")),
+                    amt(m["l"].as_str().expect("l")),
+                )
+            })
+    };
+    assert_eq!(position("USDT"), Some((amt("2500"), amt("0"))));
+    assert_eq!(position("BTC"), Some((amt("0.14985"), amt("0"))));
 
     // the matching service dies; its replacement replays `orders` from the start and
     // re-emits every batch, which the settlers recognise and skip

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use common::{amt, req};
-use domain::{Amount, Asset, OrderId, OrderType, ShardId, Side, Symbol, UserId};
+use domain::{Amount, Asset, OrderId, OrderStatus, OrderType, ShardId, Side, Symbol, UserId};
 use engine::audit::conservation;
 use engine::matcher::{Command, Event, Matcher, SymbolSpec};
 use engine::placement::{load_symbols, PlaceRequest, Placer, Reject};
-use engine::settle::{shards_of, FillBatch, Settler, FEE_ACCOUNT};
+use engine::settle::{shards_of, FillBatch, Settler, UserEvent, FEE_ACCOUNT};
 use engine::wire::OrderInput;
 use router::accounts::credit_deposit;
 use router::testing::TestEnv;
@@ -30,6 +30,7 @@ struct Pipeline {
     settlers: Vec<Settler>,
     sent: BTreeMap<u16, u64>,
     batches: Vec<(ShardId, FillBatch)>,
+    user_events: Vec<UserEvent>,
 }
 
 impl Pipeline {
@@ -67,6 +68,7 @@ impl Pipeline {
             settlers,
             sent: BTreeMap::new(),
             batches: Vec::new(),
+            user_events: Vec::new(),
         }
     }
 
@@ -129,6 +131,7 @@ impl Pipeline {
                 .await
                 .expect("settle");
             assert_eq!(applied.skipped, 0);
+            self.user_events.extend(applied.user_events);
             self.batches.push((shard, batch));
         }
     }
@@ -285,6 +288,60 @@ async fn users_on_four_shards_trade_and_every_unit_is_accounted_for() {
     assert_eq!(p.fees(2, "BTC").await, amt("0.00015"));
     assert_eq!(p.fees(3, "BTC").await, amt("0.0001"));
     assert_eq!(p.fees(1, "USDT").await, amt("12.5"));
+
+    // private events: user 2's buy filled at 50000 (maker sell1), fee 0.00015 BTC; the
+    // last balance event of each of its assets is the balance on the shard
+    let buy2_reports: Vec<_> = p
+        .user_events
+        .iter()
+        .filter(|e| matches!(e, UserEvent::Order { order_id, .. } if *order_id == buy2))
+        .collect();
+    let Some(UserEvent::Order {
+        status,
+        filled_qty,
+        filled_quote,
+        fills,
+        user_id,
+        ..
+    }) = buy2_reports.last()
+    else {
+        panic!("no execution report for user 2's buy: {:?}", p.user_events);
+    };
+    assert_eq!(
+        (*user_id, *status, *filled_qty, *filled_quote),
+        (2, OrderStatus::Filled, amt("0.15"), amt("7500"))
+    );
+    assert_eq!(fills.len(), 1);
+    assert_eq!(
+        (
+            fills[0].price,
+            fills[0].qty,
+            fills[0].fee,
+            fills[0].is_maker
+        ),
+        (amt("50000"), amt("0.15"), amt("0.00015"), false)
+    );
+    // (user 4 only froze funds at placement: the placer's caller reports that)
+    for (user, asset) in [(2u64, "USDT"), (2, "BTC"), (1, "BTC"), (1, "USDT")] {
+        let last = p.user_events.iter().rev().find_map(|e| match e {
+            UserEvent::Balance {
+                user_id,
+                asset: a,
+                available,
+                frozen,
+            } if *user_id == user && a.as_str() == asset => Some((*available, *frozen)),
+            _ => None,
+        });
+        assert_eq!(
+            last,
+            Some(p.balance(user, asset).await),
+            "balance event of user {user} {asset}"
+        );
+    }
+    assert!(
+        p.user_events.iter().all(|e| e.user_id() != FEE_ACCOUNT),
+        "fee accounts have no stream"
+    );
 
     // orders
     let router = TableRouter::new(&["BTCUSDT"]).expect("r");

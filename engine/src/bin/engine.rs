@@ -222,6 +222,10 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         }));
     }
     if roles.contains(&Role::Settler) {
+        let user_stream = engine::settle::UserStream::new(
+            redis_pool(&settings.redis)?,
+            settings.redis.key_prefix.clone(),
+        );
         for &shard in &shards {
             let settler = Settler::new(
                 shard,
@@ -229,7 +233,8 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
                 map.pool(shard)?.clone(),
                 router.clone(),
                 specs.clone(),
-            );
+            )
+            .with_user_stream(user_stream.clone());
             let (b, t, m, s) = (
                 es.bus("settler"),
                 topics.clone(),
@@ -335,7 +340,11 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
                 }
             }
         }));
-        let settler = Settler::new(shard, count, pool.clone(), router.clone(), specs.clone());
+        let settler = Settler::new(shard, count, pool.clone(), router.clone(), specs.clone())
+            .with_user_stream(engine::settle::UserStream::new(
+                redis_pool(&settings.redis)?,
+                settings.redis.key_prefix.clone(),
+            ));
         let (b, t, m, s) = (bus.clone(), topics.clone(), metrics.clone(), stop.clone());
         let group = format!("{}settler-{}", topics.prefix, shard.get());
         services.push(tokio::spawn(async move {

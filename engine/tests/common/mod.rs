@@ -18,7 +18,7 @@ use engine::metrics::Metrics;
 use engine::placement::{load_symbols, PlaceRequest, Placer};
 use engine::relay::Relay;
 use engine::service::{run_matching, run_settler, MatchingCore, SnapshotStore, Topics};
-use engine::settle::Settler;
+use engine::settle::{Settler, UserStream};
 use rand::distr::{Alphanumeric, SampleString};
 use router::testing::TestEnv;
 use router::{Snowflake, TableRouter};
@@ -197,7 +197,11 @@ impl Harness {
                     pool.clone(),
                     self.router.clone(),
                     self.specs.clone(),
-                );
+                )
+                .with_user_stream(UserStream::new(
+                    router::directory::redis_pool(&self.env.settings.redis).expect("redis"),
+                    self.env.prefix.clone(),
+                ));
                 let (bus, topics, rx) = (bus.clone(), topics.clone(), stop.clone());
                 let group = format!("g_settle_{tag}_{}", shard.get());
                 tokio::spawn(async move {
@@ -235,4 +239,31 @@ pub async fn relay_all(relays: &[Relay]) {
     for r in relays {
         r.round().await.expect("relay");
     }
+}
+
+/// Subscribes to user `user`'s private channel; returns the messages received (JSON)
+/// through a channel, until the test ends.
+pub async fn user_messages(
+    env: &TestEnv,
+    user: u64,
+) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
+    use futures_util::StreamExt;
+    let client =
+        deadpool_redis::redis::Client::open(env.settings.redis.url.as_str()).expect("redis url");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub
+        .subscribe(format!("{}user:{user}", env.prefix))
+        .await
+        .expect("subscribe");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = pubsub.into_on_message();
+        while let Some(m) = messages.next().await {
+            let body: String = m.get_payload().expect("payload");
+            if tx.send(serde_json::from_str(&body).expect("json")).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
