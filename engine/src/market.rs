@@ -1,30 +1,58 @@
 //! Market data in Redis, from the matcher's `market` topic (trades and book deltas).
 //!
-//! Keys, all under the configured prefix (`ex:` by default), for symbol `SYM`:
+//! Keys, all under the configured prefix (`ex:` by default), for symbol `SYM` — the one
+//! place they are documented:
 //! * `md:SYM:seq` — last matcher event applied (redeliveries at or below it are skipped);
 //! * `md:SYM:bids`, `md:SYM:asks` — depth: sorted sets, member = price (decimal text),
 //!   score = price in ticks; `md:SYM:bids:qty`, `md:SYM:asks:qty` — hashes price → qty;
 //! * `md:SYM:trades` — the last 100 trades, newest first, JSON
 //!   `{"id","price","qty","quoteQty","time","isBuyerMaker"}`;
 //! * `md:SYM:last` — last trade price;
-//! * `md:SYM:kline:1m` — hash, minute start (ms) → `open,high,low,close,volume`;
-//! * channel `md:SYM` — a JSON message per applied batch, for WebSocket streams.
+//! * `md:SYM:kline:{1m,5m,15m,1h,4h,1d}` — hashes, bucket start (ms, UTC) →
+//!   `open,high,low,close,volume,quoteVolume,trades` (exact, trailing zeros dropped);
+//! * `md:SYM:ticker` — the 24 h rolling ticker, a hash with Binance's field names
+//!   (`openPrice`, `highPrice`, `lowPrice`, `lastPrice`, `priceChange`,
+//!   `priceChangePercent`, `weightedAvgPrice`, `volume`, `quoteVolume`, `count`,
+//!   `openTime`, `closeTime`), over the 1 440 one-minute buckets up to now: refreshed
+//!   with every batch and once a second by [`MarketData::refresh_tickers`], so old
+//!   trades leave the window even when nothing trades;
+//! * channel `md:SYM` — a JSON message per applied batch
+//!   `{"symbol","events":[...],"ticker":{...},"klines":{"1m":{...},...}}`, for the
+//!   WebSocket streams (`klines` only when the batch traded).
+//!
+//! Private events of users (order updates, balances) are published by the settlers on
+//! channel `user:{user_id}` ([`crate::settle::UserStream`]).
 //!
 //! One writer per symbol (the market-data role): a batch's reads and its `MULTI`/`EXEC`
 //! cannot interleave with another writer's. Times are this service's clock (the matcher
-//! has none).
+//! has none). `priceChangePercent` (3 places) and `weightedAvgPrice` (8 places) are
+//! rounded half away from zero for display; every other figure is exact.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use deadpool_redis::redis::{self, AsyncCommands};
-use domain::{Side, Symbol};
+use domain::{Decimal, Side, Symbol};
+use rust_decimal::RoundingStrategy;
 use serde_json::json;
 
 use crate::matcher::{Event, SymbolSpec};
 
 /// Trades kept in the recent-trades list.
 pub const RECENT_TRADES: isize = 100;
+
+/// Kline intervals: name and length in ms (UTC-aligned buckets).
+pub const INTERVALS: [(&str, u64); 6] = [
+    ("1m", 60_000),
+    ("5m", 300_000),
+    ("15m", 900_000),
+    ("1h", 3_600_000),
+    ("4h", 14_400_000),
+    ("1d", 86_400_000),
+];
+
+const MINUTE_MS: u64 = 60_000;
+const DAY_MS: u64 = 86_400_000;
 
 /// Market data errors.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +77,96 @@ impl From<deadpool_redis::PoolError> for MarketError {
     }
 }
 
+/// A symbol's last 24 h of one-minute candles, for the rolling ticker.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// (minute start, candle), ascending.
+    minutes: VecDeque<(u64, Kline)>,
+    last: Option<Decimal>,
+}
+
+impl Window {
+    /// Drops minutes that left the window ending at `now_ms`.
+    fn prune(&mut self, now_ms: u64) {
+        let first = window_start(now_ms);
+        while self.minutes.front().is_some_and(|(m, _)| *m < first) {
+            self.minutes.pop_front();
+        }
+    }
+
+    fn put(&mut self, minute: u64, k: Kline) {
+        match self.minutes.back_mut() {
+            Some((m, slot)) if *m == minute => *slot = k,
+            _ => self.minutes.push_back((minute, k)),
+        }
+    }
+
+    /// The ticker over the window ending at `now_ms` (call [`Window::prune`] first).
+    fn ticker(&self, symbol: &Symbol, now_ms: u64) -> Option<Vec<(&'static str, String)>> {
+        let mut agg: Option<Kline> = None;
+        for (_, k) in &self.minutes {
+            agg = Some(match agg {
+                None => *k,
+                Some(a) => a.merge(k)?,
+            });
+        }
+        let last = self.last.unwrap_or(Decimal::ZERO);
+        let a = agg.unwrap_or(Kline {
+            open: last,
+            high: last,
+            low: last,
+            close: last,
+            volume: Decimal::ZERO,
+            quote_volume: Decimal::ZERO,
+            trades: 0,
+        });
+        let change = a.close.checked_sub(a.open)?;
+        let percent = if a.open.is_zero() {
+            Decimal::ZERO
+        } else {
+            change
+                .checked_mul(Decimal::ONE_HUNDRED)?
+                .checked_div(a.open)?
+                .round_dp_with_strategy(3, RoundingStrategy::MidpointAwayFromZero)
+        };
+        let weighted = if a.volume.is_zero() {
+            Decimal::ZERO
+        } else {
+            a.quote_volume
+                .checked_div(a.volume)?
+                .round_dp_with_strategy(8, RoundingStrategy::MidpointAwayFromZero)
+        };
+        let d = |v: Decimal| v.normalize().to_string();
+        Some(vec![
+            ("symbol", symbol.to_string()),
+            ("priceChange", d(change)),
+            ("priceChangePercent", format!("{percent:.3}")),
+            ("weightedAvgPrice", d(weighted)),
+            ("openPrice", d(a.open)),
+            ("highPrice", d(a.high)),
+            ("lowPrice", d(a.low)),
+            ("lastPrice", d(a.close)),
+            ("volume", d(a.volume)),
+            ("quoteVolume", d(a.quote_volume)),
+            ("openTime", window_start(now_ms).to_string()),
+            ("closeTime", now_ms.to_string()),
+            ("count", a.trades.to_string()),
+        ])
+    }
+}
+
+/// The first minute of the 24 h window ending at `now_ms`.
+fn window_start(now_ms: u64) -> u64 {
+    (now_ms - now_ms % MINUTE_MS).saturating_sub(DAY_MS - MINUTE_MS)
+}
+
 /// Writes market data for the configured symbols.
 #[derive(Clone)]
 pub struct MarketData {
     redis: deadpool_redis::Pool,
     prefix: String,
     specs: Arc<BTreeMap<Symbol, SymbolSpec>>,
+    windows: Arc<Mutex<HashMap<Symbol, Window>>>,
 }
 
 impl std::fmt::Debug for MarketData {
@@ -76,6 +188,7 @@ impl MarketData {
             redis,
             prefix: prefix.into(),
             specs: Arc::new(specs),
+            windows: Arc::default(),
         }
     }
 
@@ -86,6 +199,52 @@ impl MarketData {
         } else {
             format!("{}md:{symbol}:{what}", self.prefix)
         }
+    }
+
+    fn window(&self, symbol: &Symbol) -> Option<Window> {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(symbol)
+            .cloned()
+    }
+
+    fn store_window(&self, symbol: Symbol, w: Window) {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(symbol, w);
+    }
+
+    /// The symbol's 24 h window: from memory, or (first use by this process) from the
+    /// 1m klines in Redis.
+    async fn load_window(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        symbol: &Symbol,
+        now_ms: u64,
+    ) -> Result<Window, MarketError> {
+        if let Some(w) = self.window(symbol) {
+            return Ok(w);
+        }
+        let first = window_start(now_ms);
+        let minutes: Vec<u64> = (0..DAY_MS / MINUTE_MS)
+            .map(|i| first + i * MINUTE_MS)
+            .collect();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.key(symbol, "kline:1m")).arg(&minutes);
+        let found: Vec<Option<String>> = cmd.query_async(&mut **conn).await?;
+        let last: Option<String> = conn.get(self.key(symbol, "last")).await?;
+        let mut w = Window {
+            minutes: VecDeque::new(),
+            last: last.and_then(|s| Decimal::from_str_exact(&s).ok()),
+        };
+        for (m, k) in minutes.iter().zip(found) {
+            if let Some(k) = k.as_deref().and_then(Kline::parse) {
+                w.minutes.push_back((*m, k));
+            }
+        }
+        Ok(w)
     }
 
     /// Applies a symbol's events (in seq order) at `now_ms`; returns how many were new.
@@ -111,15 +270,26 @@ impl MarketData {
         let Some(last) = fresh.last() else {
             return Ok(0);
         };
-        let minute = now_ms - now_ms % 60_000;
-        let kline_key = self.key(symbol, "kline:1m");
-        let current: Option<String> = conn.hget(&kline_key, minute).await?;
-        let mut kline = current.and_then(|s| Kline::parse(&s));
+        let mut window = self.load_window(&mut conn, symbol, now_ms).await?;
+        // the current bucket of every interval
+        let mut read = redis::pipe();
+        for (name, ms) in INTERVALS {
+            read.hget(
+                self.key(symbol, &format!("kline:{name}")),
+                now_ms - now_ms % ms,
+            );
+        }
+        let current: Vec<Option<String>> = read.query_async(&mut *conn).await?;
+        let mut klines: Vec<Option<Kline>> = current
+            .iter()
+            .map(|c| c.as_deref().and_then(Kline::parse))
+            .collect();
         let bad = |w: &str| MarketError::Bad(format!("{symbol}: {w}"));
 
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut published = Vec::new();
+        let mut traded = false;
         for e in &fresh {
             match e {
                 Event::BookDelta {
@@ -160,12 +330,15 @@ impl MarketData {
                         .ignore();
                     pipe.set(self.key(symbol, "last"), price.to_string())
                         .ignore();
-                    kline = Some(match kline {
-                        None => Kline::open(price.get(), qty.get()),
-                        Some(k) => k
-                            .with(price.get(), qty.get())
-                            .ok_or_else(|| bad("kline volume overflow"))?,
-                    });
+                    let one = Kline::trade(price.get(), qty.get(), quote.get());
+                    for k in &mut klines {
+                        *k = Some(match k.take() {
+                            None => one,
+                            Some(k) => k.merge(&one).ok_or_else(|| bad("kline overflow"))?,
+                        });
+                    }
+                    window.last = Some(price.get());
+                    traded = true;
                     published.push(t);
                 }
                 _ => {}
@@ -173,69 +346,157 @@ impl MarketData {
         }
         pipe.ltrim(self.key(symbol, "trades"), 0, RECENT_TRADES - 1)
             .ignore();
-        if let Some(k) = &kline {
-            pipe.hset(&kline_key, minute, k.render()).ignore();
+        let mut kline_msg = serde_json::Map::new();
+        if traded {
+            for ((name, ms), k) in INTERVALS.iter().zip(&klines) {
+                if let Some(k) = k {
+                    let start = now_ms - now_ms % ms;
+                    pipe.hset(
+                        self.key(symbol, &format!("kline:{name}")),
+                        start,
+                        k.render(),
+                    )
+                    .ignore();
+                    kline_msg.insert((*name).to_owned(), k.json(start, *ms));
+                }
+            }
+            if let Some(k) = klines[0] {
+                window.put(now_ms - now_ms % MINUTE_MS, k);
+            }
         }
+        window.prune(now_ms);
+        let ticker = window
+            .ticker(symbol, now_ms)
+            .ok_or_else(|| bad("ticker overflow"))?;
+        pipe.hset_multiple(self.key(symbol, "ticker"), &ticker)
+            .ignore();
         pipe.set(self.key(symbol, "seq"), last.seq()).ignore();
         let () = pipe.query_async(&mut *conn).await?;
-        let _: i64 = conn
-            .publish(
-                self.key(symbol, ""),
-                json!({"symbol": symbol.as_str(), "events": published}).to_string(),
-            )
-            .await?;
+        self.store_window(*symbol, window);
+        let mut msg = json!({
+            "symbol": symbol.as_str(),
+            "events": published,
+            "ticker": ticker
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        if traded {
+            msg["klines"] = serde_json::Value::Object(kline_msg);
+        }
+        let _: i64 = conn.publish(self.key(symbol, ""), msg.to_string()).await?;
         Ok(fresh.len())
+    }
+
+    /// Rewrites the ticker of every symbol this process has seen, so trades older than
+    /// 24 h leave it even when nothing trades. Call it about once a second.
+    ///
+    /// # Errors
+    /// Redis errors (the next call tries again).
+    pub async fn refresh_tickers(&self, now_ms: u64) -> Result<(), MarketError> {
+        let symbols: Vec<Symbol> = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
+        if symbols.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for symbol in symbols {
+            let Some(mut w) = self.window(&symbol) else {
+                continue;
+            };
+            w.prune(now_ms);
+            if let Some(t) = w.ticker(&symbol, now_ms) {
+                pipe.hset_multiple(self.key(&symbol, "ticker"), &t).ignore();
+            }
+            self.store_window(symbol, w);
+        }
+        let mut conn = self.redis.get().await?;
+        let () = pipe.query_async(&mut *conn).await?;
+        Ok(())
     }
 }
 
-/// A candle: open, high, low, close, volume (exact decimals).
+/// A candle: open, high, low, close, base volume, quote volume, trade count (exact).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Kline {
-    open: domain::Decimal,
-    high: domain::Decimal,
-    low: domain::Decimal,
-    close: domain::Decimal,
-    volume: domain::Decimal,
+    open: Decimal,
+    high: Decimal,
+    low: Decimal,
+    close: Decimal,
+    volume: Decimal,
+    quote_volume: Decimal,
+    trades: u64,
 }
 
 impl Kline {
-    fn open(price: domain::Decimal, qty: domain::Decimal) -> Self {
+    fn trade(price: Decimal, qty: Decimal, quote: Decimal) -> Self {
         Self {
             open: price,
             high: price,
             low: price,
             close: price,
             volume: qty,
+            quote_volume: quote,
+            trades: 1,
         }
     }
 
-    fn with(self, price: domain::Decimal, qty: domain::Decimal) -> Option<Self> {
+    /// `self` followed by `later`.
+    fn merge(self, later: &Self) -> Option<Self> {
         Some(Self {
-            high: self.high.max(price),
-            low: self.low.min(price),
-            close: price,
-            volume: self.volume.checked_add(qty)?,
-            ..self
+            open: self.open,
+            high: self.high.max(later.high),
+            low: self.low.min(later.low),
+            close: later.close,
+            volume: self.volume.checked_add(later.volume)?,
+            quote_volume: self.quote_volume.checked_add(later.quote_volume)?,
+            trades: self.trades.checked_add(later.trades)?,
         })
     }
 
     fn render(&self) -> String {
         format!(
-            "{},{},{},{},{}",
-            self.open, self.high, self.low, self.close, self.volume
+            "{},{},{},{},{},{},{}",
+            self.open.normalize(),
+            self.high.normalize(),
+            self.low.normalize(),
+            self.close.normalize(),
+            self.volume.normalize(),
+            self.quote_volume.normalize(),
+            self.trades
         )
     }
 
+    /// Binance's kline stream fields.
+    fn json(&self, start: u64, ms: u64) -> serde_json::Value {
+        json!({
+            "t": start, "T": start + ms - 1,
+            "o": self.open.normalize().to_string(), "h": self.high.normalize().to_string(),
+            "l": self.low.normalize().to_string(), "c": self.close.normalize().to_string(),
+            "v": self.volume.normalize().to_string(), "q": self.quote_volume.normalize().to_string(),
+            "n": self.trades,
+        })
+    }
+
     fn parse(s: &str) -> Option<Self> {
-        let mut it = s
-            .split(',')
-            .map(|v| domain::Decimal::from_str_exact(v).ok());
+        let v: Vec<&str> = s.split(',').collect();
+        let d = |i: usize| v.get(i).and_then(|x| Decimal::from_str_exact(x).ok());
+        if v.len() != 7 {
+            return None;
+        }
         Some(Self {
-            open: it.next()??,
-            high: it.next()??,
-            low: it.next()??,
-            close: it.next()??,
-            volume: it.next()??,
+            open: d(0)?,
+            high: d(1)?,
+            low: d(2)?,
+            close: d(3)?,
+            volume: d(4)?,
+            quote_volume: d(5)?,
+            trades: v[6].parse().ok()?,
         })
     }
 }

@@ -467,7 +467,7 @@ pub async fn run_settler(
 
 /// Runs the market-data writer until `stop` turns true: consumes `market`, writes Redis
 /// ([`crate::market`]), commits offsets after the writes (redeliveries are skipped by
-/// the per-symbol seq kept in Redis).
+/// the per-symbol seq kept in Redis), and refreshes the 24 h tickers once a second.
 ///
 /// # Errors
 /// Kafka failures.
@@ -480,9 +480,19 @@ pub async fn run_market_data(
 ) -> Result<(), ServiceError> {
     let c = consumer(bus, group)?;
     c.subscribe(&[&topics.market()]).map_err(BusError::from)?;
+    let now = || u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let m = tokio::select! {
             m = c.recv() => m,
+            _ = tick.tick() => {
+                // trades older than 24 h leave the tickers even when nothing trades
+                if let Err(e) = md.refresh_tickers(now()).await {
+                    warn!(error = %e, "ticker refresh failed");
+                }
+                continue;
+            }
             _ = stop.changed() => return Ok(()),
         };
         let m = match m {
@@ -501,7 +511,7 @@ pub async fn run_market_data(
             warn!(offset = m.offset(), "undecodable market message");
             continue;
         };
-        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let now = now();
         let mut delay = Duration::from_millis(10);
         while let Err(e) = md.apply(&symbol, &events, now).await {
             warn!(error = %e, %symbol, "market data write failed; retrying");

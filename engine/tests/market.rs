@@ -1,5 +1,6 @@
-//! Market data in the real Redis: depth, recent trades, last price and the 1m kline
-//! from matcher events; a redelivered batch changes nothing.
+//! Market data in the real Redis: depth, recent trades, last price, klines of every
+//! interval and the 24 h rolling ticker from matcher events; a redelivered batch changes
+//! nothing; a restarted writer continues the window from Redis; old trades roll out.
 
 mod common;
 
@@ -45,6 +46,7 @@ async fn events_become_depth_trades_and_klines_once() {
         m.apply(&Command::Place(o), &mut events);
     }
     let minute_ms = 1_800_000_000_000u64;
+    let mut channel = common::subscribe(&h.env, &md.key(&btc, "")).await;
     assert_eq!(
         md.apply(&btc, &events, minute_ms + 5).await.expect("apply"),
         events.len()
@@ -86,7 +88,28 @@ async fn events_become_depth_trades_and_klines_once() {
         .hget(md.key(&btc, "kline:1m"), minute_ms)
         .await
         .expect("kline");
-    assert_eq!(kline, "50000,50000,50000,50000,0.05");
+    assert_eq!(kline, "50000,50000,50000,50000,0.05,2500,1");
+    // every interval's bucket holds the one trade so far
+    for (name, ms) in engine::market::INTERVALS {
+        let k: String = r
+            .hget(
+                md.key(&btc, &format!("kline:{name}")),
+                minute_ms - minute_ms % ms,
+            )
+            .await
+            .expect("kline");
+        assert_eq!(k, "50000,50000,50000,50000,0.05,2500,1", "{name}");
+    }
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(10), channel.recv())
+        .await
+        .expect("market message")
+        .expect("open");
+    assert_eq!(msg["ticker"]["count"], "1", "{msg}");
+    assert_eq!(msg["klines"]["4h"]["c"], "50000", "{msg}");
+    assert_eq!(
+        msg["klines"]["1d"]["t"].as_u64(),
+        Some(minute_ms - minute_ms % 86_400_000)
+    );
 
     // the same batch again: nothing new
     assert_eq!(
@@ -109,8 +132,92 @@ async fn events_become_depth_trades_and_klines_once() {
         .await
         .expect("kline");
     assert_eq!(
-        kline, "50000,50010,50000,50010,0.30",
+        kline, "50000,50010,50000,50010,0.3,15001,3",
         "0.15 at 50000 then 0.1 at 50010 in one batch"
+    );
+    let redis = h.env.redis();
+    let ticker = || {
+        let (redis, key) = (redis.clone(), md.key(&btc, "ticker"));
+        async move {
+            let mut r = redis.get().await.expect("redis");
+            let t: BTreeMap<String, String> = r.hgetall(key).await.expect("ticker");
+            t
+        }
+    };
+    let t = ticker().await;
+    let field = |t: &BTreeMap<String, String>, f: &str| t.get(f).cloned().unwrap_or_default();
+    assert_eq!(
+        [
+            "openPrice",
+            "highPrice",
+            "lowPrice",
+            "lastPrice",
+            "volume",
+            "quoteVolume",
+            "count",
+            "priceChange",
+            "priceChangePercent",
+            "weightedAvgPrice"
+        ]
+        .map(|f| field(&t, f)),
+        [
+            "50000",
+            "50010",
+            "50000",
+            "50010",
+            "0.3",
+            "15001",
+            "3",
+            "10",
+            "0.020",
+            "50003.33333333"
+        ],
+        "15001 / 0.3 = 50003.333… (8 places); 10 / 50000 = 0.020 %"
+    );
+
+    // a restarted writer (a new MarketData) continues the 24 h window from Redis
+    let md2 = MarketData::new(h.env.redis(), h.env.prefix.clone(), specs.clone());
+    let before = events.len();
+    m.apply(
+        &Command::Place(order(6, 6, Side::Buy, "50010", "0.1")),
+        &mut events,
+    );
+    let two_hours = 2 * 3_600_000;
+    md2.apply(&btc, &events[before..], minute_ms + two_hours)
+        .await
+        .expect("apply after restart");
+    let t = ticker().await;
+    assert_eq!(
+        ["count", "volume", "quoteVolume", "openPrice", "lastPrice"].map(|f| field(&t, f)),
+        ["4", "0.4", "20002", "50000", "50010"]
+    );
+    // time passes with no trades: the first minute leaves the window, then the rest
+    let t = {
+        md2.refresh_tickers(minute_ms + 86_400_000 + 30 * 60_000)
+            .await
+            .expect("refresh");
+        ticker().await
+    };
+    assert_eq!(
+        ["count", "volume", "openPrice", "lastPrice", "priceChange"].map(|f| field(&t, f)),
+        ["1", "0.1", "50010", "50010", "0"]
+    );
+    md2.refresh_tickers(minute_ms + 27 * 3_600_000)
+        .await
+        .expect("refresh");
+    let t2 = ticker().await;
+    assert_eq!(
+        [
+            "count",
+            "volume",
+            "quoteVolume",
+            "lastPrice",
+            "highPrice",
+            "priceChangePercent"
+        ]
+        .map(|f| field(&t2, f)),
+        ["0", "0", "0", "50010", "50010", "0.000"],
+        "an empty window keeps the last price"
     );
     h.env.drop_all().await;
 }

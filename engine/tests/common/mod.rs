@@ -247,14 +247,19 @@ pub async fn user_messages(
     env: &TestEnv,
     user: u64,
 ) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
+    subscribe(env, &format!("{}user:{user}", env.prefix)).await
+}
+
+/// Subscribes to a Redis channel; returns its messages (JSON) through a channel.
+pub async fn subscribe(
+    env: &TestEnv,
+    channel: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
     use futures_util::StreamExt;
     let client =
         deadpool_redis::redis::Client::open(env.settings.redis.url.as_str()).expect("redis url");
     let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
-    pubsub
-        .subscribe(format!("{}user:{user}", env.prefix))
-        .await
-        .expect("subscribe");
+    pubsub.subscribe(channel).await.expect("subscribe");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = pubsub.into_on_message();
