@@ -39,6 +39,7 @@ use sqlx::MySqlPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
+use crate::relay::{insert_outbox, OutboxRow};
 use crate::wire::{OrderInput, ORDERS_TOPIC};
 
 /// A symbol's trading configuration (meta `symbols` joined with `assets`).
@@ -322,13 +323,12 @@ impl Placer {
             order_id,
             user_id: user,
         };
-        sqlx::query("INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)")
-            .bind(ORDERS_TOPIC)
-            .bind(symbol.as_str().as_bytes())
-            .bind(input.encode())
-            .execute(&mut *tx)
-            .await
-            .map_err(place)?;
+        let row = OutboxRow {
+            topic: ORDERS_TOPIC,
+            key: symbol.as_str().as_bytes().to_vec(),
+            payload: input.encode(),
+        };
+        insert_outbox(&mut tx, &[row]).await.map_err(place)?;
         tx.commit().await.map_err(place)?;
         Ok(Ok(()))
     }
@@ -852,20 +852,20 @@ async fn write_set(
         q.build().execute(&mut *conn).await.map_err(place)?;
     }
 
-    for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
-        let mut q =
-            sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO outbox (topic, msg_key, payload) ");
-        q.push_values(chunk, |mut b, (c, _)| {
-            let input = OrderInput::Place {
+    // last: the outbox seq counter stays locked until the commit
+    let rows: Vec<OutboxRow> = accepted
+        .iter()
+        .map(|(c, _)| OutboxRow {
+            topic: ORDERS_TOPIC,
+            key: c.symbol.as_str().as_bytes().to_vec(),
+            payload: OrderInput::Place {
                 symbol: c.symbol,
                 order: c.order.clone(),
-            };
-            b.push_bind(ORDERS_TOPIC)
-                .push_bind(c.symbol.as_str().as_bytes().to_vec())
-                .push_bind(input.encode());
-        });
-        q.build().execute(&mut *conn).await.map_err(place)?;
-    }
+            }
+            .encode(),
+        })
+        .collect();
+    insert_outbox(&mut *conn, &rows).await.map_err(place)?;
     Ok(results)
 }
 

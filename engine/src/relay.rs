@@ -1,17 +1,21 @@
 //! The outbox relay of one shard (DESIGN.md "Order flow" 4).
 //!
+//! Writers put rows in the outbox with [`insert_outbox`], which takes the rows' `seq`
+//! from the one-row `outbox_seq` counter in the writer's transaction: the counter row
+//! stays locked until that transaction ends, so seqs are handed out in commit order and
+//! without gaps (auto-increment ids are neither: they are taken at insert, and a
+//! rollback burns them). Every committed row with a seq ≤ S is visible once S is.
+//!
 //! Each round:
-//! 1. **stamp**: unsent rows without a `seq` get the next per-shard sequence numbers, in
-//!    id order, in one statement. Rows of transactions that have not committed yet are
-//!    invisible and get later numbers when they do, so `seq` follows the order in which
-//!    rows became visible — which auto-increment ids do not (they are taken at insert);
-//! 2. **publish** stamped, unsent rows in `seq` order with the idempotent producer,
-//!    keyed by the row's key (the symbol), each framed as `source shard | seq | payload`;
-//! 3. **mark** them sent once the broker acked every one.
+//! 1. **read** the rows after `outbox_relay.published_seq`, in `seq` order;
+//! 2. **publish** them with the idempotent producer, keyed by the row's key (the
+//!    symbol), each framed as `source shard | seq | payload`;
+//! 3. **mark**: once the broker acked every one, move `published_seq` (one row);
+//! 4. now and then, **prune** published rows beyond the newest `keep`.
 //!
 //! A crash anywhere re-publishes rows with the seq they already have; consumers drop
 //! `(source, seq)` at or below what they applied (`Matcher::apply_sourced`). Nothing
-//! is lost: a row is marked only after its ack. One relay per shard at a time (a
+//! is lost: the mark moves only after the acks. One relay per shard at a time (a
 //! `GET_LOCK` guards it).
 
 use std::time::Duration;
@@ -19,7 +23,78 @@ use std::time::Duration;
 use domain::ShardId;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use router::RouterError;
-use sqlx::MySqlPool;
+use sqlx::{MySqlConnection, MySqlPool};
+
+/// Published rows kept in the outbox (for inspection) before the relay prunes them.
+pub const KEEP_PUBLISHED: u64 = 100_000;
+/// The relay prunes once per this many published rows.
+pub const PRUNE_EVERY: u64 = 10_000;
+
+/// An outbox row to write: topic (without prefix), key, payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Topic name without the deployment prefix (`orders`).
+    pub topic: &'static str,
+    /// Message key (the symbol).
+    pub key: Vec<u8>,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// Writes `rows` to the outbox inside the caller's transaction, with the next
+/// consecutive seqs (in the order given); returns the first seq. Call it last in the
+/// transaction: the `outbox_seq` row it locks serialises the shard's outbox writers
+/// until the commit.
+///
+/// # Errors
+/// Database errors (the transaction must then be rolled back).
+pub async fn insert_outbox(
+    conn: &mut MySqlConnection,
+    rows: &[OutboxRow],
+) -> Result<u64, sqlx::Error> {
+    let n = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+    if n == 0 {
+        return Ok(0);
+    }
+    let bumped =
+        sqlx::query("UPDATE outbox_seq SET last_seq = LAST_INSERT_ID(last_seq + ?) WHERE id = 1")
+            .bind(n)
+            .execute(&mut *conn)
+            .await?;
+    if bumped.rows_affected() != 1 {
+        return Err(sqlx::Error::Protocol(
+            "outbox_seq has no row 1 (migration 0007 missing?)".into(),
+        ));
+    }
+    let first = bumped.last_insert_id() + 1 - n;
+    for (c, chunk) in rows.chunks(1_000).enumerate() {
+        let base = first + (c as u64) * 1_000;
+        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "INSERT INTO outbox (seq, topic, msg_key, payload) ",
+        );
+        q.push_values(chunk.iter().enumerate(), |mut b, (i, r)| {
+            b.push_bind(base + i as u64)
+                .push_bind(r.topic)
+                .push_bind(r.key.as_slice())
+                .push_bind(r.payload.as_slice());
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(first)
+}
+
+/// Outbox rows not yet published (acked) on this shard.
+///
+/// # Errors
+/// Database errors.
+pub async fn unsent(pool: &MySqlPool) -> Result<u64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM outbox o JOIN outbox_relay r ON r.id = 1 WHERE o.seq > r.published_seq",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
 
 /// Length of the frame header: source (u32 BE) + seq (u64 BE).
 pub const FRAME_HEADER: usize = 12;
@@ -78,10 +153,10 @@ impl std::fmt::Debug for Relay {
 /// What one round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
-    /// Rows that got a sequence number.
-    pub stamped: u64,
-    /// Rows published and marked sent.
+    /// Rows published and marked.
     pub published: u64,
+    /// Published rows pruned.
+    pub pruned: u64,
 }
 
 impl Relay {
@@ -106,7 +181,7 @@ impl Relay {
         RelayError::Router(RouterError::db_on_shard(self.shard.get(), e))
     }
 
-    /// Stamp, publish, mark — one round.
+    /// Read, publish, mark (and maybe prune) — one round.
     ///
     /// # Errors
     /// Database or broker errors; rows stay unsent and the next round retries them.
@@ -147,23 +222,16 @@ impl Relay {
         mark: bool,
     ) -> Result<Round, RelayError> {
         let mut round = Round::default();
-        // 1. stamp
-        sqlx::query("SET @relay_seq = (SELECT COALESCE(MAX(seq), 0) FROM outbox)")
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.db(e))?;
-        round.stamped = sqlx::query(
-            "UPDATE outbox SET seq = (@relay_seq := @relay_seq + 1) WHERE seq IS NULL AND sent_at IS NULL ORDER BY id LIMIT ?",
-        )
-        .bind(self.batch)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| self.db(e))?
-        .rows_affected();
-        // 2. publish in seq order
+        // 1. read what follows the mark, in seq order
+        let (published,): (u64,) =
+            sqlx::query_as("SELECT published_seq FROM outbox_relay WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| self.db(e))?;
         let rows: Vec<(u64, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, topic, msg_key, payload FROM outbox WHERE sent_at IS NULL AND seq IS NOT NULL ORDER BY seq LIMIT ?",
+            "SELECT seq, topic, msg_key, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
         )
+        .bind(published)
         .bind(self.batch)
         .fetch_all(&mut *conn)
         .await
@@ -195,12 +263,25 @@ impl Relay {
         }
         // 3. mark, only after every ack
         if mark {
-            sqlx::query("UPDATE outbox SET sent_at = CURRENT_TIMESTAMP(3) WHERE seq BETWEEN ? AND ? AND sent_at IS NULL")
-                .bind(first)
-                .bind(last)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.db(e))?;
+            sqlx::query(
+                "UPDATE outbox_relay SET published_seq = ? WHERE id = 1 AND published_seq < ?",
+            )
+            .bind(last)
+            .bind(last)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?;
+            // 4. prune each time the mark crosses a multiple of PRUNE_EVERY (twice that
+            //    many at most, so a backlog left by a crash drains too)
+            if last / PRUNE_EVERY != published / PRUNE_EVERY && last > KEEP_PUBLISHED {
+                round.pruned =
+                    sqlx::query("DELETE FROM outbox WHERE seq <= ? ORDER BY seq LIMIT 20000")
+                        .bind(last - KEEP_PUBLISHED)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| self.db(e))?
+                        .rows_affected();
+            }
         }
         round.published = u64::try_from(rows.len()).unwrap_or(u64::MAX);
         Ok(round)

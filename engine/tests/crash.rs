@@ -229,7 +229,7 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
     for (_, pool) in env.map.iter() {
         loop {
             let (unsent,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                sqlx::query_as("SELECT COUNT(*) FROM outbox o JOIN outbox_relay r ON r.id = 1 WHERE o.seq > r.published_seq")
                     .fetch_one(pool)
                     .await
                     .expect("q");
@@ -288,7 +288,7 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
         let mut f = Vec::new();
         for (_, pool) in env.map.iter() {
             let (unsent,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                sqlx::query_as("SELECT COUNT(*) FROM outbox o JOIN outbox_relay r ON r.id = 1 WHERE o.seq > r.published_seq")
                     .fetch_one(pool)
                     .await
                     .expect("q");

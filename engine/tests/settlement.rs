@@ -90,7 +90,7 @@ impl Pipeline {
         for (shard, pool) in self.env.map.iter() {
             let from = self.sent.get(&shard.get()).copied().unwrap_or(0);
             let rows: Vec<(u64, Vec<u8>)> =
-                sqlx::query_as("SELECT id, payload FROM outbox WHERE id > ? ORDER BY id")
+                sqlx::query_as("SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq")
                     .bind(from)
                     .fetch_all(pool)
                     .await

@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use router::testing::{tables, TestEnv};
 use router::{snowflake, Month, RouterError, TableKind, TableRouter};
 
-const SHARD_TABLES: [&str; 13] = [
+const SHARD_TABLES: [&str; 15] = [
     "_sqlx_migrations",
     "account_balances",
     "account_transactions",
@@ -13,6 +13,8 @@ const SHARD_TABLES: [&str; 13] = [
     "deposits",
     "orders_template",
     "outbox",
+    "outbox_relay",
+    "outbox_seq",
     "positions",
     "tcc_branches",
     "trades_template",

@@ -548,7 +548,7 @@ fn ids_of_now() -> u64 {
 async fn wait_published(map: &ShardMap, user: UserId) -> Result<()> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let (unsent,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+        let (unsent,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox o JOIN outbox_relay r ON r.id = 1 WHERE o.seq > r.published_seq")
             .fetch_one(map.pool_for(user))
             .await?;
         if unsent == 0 {
