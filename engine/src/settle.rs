@@ -18,7 +18,9 @@
 //!   rejected) releases the rest;
 //! * each side receives the gross amount minus its fee, in the asset it receives; the
 //!   fee goes to the shard's fee account (`user_id` 0), so Σ(available + frozen) per
-//!   asset over all shards never changes in a trade;
+//!   asset over all shards never changes in a trade; the fee account's ledger gets one
+//!   `fee` row per asset and batch (`ref_type` `fills:{SYMBOL}`, `ref_id` the batch's
+//!   last seq), the users' ledgers one per fee;
 //! * ledger rows: `amount` is the change of `available` (`balance_after` = available
 //!   after), except `trade` rows spending frozen funds, whose amount is the (negative)
 //!   frozen spend with `available` unchanged.
@@ -292,7 +294,7 @@ struct Ledger {
     d_available: Amount,
     /// Change of frozen.
     d_frozen: Amount,
-    ref_type: &'static str,
+    ref_type: std::borrow::Cow<'static, str>,
     ref_id: u64,
 }
 
@@ -342,6 +344,8 @@ struct Work<'a> {
     orders: BTreeMap<OrderId, OrderState>,
     ledger: Vec<Ledger>,
     trades: BTreeMap<TableName, Vec<TradeRow>>,
+    /// The fee account's income in this batch, per asset (one ledger row each).
+    fees: BTreeMap<Asset, Amount>,
 }
 
 impl Settler {
@@ -466,9 +470,24 @@ impl Settler {
             orders: self.load_orders(&mut tx, spec, ids).await?,
             ledger: Vec::new(),
             trades: BTreeMap::new(),
+            fees: BTreeMap::new(),
         };
         for e in &fresh {
             self.settle_event(&mut work, e)?;
+        }
+        // the fee account's income: one row per asset and batch, referring to the
+        // batch's last seq of the symbol (the trades carry each fee)
+        let fills_ref = format!("fills:{}", batch.symbol);
+        for (asset, fee) in std::mem::take(&mut work.fees) {
+            work.ledger.push(Ledger {
+                user: FEE_ACCOUNT,
+                asset,
+                kind: "fee",
+                d_available: fee,
+                d_frozen: Amount::ZERO,
+                ref_type: fills_ref.clone().into(),
+                ref_id: new_mark,
+            });
         }
         self.write_trades(&mut tx, &batch.symbol, &work.trades)
             .await?;
@@ -569,7 +588,7 @@ impl Settler {
                     kind: "unfreeze",
                     d_available: release,
                     d_frozen: -release,
-                    ref_type: "order",
+                    ref_type: "order".into(),
                     ref_id: order_id.get(),
                 });
             }
@@ -734,15 +753,8 @@ impl Settler {
         ];
         if fee.is_positive() {
             rows.push((recv_asset, "fee", -fee, Amount::ZERO));
-            w.ledger.push(Ledger {
-                user: FEE_ACCOUNT,
-                asset: recv_asset,
-                kind: "fee",
-                d_available: fee,
-                d_frozen: Amount::ZERO,
-                ref_type: "trade",
-                ref_id: t.trade_id,
-            });
+            let income = w.fees.entry(recv_asset).or_insert(Amount::ZERO);
+            *income = income.checked_add(fee)?;
         }
         // a buy that filled below its limit froze `limit × qty` but spent less: the
         // difference goes back now, so an open order holds exactly what it still needs
@@ -766,7 +778,7 @@ impl Settler {
                 kind,
                 d_available,
                 d_frozen,
-                ref_type: "trade",
+                ref_type: "trade".into(),
                 ref_id: t.trade_id,
             });
         }
@@ -812,7 +824,7 @@ impl Settler {
                 kind: "unfreeze",
                 d_available: rest,
                 d_frozen: -rest,
-                ref_type: "order",
+                ref_type: "order".into(),
                 ref_id: id.get(),
             });
         }
@@ -1031,7 +1043,7 @@ impl Settler {
                     .push_bind(l.kind)
                     .push_bind(amount.to_db_string())
                     .push_bind(after.to_db_string())
-                    .push_bind(l.ref_type)
+                    .push_bind(l.ref_type.as_ref())
                     .push_bind(l.ref_id);
             });
             q.build()
