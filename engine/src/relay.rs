@@ -9,7 +9,8 @@
 //! Each round:
 //! 1. **read** the rows after `outbox_relay.published_seq`, in `seq` order;
 //! 2. **publish** them with the idempotent producer, keyed by the row's key (the
-//!    symbol), each framed as `source shard | seq | payload`;
+//!    symbol): the rows of one key go out as one message ([`frame_many`]: source shard,
+//!    then `seq | payload` per row), at most [`ROWS_PER_MESSAGE`] rows each;
 //! 3. **mark**: once the broker acked every one, move `published_seq` (one row);
 //! 4. now and then, **prune** published rows beyond the newest `keep`.
 //!
@@ -96,10 +97,20 @@ pub async fn unsent(pool: &MySqlPool) -> Result<u64, sqlx::Error> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// Length of the frame header: source (u32 BE) + seq (u64 BE).
+/// Length of the single-row frame header: source (u32 BE) + seq (u64 BE).
 pub const FRAME_HEADER: usize = 12;
 
-/// Frames a payload with its source shard and sequence.
+/// First byte of a multi-row frame (a single-row frame starts with the high byte of a
+/// shard number, always 0).
+pub const MULTI_FRAME: u8 = 1;
+
+/// Most rows framed into one broker message.
+pub const ROWS_PER_MESSAGE: usize = 512;
+/// Most payload bytes framed into one broker message (under the usual 1 MB limit).
+pub const BYTES_PER_MESSAGE: usize = 512 * 1024;
+
+/// Frames one payload with its source shard and sequence (the original format, still
+/// understood by [`unframe`]).
 pub fn frame(source: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(FRAME_HEADER + payload.len());
     v.extend_from_slice(&source.to_be_bytes());
@@ -108,14 +119,53 @@ pub fn frame(source: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Splits a frame into (source, seq, payload).
-pub fn unframe(bytes: &[u8]) -> Option<(u32, u64, &[u8])> {
-    if bytes.len() < FRAME_HEADER {
-        return None;
+/// Frames several rows of one source, in seq order, into one message:
+/// `1 | source u32 | count u32 | (seq u64 | len u32 | payload)*` (big-endian).
+/// One message per round and key instead of one per row: the broker's cost is per
+/// message far more than per byte.
+pub fn frame_many(source: u32, rows: &[(u64, &[u8])]) -> Vec<u8> {
+    let size: usize = rows.iter().map(|(_, p)| 12 + p.len()).sum();
+    let mut v = Vec::with_capacity(9 + size);
+    v.push(MULTI_FRAME);
+    v.extend_from_slice(&source.to_be_bytes());
+    v.extend_from_slice(&u32::try_from(rows.len()).unwrap_or(u32::MAX).to_be_bytes());
+    for (seq, payload) in rows {
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(
+            &u32::try_from(payload.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        v.extend_from_slice(payload);
     }
-    let source = u32::from_be_bytes(bytes[..4].try_into().ok()?);
-    let seq = u64::from_be_bytes(bytes[4..12].try_into().ok()?);
-    Some((source, seq, &bytes[FRAME_HEADER..]))
+    v
+}
+
+/// Splits a message into its source and `(seq, payload)` rows; `None` if malformed.
+pub fn unframe(bytes: &[u8]) -> Option<(u32, Vec<(u64, &[u8])>)> {
+    let u32_at = |i: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(bytes.get(i..i + 4)?.try_into().ok()?))
+    };
+    let u64_at = |i: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
+    };
+    if bytes.first() != Some(&MULTI_FRAME) {
+        let source = u32_at(0)?;
+        let seq = u64_at(4)?;
+        return Some((source, vec![(seq, bytes.get(FRAME_HEADER..)?)]));
+    }
+    let source = u32_at(1)?;
+    let count = usize::try_from(u32_at(5)?).ok()?;
+    let mut rows = Vec::with_capacity(count.min(ROWS_PER_MESSAGE));
+    let mut at = 9;
+    for _ in 0..count {
+        let seq = u64_at(at)?;
+        let len = usize::try_from(u32_at(at + 8)?).ok()?;
+        let payload = bytes.get(at + 12..at + 12 + len)?;
+        rows.push((seq, payload));
+        at += 12 + len;
+    }
+    (at == bytes.len()).then_some((source, rows))
 }
 
 /// Relay errors.
@@ -241,13 +291,33 @@ impl Relay {
         };
         let last = rows.last().map_or(first, |r| r.0);
         let source = u32::from(self.shard.get());
-        let mut acks = Vec::with_capacity(rows.len());
+        // one message per (topic, key) run of rows, in seq order within each key
+        let mut groups: Vec<(&str, &[u8], Vec<(u64, &[u8])>, usize)> = Vec::new();
+        let mut open: std::collections::HashMap<(&str, &[u8]), usize> =
+            std::collections::HashMap::new();
         for (seq, topic, key, payload) in &rows {
+            let slot = open
+                .get(&(topic.as_str(), key.as_slice()))
+                .copied()
+                .filter(|&i| {
+                    let g = &groups[i];
+                    g.2.len() < ROWS_PER_MESSAGE && g.3 + payload.len() <= BYTES_PER_MESSAGE
+                });
+            let i = slot.unwrap_or_else(|| {
+                groups.push((topic, key, Vec::new(), 0));
+                open.insert((topic.as_str(), key.as_slice()), groups.len() - 1);
+                groups.len() - 1
+            });
+            groups[i].2.push((*seq, payload));
+            groups[i].3 += payload.len();
+        }
+        let mut acks = Vec::with_capacity(groups.len());
+        for (topic, key, rows, _) in &groups {
             let topic = format!("{}{topic}", self.topic_prefix);
-            let bytes = frame(source, *seq, payload);
+            let bytes = frame_many(source, rows);
             let ack = self
                 .producer
-                .send_result(FutureRecord::to(&topic).key(key).payload(&bytes))
+                .send_result(FutureRecord::to(&topic).key(*key).payload(&bytes))
                 .map_err(|(e, _)| RelayError::Publish(e.to_string()))?;
             acks.push(ack);
         }
@@ -295,7 +365,16 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let f = frame(3, 42, b"abc");
-        assert_eq!(unframe(&f), Some((3, 42, &b"abc"[..])));
+        assert_eq!(unframe(&f), Some((3, vec![(42, &b"abc"[..])])));
         assert_eq!(unframe(&f[..11]), None);
+        let rows: [(u64, &[u8]); 3] = [(7, b"x"), (9, b""), (12, b"yz")];
+        let m = frame_many(2, &rows);
+        assert_eq!(unframe(&m), Some((2, rows.to_vec())));
+        for cut in 1..m.len() {
+            assert_eq!(unframe(&m[..cut]), None, "truncated at {cut}");
+        }
+        let mut longer = m.clone();
+        longer.push(0);
+        assert_eq!(unframe(&longer), None, "trailing bytes");
     }
 }

@@ -313,21 +313,25 @@ pub async fn run_matching(
         let mut applied = 0u64;
         let mut handle = |m: &rdkafka::message::BorrowedMessage<'_>| {
             offsets.insert(m.partition(), m.offset() + 1);
-            let Some((source, seq, payload)) = m.payload().and_then(unframe) else {
+            let Some((source, rows)) = m.payload().and_then(unframe) else {
                 warn!(offset = m.offset(), "unframed message on orders");
                 return;
             };
-            match OrderInput::decode(payload) {
-                Ok(input) => {
-                    let counter = if core.apply(source, seq, &input, &mut out) {
-                        applied += 1;
-                        &metrics.inputs_applied
-                    } else {
-                        &metrics.inputs_duplicate
-                    };
-                    Metrics::add(counter, 1);
+            for (seq, payload) in rows {
+                match OrderInput::decode(payload) {
+                    Ok(input) => {
+                        let counter = if core.apply(source, seq, &input, &mut out) {
+                            applied += 1;
+                            &metrics.inputs_applied
+                        } else {
+                            &metrics.inputs_duplicate
+                        };
+                        Metrics::add(counter, 1);
+                    }
+                    Err(e) => {
+                        warn!(offset = m.offset(), seq, error = %e, "undecodable order input");
+                    }
                 }
-                Err(e) => warn!(offset = m.offset(), error = %e, "undecodable order input"),
             }
         };
         match first {

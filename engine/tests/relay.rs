@@ -46,8 +46,10 @@ async fn drain(c: &StreamConsumer, want: usize) -> Vec<(u32, u64, OrderInput)> {
             .await
             .unwrap_or_else(|_| panic!("only {} of {want} messages", out.len()))
             .expect("message");
-        let (source, seq, payload) = unframe(m.payload().expect("payload")).expect("frame");
-        out.push((source, seq, OrderInput::decode(payload).expect("decode")));
+        let (source, rows) = unframe(m.payload().expect("payload")).expect("frame");
+        for (seq, payload) in rows {
+            out.push((source, seq, OrderInput::decode(payload).expect("decode")));
+        }
     }
     // and nothing more arrives
     assert!(
