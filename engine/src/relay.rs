@@ -141,8 +141,11 @@ pub fn frame_many(source: u32, rows: &[(u64, &[u8])]) -> Vec<u8> {
     v
 }
 
+/// `(seq, payload)` rows of one source.
+pub type Rows<'a> = Vec<(u64, &'a [u8])>;
+
 /// Splits a message into its source and `(seq, payload)` rows; `None` if malformed.
-pub fn unframe(bytes: &[u8]) -> Option<(u32, Vec<(u64, &[u8])>)> {
+pub fn unframe(bytes: &[u8]) -> Option<(u32, Rows<'_>)> {
     let u32_at = |i: usize| -> Option<u32> {
         Some(u32::from_be_bytes(bytes.get(i..i + 4)?.try_into().ok()?))
     };
@@ -292,7 +295,8 @@ impl Relay {
         let last = rows.last().map_or(first, |r| r.0);
         let source = u32::from(self.shard.get());
         // one message per (topic, key) run of rows, in seq order within each key
-        let mut groups: Vec<(&str, &[u8], Vec<(u64, &[u8])>, usize)> = Vec::new();
+        // (topic, key, rows, payload bytes)
+        let mut groups: Vec<(&str, &[u8], Rows<'_>, usize)> = Vec::new();
         let mut open: std::collections::HashMap<(&str, &[u8]), usize> =
             std::collections::HashMap::new();
         for (seq, topic, key, payload) in &rows {
