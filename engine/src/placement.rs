@@ -468,20 +468,25 @@ impl Placer {
     /// disturb the others. Every caller gets its own result.
     pub fn group_writer(&self, shard: ShardId, cfg: GroupCommit) -> GroupWriter {
         let (tx, rx) = mpsc::channel(cfg.queue);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let batches = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(group_loop(
-            shard,
-            self.shards.pool(shard).cloned().map_err(|e| e.to_string()),
-            self.router.clone(),
-            cfg,
-            rx,
-            batches.clone(),
-        ));
+        let tasks = (0..cfg.writers.max(1))
+            .map(|_| {
+                tokio::spawn(group_loop(
+                    shard,
+                    self.shards.pool(shard).cloned().map_err(|e| e.to_string()),
+                    self.router.clone(),
+                    cfg,
+                    rx.clone(),
+                    batches.clone(),
+                ))
+            })
+            .collect();
         GroupWriter {
             shard,
             tx,
             batches,
-            _task: Arc::new(task),
+            _tasks: Arc::new(tasks),
         }
     }
 
@@ -521,6 +526,10 @@ pub struct GroupCommit {
     pub max_batch: usize,
     /// How long the first placement of a batch waits for company.
     pub max_wait: std::time::Duration,
+    /// Batches in flight at once: while one commits (waits for its fsync), the next
+    /// is collected and written. Batches lock balances in key order and take the
+    /// outbox counter last, so they cannot deadlock each other.
+    pub writers: usize,
 }
 
 impl Default for GroupCommit {
@@ -529,6 +538,7 @@ impl Default for GroupCommit {
             queue: 4_096,
             max_batch: 256,
             max_wait: std::time::Duration::from_micros(500),
+            writers: 2,
         }
     }
 }
@@ -539,7 +549,7 @@ pub struct GroupWriter {
     shard: ShardId,
     tx: mpsc::Sender<Job>,
     batches: Arc<AtomicU64>,
-    _task: Arc<tokio::task::JoinHandle<()>>,
+    _tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl GroupWriter {
@@ -562,28 +572,36 @@ async fn group_loop(
     pool: Result<MySqlPool, String>,
     router: TableRouter,
     cfg: GroupCommit,
-    mut rx: mpsc::Receiver<Job>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     batches: Arc<AtomicU64>,
 ) {
     let pool = match pool {
         Ok(p) => p,
         Err(e) => {
-            while let Some(job) = rx.recv().await {
+            while let Some(job) = rx.lock().await.recv().await {
                 let _ = job.reply.send(Err(PlaceError::Config(e.clone())));
             }
             return;
         }
     };
     let s = shard.get();
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        let deadline = tokio::time::Instant::now() + cfg.max_wait;
-        while jobs.len() < cfg.max_batch {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(j)) => jobs.push(j),
-                _ => break,
+    loop {
+        // one writer collects a batch at a time; the others are writing theirs
+        let mut jobs = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut jobs = vec![first];
+            let deadline = tokio::time::Instant::now() + cfg.max_wait;
+            while jobs.len() < cfg.max_batch {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(j)) => jobs.push(j),
+                    _ => break,
+                }
             }
-        }
+            jobs
+        };
         // lock balance rows in (user, asset) order, as the settlers do: no deadlocks
         // between a batch and a settler over the same users
         jobs.sort_by_key(|j| (j.checked.user_id, j.checked.frozen_asset));

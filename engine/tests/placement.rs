@@ -329,6 +329,7 @@ async fn group_commit_batches_placements_and_keeps_each_result_separate() {
                     queue: 1_024,
                     max_batch: 64,
                     max_wait: std::time::Duration::from_millis(5),
+                    writers: 2,
                 },
             )
         })
@@ -418,6 +419,7 @@ async fn a_failing_statement_in_a_batch_never_leaves_answers_and_data_apart() {
             queue: 64,
             max_batch: 16,
             max_wait: std::time::Duration::from_millis(20),
+            writers: 2,
         },
     )]);
     let tasks: Vec<_> = (0..12)
@@ -472,6 +474,7 @@ async fn one_batch_decides_in_arrival_order_nets_freezes_and_answers_in_batch_re
             queue: 64,
             max_batch: 64,
             max_wait: std::time::Duration::from_millis(200),
+            writers: 1,
         },
     )]);
     let with_id = |u: u64, qty: &str, id: &str| {

@@ -76,6 +76,11 @@ enum Cmd {
         /// Concurrent placing tasks.
         #[arg(long, default_value_t = 128)]
         concurrency: usize,
+        /// Open loop at this many placements/s in total (latency measured from each
+        /// placement's scheduled time, so a stall counts for every order it delays);
+        /// without it, each task places as fast as it gets answers (closed loop).
+        #[arg(long)]
+        rate: Option<u32>,
     },
 }
 
@@ -99,7 +104,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Bench {
                 seconds,
                 concurrency,
-            } => bench(seconds, concurrency).await,
+                rate,
+            } => bench(seconds, concurrency, rate).await,
         }
     });
     match res {
@@ -298,7 +304,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
+async fn bench(seconds: u64, concurrency: usize, rate: Option<u32>) -> Result<()> {
     use std::sync::atomic::Ordering;
     let es = EngineSettings::load().map_err(anyhow::Error::msg)?;
     // its own databases on the same shard servers: a second matcher stream must never
@@ -395,12 +401,22 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
         .await?;
         users.push(u);
     }
+    let mode = rate.map_or_else(
+        || "closed loop".to_owned(),
+        |r| format!("open loop at {r} placements/s"),
+    );
     println!(
-        "pipeline bench: {seconds} s, {concurrency} placing tasks, {} shards, group commit",
+        "pipeline bench: {seconds} s, {concurrency} placing tasks, {mode}, {} shards, group commit",
         map.count()
     );
+    let cpu0 = own_cpu_seconds();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
+    // open loop: task t sends its k-th placement at start + (k·concurrency + t) / rate
+    let schedule = rate.filter(|r| *r > 0).map(|r| {
+        let slot = Duration::from_secs(1) / r;
+        (slot, slot * u32::try_from(concurrency).unwrap_or(u32::MAX))
+    });
     let mut tasks = Vec::new();
     for t in 0..concurrency {
         let (placer, writers, user) = (placer.clone(), writers.clone(), users[t % users.len()]);
@@ -410,7 +426,18 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
                 .expect("histogram");
             let mut placed = 0u64;
             let mut failed: Vec<String> = Vec::new();
+            let mut k = 0u32;
             while Instant::now() < deadline {
+                let scheduled = schedule.map(|(slot, period)| {
+                    start + slot * u32::try_from(t).unwrap_or(0) + period * k
+                });
+                k += 1;
+                if let Some(at) = scheduled {
+                    if at >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let req = PlaceRequest {
                     user_id: user,
                     symbol: "BTCUSDT".into(),
@@ -424,7 +451,7 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
                     stp: StpMode::None,
                     client_order_id: None,
                 };
-                let t0 = Instant::now();
+                let t0 = scheduled.unwrap_or_else(Instant::now);
                 match placer.place_grouped(&writers, &req).await {
                     Ok(Ok(_)) => {
                         let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -498,10 +525,17 @@ async fn bench(seconds: u64, concurrency: usize) -> Result<()> {
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.value_at_quantile(0.999) as f64 / 1000.0
     );
+    let cpu = own_cpu_seconds() - cpu0;
     println!(
-        "RESULT settled_orders_per_s={:.0} acked_per_s={:.0}",
+        "engine cpu      {cpu:.1} s (load generator, relays, matcher, settlers in this process)"
+    );
+    println!(
+        "RESULT settled_orders_per_s={:.0} acked_per_s={:.0} ack_p50_ms={:.2} ack_p99_ms={:.2} ack_p999_ms={:.2} engine_cpu_s={cpu:.1}",
         filled as f64 / secs,
-        placed as f64 / load.as_secs_f64()
+        placed as f64 / load.as_secs_f64(),
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.value_at_quantile(0.999) as f64 / 1000.0
     );
     let _ = stop_tx.send(true);
     for s in services {
@@ -536,6 +570,20 @@ async fn leased_placer(
         Arc::new(move || ids.next_id()),
     );
     Ok((redis, lease, placer))
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (0 where
+/// there is none).
+fn own_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 per second on Linux)
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// An order id issued now (names the current month's table).
