@@ -19,7 +19,7 @@ pub struct EngineSettings {
     pub topic_prefix: String,
     /// Address of `/metrics`, `/health`, `/ready`.
     pub http_addr: String,
-    /// Pause of an idle relay between rounds.
+    /// Longest pause of an idle relay between rounds (it starts at 1 ms and doubles).
     pub relay_idle_ms: u64,
     /// Outbox rows per relay round.
     pub relay_batch: u32,
@@ -35,7 +35,7 @@ impl Default for EngineSettings {
             brokers: "127.0.0.1:9092".into(),
             topic_prefix: String::new(),
             http_addr: "127.0.0.1:9464".into(),
-            relay_idle_ms: 5,
+            relay_idle_ms: 10,
             relay_batch: 1_000,
             orders_partitions: 4,
             snapshot_every: 10_000,

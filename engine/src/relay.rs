@@ -19,6 +19,7 @@
 //! is lost: the mark moves only after the acks. One relay per shard at a time (a
 //! `GET_LOCK` guards it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::ShardId;
@@ -193,6 +194,9 @@ pub struct Relay {
     producer: FutureProducer,
     topic_prefix: String,
     batch: u32,
+    /// The connection holding this shard's relay lock, kept across rounds (detached
+    /// from the pool: dropping it closes it, which releases the lock).
+    held: Arc<tokio::sync::Mutex<Option<sqlx::MySqlConnection>>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -227,6 +231,54 @@ impl Relay {
             producer,
             topic_prefix: topic_prefix.into(),
             batch: batch.max(1),
+            held: Arc::default(),
+        }
+    }
+
+    /// Runs rounds until `stop` turns true: back to back while there is work; when idle,
+    /// waits 1 ms, doubling up to `max_idle` (a quiet shard costs a few queries a
+    /// second, a busy one publishes without pause). Errors are counted and logged and
+    /// retried after 500 ms.
+    pub async fn run(
+        &self,
+        max_idle: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let floor = Duration::from_millis(1).min(max_idle);
+        let mut idle = floor;
+        loop {
+            let pause = match self.round().await {
+                Ok(r) if r.published > 0 => {
+                    crate::metrics::Metrics::add(&metrics.relayed, r.published);
+                    idle = floor;
+                    Duration::ZERO
+                }
+                Ok(_) => {
+                    let p = idle;
+                    idle = (idle * 2).min(max_idle);
+                    p
+                }
+                Err(e) => {
+                    crate::metrics::Metrics::add(&metrics.relay_errors, 1);
+                    tracing::error!(shard = self.shard.get(), error = %e, "relay round");
+                    Duration::from_millis(500)
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => {
+                    self.release().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Gives up the shard's relay lock (another relay may take over).
+    pub async fn release(&self) {
+        if let Some(conn) = self.held.lock().await.take() {
+            let _ = sqlx::Connection::close(conn).await;
         }
     }
 
@@ -239,27 +291,34 @@ impl Relay {
     /// # Errors
     /// Database or broker errors; rows stay unsent and the next round retries them.
     pub async fn round(&self) -> Result<Round, RelayError> {
-        let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
-        // lock names are server-wide: qualify with the database (one server may host
-        // several shards' or tests' databases)
-        let lock = format!("exchange.relay.{}", self.shard.get());
-        let (got,): (Option<i64>,) =
-            sqlx::query_as("SELECT GET_LOCK(CONCAT(?, '.', DATABASE()), 0)")
-                .bind(&lock)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| self.db(e))?;
-        if got != Some(1) {
-            return Err(RelayError::Busy(self.shard.get()));
+        let mut held = self.held.lock().await;
+        if held.is_none() {
+            let mut conn = self.pool.acquire().await.map_err(|e| self.db(e))?.detach();
+            // lock names are server-wide: qualify with the database (one server may
+            // host several shards' or tests' databases)
+            let lock = format!("exchange.relay.{}", self.shard.get());
+            let (got,): (Option<i64>,) =
+                sqlx::query_as("SELECT GET_LOCK(CONCAT(?, '.', DATABASE()), 0)")
+                    .bind(&lock)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| self.db(e))?;
+            if got != Some(1) {
+                return Err(RelayError::Busy(self.shard.get()));
+            }
+            *held = Some(conn);
         }
-        let result = self.round_locked(&mut conn, true).await;
-        let released = sqlx::query("DO RELEASE_LOCK(CONCAT(?, '.', DATABASE()))")
-            .bind(&lock)
-            .execute(&mut *conn)
-            .await;
-        let r = result?;
-        released.map_err(|e| self.db(e))?;
-        Ok(r)
+        let Some(conn) = held.as_mut() else {
+            return Err(RelayError::Busy(self.shard.get()));
+        };
+        let result = self.round_locked(conn, true).await;
+        if result.is_err() {
+            // a broken connection may have lost the lock with it: start afresh
+            if let Some(conn) = held.take() {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+        }
+        result
     }
 
     /// A round that publishes but "crashes" before marking (for crash tests).
@@ -276,19 +335,17 @@ impl Relay {
     ) -> Result<Round, RelayError> {
         let mut round = Round::default();
         // 1. read what follows the mark, in seq order
-        let (published,): (u64,) =
-            sqlx::query_as("SELECT published_seq FROM outbox_relay WHERE id = 1")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| self.db(e))?;
-        let rows: Vec<(u64, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, topic, msg_key, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+        // (seq, topic, key, payload, published_seq)
+        type Row = (u64, String, Vec<u8>, Vec<u8>, u64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT o.seq, o.topic, o.msg_key, o.payload, r.published_seq FROM outbox_relay r \
+             JOIN outbox o ON o.seq > r.published_seq WHERE r.id = 1 ORDER BY o.seq LIMIT ?",
         )
-        .bind(published)
         .bind(self.batch)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| self.db(e))?;
+        let published = rows.first().map_or(0, |r| r.4);
         let Some(&(first, ..)) = rows.first() else {
             return Ok(round);
         };
@@ -299,7 +356,7 @@ impl Relay {
         let mut groups: Vec<(&str, &[u8], Rows<'_>, usize)> = Vec::new();
         let mut open: std::collections::HashMap<(&str, &[u8]), usize> =
             std::collections::HashMap::new();
-        for (seq, topic, key, payload) in &rows {
+        for (seq, topic, key, payload, _) in &rows {
             let slot = open
                 .get(&(topic.as_str(), key.as_slice()))
                 .copied()

@@ -262,5 +262,37 @@ async fn outbox_seqs_follow_commit_order_without_gaps() {
         vec![(1, vec![3]), (2, vec![4]), (3, vec![5]), (4, vec![6])]
     );
     assert_eq!(engine::relay::unsent(&pool).await.expect("unsent"), 4);
+
+    // one relay per shard: a second one is refused while the first holds the lock,
+    // and takes over once it lets go
+    let s = common::bus("relay-lock");
+    let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+    let prefix = format!("t_relaylock_{tag}_");
+    ensure_topic(&s, &format!("{prefix}{ORDERS_TOPIC}"), 2)
+        .await
+        .expect("topic");
+    let relay = |p: &str| {
+        Relay::new(
+            domain::ShardId::new(1),
+            pool.clone(),
+            producer(&s).expect("producer"),
+            p.to_owned(),
+            100,
+        )
+    };
+    let (first, second) = (relay(&prefix), relay(&prefix));
+    assert_eq!(first.round().await.expect("first").published, 4);
+    assert!(matches!(
+        second.round().await,
+        Err(engine::relay::RelayError::Busy(1))
+    ));
+    assert_eq!(first.round().await.expect("first again").published, 0);
+    first.release().await;
+    assert_eq!(
+        second.round().await.expect("second takes over").published,
+        0,
+        "the first one's progress is kept"
+    );
+    second.release().await;
     env.drop_all().await;
 }

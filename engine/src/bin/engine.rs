@@ -76,6 +76,9 @@ enum Cmd {
         /// Concurrent placing tasks.
         #[arg(long, default_value_t = 128)]
         concurrency: usize,
+        /// Distinct users placing (spread over the shards; each task places for one).
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
         /// Open loop at this many placements/s in total (latency measured from each
         /// placement's scheduled time, so a stall counts for every order it delays);
         /// without it, each task places as fast as it gets answers (closed loop).
@@ -104,8 +107,9 @@ fn main() -> std::process::ExitCode {
             Cmd::Bench {
                 seconds,
                 concurrency,
+                users,
                 rate,
-            } => bench(seconds, concurrency, rate).await,
+            } => bench(seconds, concurrency, users, rate).await,
         }
     });
     match res {
@@ -180,31 +184,12 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
                 topics.prefix.clone(),
                 es.relay_batch,
             );
-            let (m, mut s, idle) = (
+            let (m, s, idle) = (
                 metrics.clone(),
                 stop.clone(),
                 Duration::from_millis(es.relay_idle_ms),
             );
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let pause = match relay.round().await {
-                        Ok(r) if r.published > 0 => {
-                            Metrics::add(&m.relayed, r.published);
-                            Duration::ZERO
-                        }
-                        Ok(_) => idle,
-                        Err(e) => {
-                            Metrics::add(&m.relay_errors, 1);
-                            error!(shard = shard.get(), error = %e, "relay round");
-                            Duration::from_millis(500)
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = s.changed() => return,
-                    }
-                }
-            }));
+            tasks.push(tokio::spawn(async move { relay.run(idle, m, s).await }));
         }
     }
     if roles.contains(&Role::Matcher) {
@@ -304,7 +289,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn bench(seconds: u64, concurrency: usize, rate: Option<u32>) -> Result<()> {
+async fn bench(seconds: u64, concurrency: usize, users: usize, rate: Option<u32>) -> Result<()> {
     use std::sync::atomic::Ordering;
     let es = EngineSettings::load().map_err(anyhow::Error::msg)?;
     // its own databases on the same shard servers: a second matcher stream must never
@@ -336,16 +321,12 @@ async fn bench(seconds: u64, concurrency: usize, rate: Option<u32>) -> Result<()
             topics.prefix.clone(),
             es.relay_batch,
         );
-        let mut s = stop.clone();
-        services.push(tokio::spawn(async move {
-            loop {
-                let idle = !matches!(relay.round().await, Ok(r) if r.published > 0);
-                tokio::select! {
-                    _ = tokio::time::sleep(if idle { Duration::from_millis(1) } else { Duration::ZERO }) => {}
-                    _ = s.changed() => return,
-                }
-            }
-        }));
+        let (m, s, idle) = (
+            metrics.clone(),
+            stop.clone(),
+            Duration::from_millis(es.relay_idle_ms),
+        );
+        services.push(tokio::spawn(async move { relay.run(idle, m, s).await }));
         let settler = Settler::new(shard, count, pool.clone(), router.clone(), specs.clone())
             .with_user_stream(engine::settle::UserStream::new(
                 redis_pool(&settings.redis)?,
@@ -377,36 +358,43 @@ async fn bench(seconds: u64, concurrency: usize, rate: Option<u32>) -> Result<()
         settings.redis.key_prefix.clone(),
         settings.redis.cache_ttl_s,
     );
-    let mut users = Vec::new();
-    for i in 1..=8 {
-        let u = dir
-            .register(&format!("bench{i}@bench.exchange"), NO_PASSWORD)
-            .await?
-            .user_id;
-        credit_deposit(
-            &map,
-            u,
-            &Asset::new("BTC")?,
-            Amount::from_str("1000")?,
-            &format!("bench-{run}-{i}-b"),
-        )
-        .await?;
-        credit_deposit(
-            &map,
-            u,
-            &Asset::new("USDT")?,
-            Amount::from_str("100000000")?,
-            &format!("bench-{run}-{i}-u"),
-        )
-        .await?;
-        users.push(u);
+    let n_users = users.max(2);
+    let mut users = Vec::with_capacity(n_users);
+    for chunk in (1..=n_users).collect::<Vec<_>>().chunks(64) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let (dir, map) = (dir.clone(), map.clone());
+            set.spawn(async move {
+                let u = dir
+                    .register(&format!("bench{i}@bench.exchange"), NO_PASSWORD)
+                    .await?
+                    .user_id;
+                for (asset, amount) in [("BTC", "1000"), ("USDT", "100000000")] {
+                    credit_deposit(
+                        &map,
+                        u,
+                        &Asset::new(asset)?,
+                        Amount::from_str(amount)?,
+                        &format!("bench-{run}-{i}-{asset}"),
+                    )
+                    .await?;
+                }
+                anyhow::Ok((i, u))
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            users.push(r??);
+        }
     }
+    users.sort_unstable();
+    let users: Vec<UserId> = users.into_iter().map(|(_, u)| u).collect();
     let mode = rate.map_or_else(
         || "closed loop".to_owned(),
         |r| format!("open loop at {r} placements/s"),
     );
     println!(
-        "pipeline bench: {seconds} s, {concurrency} placing tasks, {mode}, {} shards, group commit",
+        "pipeline bench: {seconds} s, {concurrency} placing tasks, {} users, {mode}, {} shards, group commit",
+        users.len(),
         map.count()
     );
     let cpu0 = own_cpu_seconds();
@@ -419,7 +407,7 @@ async fn bench(seconds: u64, concurrency: usize, rate: Option<u32>) -> Result<()
     });
     let mut tasks = Vec::new();
     for t in 0..concurrency {
-        let (placer, writers, user) = (placer.clone(), writers.clone(), users[t % users.len()]);
+        let (placer, writers, users) = (placer.clone(), writers.clone(), users.clone());
         let side = if t % 2 == 0 { Side::Buy } else { Side::Sell };
         tasks.push(tokio::spawn(async move {
             let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
@@ -438,6 +426,9 @@ async fn bench(seconds: u64, concurrency: usize, rate: Option<u32>) -> Result<()
                     }
                     tokio::time::sleep_until(at.into()).await;
                 }
+                // each task walks its own slice of the users: buyers and sellers meet
+                // on every shard
+                let user = users[(t + concurrency * k as usize) % users.len()];
                 let req = PlaceRequest {
                     user_id: user,
                     symbol: "BTCUSDT".into(),
