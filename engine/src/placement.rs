@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
 use crate::relay::{insert_outbox, OutboxRow};
+use crate::sqltext::Sql;
 use crate::wire::{OrderInput, ORDERS_TOPIC};
 
 /// A symbol's trading configuration (meta `symbols` joined with `assets`).
@@ -469,7 +470,7 @@ impl Placer {
     pub fn group_writer(&self, shard: ShardId, cfg: GroupCommit) -> GroupWriter {
         let (tx, rx) = mpsc::channel(cfg.queue);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let batches = Arc::new(AtomicU64::new(0));
+        let batches = Arc::new(GroupStats::default());
         let tasks = (0..cfg.writers.max(1))
             .map(|_| {
                 tokio::spawn(group_loop(
@@ -548,15 +549,34 @@ impl Default for GroupCommit {
 pub struct GroupWriter {
     shard: ShardId,
     tx: mpsc::Sender<Job>,
-    batches: Arc<AtomicU64>,
+    batches: Arc<GroupStats>,
     _tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl GroupWriter {
     /// Transactions committed so far (each carrying one or more placements).
     pub fn batches(&self) -> u64 {
-        self.batches.load(Ordering::Relaxed)
+        self.batches.batches.load(Ordering::Relaxed)
     }
+
+    /// Committed batches, the placements in them, and the time spent writing them
+    /// (transaction start to commit, µs, summed over batches).
+    pub fn stats(&self) -> (u64, u64, u64) {
+        let b = &self.batches;
+        (
+            b.batches.load(Ordering::Relaxed),
+            b.placements.load(Ordering::Relaxed),
+            b.write_us.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counters of a group writer.
+#[derive(Debug, Default)]
+struct GroupStats {
+    batches: AtomicU64,
+    placements: AtomicU64,
+    write_us: AtomicU64,
 }
 
 type Reply = oneshot::Sender<Result<Result<Ack, Reject>, PlaceError>>;
@@ -573,7 +593,7 @@ async fn group_loop(
     router: TableRouter,
     cfg: GroupCommit,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
-    batches: Arc<AtomicU64>,
+    batches: Arc<GroupStats>,
 ) {
     let pool = match pool {
         Ok(p) => p,
@@ -606,9 +626,17 @@ async fn group_loop(
         // between a batch and a settler over the same users
         jobs.sort_by_key(|j| (j.checked.user_id, j.checked.frozen_asset));
         let checked: Vec<&Checked> = jobs.iter().map(|j| &j.checked).collect();
+        let t0 = std::time::Instant::now();
         match write_batch(&pool, s, &router, &checked).await {
             Ok(results) => {
-                batches.fetch_add(1, Ordering::Relaxed);
+                batches.batches.fetch_add(1, Ordering::Relaxed);
+                batches
+                    .placements
+                    .fetch_add(checked.len() as u64, Ordering::Relaxed);
+                batches.write_us.fetch_add(
+                    u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
                 for (job, r) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(Ok(r));
                 }
@@ -642,20 +670,18 @@ async fn write_batch(
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
         }
-        let mut tx = match pool.begin().await {
-            Ok(tx) => tx,
+        let conn = match pool.acquire().await {
+            Ok(c) => c,
             Err(e) => {
                 last = Some(place(e));
                 continue;
             }
         };
+        let mut tx = TextTx { conn: Some(conn) };
         match write_set(&mut tx, shard, router, jobs).await {
-            Ok(results) => match tx.commit().await {
-                Ok(()) => return Ok(results),
-                Err(e) => last = Some(place(e)),
-            },
+            Ok(results) => return Ok(results),
             Err(e) => {
-                let _ = tx.rollback().await;
+                tx.abandon().await;
                 last = Some(e);
             }
         }
@@ -663,9 +689,44 @@ async fn write_batch(
     Err(last.unwrap_or_else(|| PlaceError::Config("batch failed".into())))
 }
 
-/// Most rows per multi-row statement (well under the 65,535 placeholders of a
-/// prepared statement for the widest row).
-const ROWS_PER_STATEMENT: usize = 1_000;
+/// A pooled connection inside a transaction begun in SQL text. Dropped before
+/// [`TextTx::finish`] (an error, a cancelled future), the connection is detached and
+/// closed, which rolls the transaction back on the server; it never goes back to the
+/// pool mid-transaction.
+pub(crate) struct TextTx {
+    pub(crate) conn: Option<sqlx::pool::PoolConnection<sqlx::MySql>>,
+}
+
+impl TextTx {
+    pub(crate) fn conn(&mut self) -> Result<&mut sqlx::MySqlConnection, sqlx::Error> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| sqlx::Error::Protocol("transaction already ended".into()))
+    }
+
+    /// The transaction ended (committed or rolled back in the text): the connection
+    /// may go back to the pool.
+    pub(crate) fn finish(&mut self) {
+        self.conn.take();
+    }
+
+    /// Rolls back if it can; otherwise closes the connection.
+    pub(crate) async fn abandon(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            if crate::sqltext::exec(&mut c, "ROLLBACK").await.is_err() {
+                drop(c.detach());
+            }
+        }
+    }
+}
+
+impl Drop for TextTx {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            drop(c.detach());
+        }
+    }
+}
 
 /// A balance row locked by a batch.
 #[derive(Debug, Clone, Copy)]
@@ -676,51 +737,62 @@ struct Locked {
     freeze: Amount,
 }
 
-/// Writes a set of placements inside the caller's transaction with a fixed number of
-/// statements, whatever the set's size:
-/// 1. one lookup of earlier orders with the same client order ids (idempotent
-///    retries: the original order is the answer, nothing else happens);
-/// 2. one locking read of every (user, asset) balance involved, in key order;
-/// 3. in memory, in the order given: each placement fits the balance left by the ones
-///    before it, or is refused "insufficient balance" (and changes nothing);
-/// 4. one optimistic-lock UPDATE of all those balances, netted per (user, asset),
+/// Writes a set of placements in one transaction with three round trips, whatever
+/// the set's size (statements in SQL text, [`crate::sqltext`]):
+/// 1. `START TRANSACTION`, the earlier orders with the same client order ids
+///    (idempotent retries: the original order is the answer, nothing else happens),
+///    and one locking read of every (user, asset) balance involved;
+/// 2. after deciding in memory, in the order given, whether each placement fits the
+///    balance left by the ones before it ("insufficient balance" changes nothing):
+///    one optimistic-lock UPDATE of all those balances, netted per (user, asset),
 ///    each guarded by `version = read version AND available >= netted freeze` (all
-///    must match, or the whole set is retried);
-/// 5. multi-row inserts of client order ids, orders (per month table), `freeze`
-///    ledger rows and outbox rows.
+///    must match, or the whole set is retried), then multi-row inserts of client
+///    order ids, orders (per month table), `freeze` ledger rows and outbox rows (seqs
+///    from the locked `outbox_seq` counter, last);
+/// 3. `COMMIT`.
 async fn write_set(
-    conn: &mut sqlx::MySqlConnection,
+    tx: &mut TextTx,
     shard: u16,
     router: &TableRouter,
     jobs: &[&Checked],
 ) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
+    use sqlx::Row;
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
-    let mut earlier = existing(&mut *conn, shard, router, jobs).await?;
-
+    let bad = |e: sqlx::Error| PlaceError::Config(format!("shard {shard}: {e}"));
     let mut keys: BTreeMap<(u64, Asset), Option<Locked>> = BTreeMap::new();
     for c in jobs {
         keys.insert((c.user_id.get(), c.frozen_asset), None);
     }
-    for chunk in keys
-        .keys()
-        .copied()
-        .collect::<Vec<_>>()
-        .chunks(ROWS_PER_STATEMENT)
-    {
-        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-            "SELECT user_id, currency, CAST(available AS CHAR), version FROM account_balances \
-             WHERE account_type = 'spot' AND (user_id, currency) IN ",
-        );
-        q.push_tuples(chunk, |mut b, (u, a)| {
-            b.push_bind(*u).push_bind(a.as_str());
-        });
-        q.push(" FOR UPDATE");
-        let rows: Vec<(u64, String, String, u64)> = q
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(place)?;
-        for (u, a, avail, version) in rows {
+
+    // 1. begin, look up, lock
+    let mut sql = Sql::new();
+    sql.raw("START TRANSACTION; SELECT 'e', user_id, client_order_id, symbol, order_id FROM client_orders WHERE (user_id, client_order_id) IN (");
+    sql.tuples(jobs, |q, c| {
+        q.int(c.user_id.get()).comma().str(&c.client_order_id);
+    });
+    sql.raw("); SELECT 'b', user_id, currency, CAST(available AS CHAR), version FROM account_balances WHERE account_type = 'spot' AND (user_id, currency) IN (");
+    sql.tuples(keys.keys(), |q, (u, a)| {
+        q.int(*u).comma().str(a.as_str());
+    });
+    sql.raw(") FOR UPDATE");
+    let ran = sql.run(tx.conn().map_err(place)?).await.map_err(place)?;
+    let mut found = Vec::new();
+    for row in &ran.rows {
+        let tag: String = row.try_get(0).map_err(bad)?;
+        if tag == "e" {
+            let cid: Vec<u8> = row.try_get(2).map_err(bad)?;
+            found.push((
+                row.try_get::<u64, _>(1).map_err(bad)?,
+                String::from_utf8(cid)
+                    .map_err(|_| PlaceError::Config("client order id is not text".into()))?,
+                row.try_get::<String, _>(3).map_err(bad)?,
+                row.try_get::<u64, _>(4).map_err(bad)?,
+            ));
+        } else {
+            let u: u64 = row.try_get(1).map_err(bad)?;
+            let a: String = row.try_get(2).map_err(bad)?;
+            let avail: String = row.try_get(3).map_err(bad)?;
+            let version: u64 = row.try_get(4).map_err(bad)?;
             let asset = Asset::new(&a).map_err(|e| PlaceError::Config(e.to_string()))?;
             if let Some(slot) = keys.get_mut(&(u, asset)) {
                 *slot = Some(Locked {
@@ -731,6 +803,7 @@ async fn write_set(
             }
         }
     }
+    let mut earlier = existing(tx.conn().map_err(place)?, shard, router, found).await?;
 
     // decide each placement in order; `after` is the available balance it leaves
     let mut results: Vec<Result<Ack, Reject>> = Vec::with_capacity(jobs.len());
@@ -775,52 +848,46 @@ async fn write_set(
         accepted.push((c, left.checked_sub(c.frozen)?));
     }
     if accepted.is_empty() {
+        crate::sqltext::exec(tx.conn().map_err(place)?, "COMMIT")
+            .await
+            .map_err(place)?;
+        tx.finish();
         return Ok(results);
     }
 
+    // 2. every write
     let freezes: Vec<((u64, Asset), Locked)> = keys
         .into_iter()
         .filter_map(|(k, l)| l.filter(|l| l.freeze.is_positive()).map(|l| (k, l)))
         .collect();
-    for chunk in freezes.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("UPDATE account_balances b JOIN (");
-        derived(&mut q, chunk, |b, ((u, a), l)| {
-            b.push_bind(*u).push(" AS u, ");
-            b.push_bind(a.as_str()).push(" AS c, ");
-            b.push_bind(l.freeze.to_db_string()).push(" AS amt, ");
-            b.push_bind(l.version).push(" AS ver");
+    let mut sql = Sql::new();
+    sql.raw("UPDATE account_balances b JOIN (");
+    for (i, ((u, a), l)) in freezes.iter().enumerate() {
+        sql.raw(if i == 0 {
+            "SELECT "
+        } else {
+            " UNION ALL SELECT "
         });
-        q.push(
-            ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
-             SET b.available = b.available - CAST(v.amt AS DECIMAL(36,18)), \
-                 b.frozen = b.frozen + CAST(v.amt AS DECIMAL(36,18)), b.version = b.version + 1 \
-             WHERE b.version = v.ver AND b.available >= CAST(v.amt AS DECIMAL(36,18))",
-        );
-        let done = q.build().execute(&mut *conn).await.map_err(place)?;
-        if done.rows_affected() != chunk.len() as u64 {
-            return Err(PlaceError::Router(RouterError::Busy(format!(
-                "shard {shard}: {} of {} balances changed under the batch's lock",
-                chunk.len() as u64 - done.rows_affected(),
-                chunk.len()
-            ))));
-        }
+        sql.int(*u).raw(" AS u, ").str(a.as_str()).raw(" AS c, ");
+        sql.dec(l.freeze)
+            .raw(" AS amt, ")
+            .int(l.version)
+            .raw(" AS ver");
     }
-
-    for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-            "INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) ",
-        );
-        q.push_values(chunk, |mut b, (c, _)| {
-            b.push_bind(c.user_id.get())
-                .push_bind(&c.client_order_id)
-                .push_bind(c.symbol.as_str())
-                .push_bind(c.order.order_id.get());
-        });
-        // a unique violation (the same client order id committed by another writer
-        // meanwhile) fails the set; the retry finds that order in step 1
-        q.build().execute(&mut *conn).await.map_err(place)?;
-    }
-
+    sql.raw(
+        ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
+         SET b.available = b.available - CAST(v.amt AS DECIMAL(36,18)), \
+             b.frozen = b.frozen + CAST(v.amt AS DECIMAL(36,18)), b.version = b.version + 1 \
+         WHERE b.version = v.ver AND b.available >= CAST(v.amt AS DECIMAL(36,18));\n",
+    );
+    sql.raw("INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) VALUES ");
+    sql.tuples(&accepted, |q, (c, _)| {
+        q.int(c.user_id.get())
+            .comma()
+            .str(&c.client_order_id)
+            .comma();
+        q.str(c.symbol.as_str()).comma().int(c.order.order_id.get());
+    });
     let mut by_table: BTreeMap<router::TableName, Vec<&Checked>> = BTreeMap::new();
     for (c, _) in &accepted {
         by_table
@@ -829,61 +896,78 @@ async fn write_set(
             .push(c);
     }
     for (table, orders) in &by_table {
-        for chunk in orders.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
-                "INSERT INTO `{table}` (order_id, client_order_id, user_id, symbol, side, type, time_in_force, \
-                   price, quantity, quote_quantity, stop_price, frozen_currency, frozen_amount) "
-            ));
-            q.push_values(chunk, |mut b, c| {
-                let o = &c.order;
-                b.push_bind(o.order_id.get())
-                    .push_bind(&c.client_order_id)
-                    .push_bind(c.user_id.get())
-                    .push_bind(c.symbol.as_str())
-                    .push_bind(o.side.as_db_str())
-                    .push_bind(o.order_type.as_db_str())
-                    .push_bind(o.tif.as_db_str())
-                    .push_bind(o.price.map(|p| p.to_db_string()))
-                    .push_bind(o.qty.map(|q| q.to_db_string()))
-                    .push_bind(o.quote_qty.map(|a| a.to_db_string()))
-                    .push_bind(o.stop_price.map(|p| p.to_db_string()))
-                    .push_bind(c.frozen_asset.as_str())
-                    .push_bind(c.frozen.to_db_string());
-            });
-            q.build().execute(&mut *conn).await.map_err(place)?;
-        }
-    }
-
-    for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-            "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) ",
+        sql.raw(";\nINSERT INTO `").raw(table.as_str()).raw(
+            "` (order_id, client_order_id, user_id, symbol, side, type, time_in_force, \
+               price, quantity, quote_quantity, stop_price, frozen_currency, frozen_amount) VALUES ",
         );
-        q.push_values(chunk, |mut b, (c, after)| {
-            b.push_bind(c.user_id.get())
-                .push_bind(c.frozen_asset.as_str())
-                .push_bind("freeze")
-                .push_bind((-c.frozen).to_db_string())
-                .push_bind(after.to_db_string())
-                .push_bind("order")
-                .push_bind(c.order.order_id.get());
+        sql.tuples(orders, |q, c| {
+            let o = &c.order;
+            q.int(o.order_id.get())
+                .comma()
+                .str(&c.client_order_id)
+                .comma();
+            q.int(c.user_id.get())
+                .comma()
+                .str(c.symbol.as_str())
+                .comma();
+            q.str(o.side.as_db_str())
+                .comma()
+                .str(o.order_type.as_db_str())
+                .comma();
+            q.str(o.tif.as_db_str()).comma();
+            q.opt_dec(o.price.map(Amount::from)).comma();
+            q.opt_dec(o.qty.map(Amount::from)).comma();
+            q.opt_dec(o.quote_qty).comma();
+            q.opt_dec(o.stop_price.map(Amount::from)).comma();
+            q.str(c.frozen_asset.as_str()).comma().dec(c.frozen);
         });
-        q.build().execute(&mut *conn).await.map_err(place)?;
+    }
+    sql.raw(";\nINSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES ");
+    sql.tuples(&accepted, |q, (c, after)| {
+        q.int(c.user_id.get()).comma().str(c.frozen_asset.as_str());
+        q.raw(", 'freeze', ").dec(-c.frozen).comma().dec(*after);
+        q.raw(", 'order', ").int(c.order.order_id.get());
+    });
+    // last: the outbox counter row stays locked until the commit, so seqs follow
+    // commit order (see crate::relay)
+    let n = accepted.len() as u64;
+    sql.raw(";\nUPDATE outbox_seq SET last_seq = (@outbox_first := last_seq + 1) + ")
+        .int(n - 1)
+        .raw(" WHERE id = 1;\nINSERT INTO outbox (seq, topic, msg_key, payload) VALUES ");
+    sql.tuples(accepted.iter().enumerate(), |q, (i, (c, _))| {
+        let input = OrderInput::Place {
+            symbol: c.symbol,
+            order: c.order.clone(),
+        };
+        q.raw("@outbox_first + ")
+            .int(i as u64)
+            .comma()
+            .str(ORDERS_TOPIC)
+            .comma();
+        q.bytes(c.symbol.as_str().as_bytes())
+            .comma()
+            .bytes(&input.encode());
+    });
+    let ran = sql.run(tx.conn().map_err(place)?).await.map_err(place)?;
+    let updated = ran.affected.first().copied().unwrap_or(0);
+    if updated != freezes.len() as u64 {
+        return Err(PlaceError::Router(RouterError::Busy(format!(
+            "shard {shard}: {} of {} balances changed under the batch's lock",
+            freezes.len() as u64 - updated.min(freezes.len() as u64),
+            freezes.len()
+        ))));
+    }
+    if ran.affected.get(ran.affected.len().saturating_sub(2)) != Some(&1) {
+        return Err(PlaceError::Config(format!(
+            "shard {shard}: outbox_seq has no row 1 (migration 0007 missing?)"
+        )));
     }
 
-    // last: the outbox seq counter stays locked until the commit
-    let rows: Vec<OutboxRow> = accepted
-        .iter()
-        .map(|(c, _)| OutboxRow {
-            topic: ORDERS_TOPIC,
-            key: c.symbol.as_str().as_bytes().to_vec(),
-            payload: OrderInput::Place {
-                symbol: c.symbol,
-                order: c.order.clone(),
-            }
-            .encode(),
-        })
-        .collect();
-    insert_outbox(&mut *conn, &rows).await.map_err(place)?;
+    // 3. commit
+    crate::sqltext::exec(tx.conn().map_err(place)?, "COMMIT")
+        .await
+        .map_err(place)?;
+    tx.finish();
     Ok(results)
 }
 
@@ -904,35 +988,17 @@ pub(crate) fn derived<'a, T>(
     }
 }
 
-/// Earlier orders with the client order ids of `jobs`, by (user, client order id).
+/// The earlier orders of `found` (user, client order id, symbol, order id) rows of
+/// `client_orders`, by (user, client order id). Retries are rare: one read each.
 async fn existing(
     conn: &mut sqlx::MySqlConnection,
     shard: u16,
     router: &TableRouter,
-    jobs: &[&Checked],
+    found: Vec<(u64, String, String, u64)>,
 ) -> Result<std::collections::HashMap<(u64, String), Ack>, PlaceError> {
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
-    let mut found = Vec::new();
-    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-            "SELECT user_id, client_order_id, symbol, order_id FROM client_orders \
-             WHERE (user_id, client_order_id) IN ",
-        );
-        q.push_tuples(chunk, |mut b, c| {
-            b.push_bind(c.user_id.get()).push_bind(&c.client_order_id);
-        });
-        let rows: Vec<(u64, Vec<u8>, String, u64)> = q
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(place)?;
-        found.extend(rows);
-    }
     let mut out = std::collections::HashMap::with_capacity(found.len());
-    // retries are rare: one read of the original order each
     for (user, client_order_id, symbol, order_id) in found {
-        let client_order_id = String::from_utf8(client_order_id)
-            .map_err(|_| PlaceError::Config("client order id is not text".into()))?;
         let symbol = router.symbol(&symbol)?;
         let order_id = OrderId::new(order_id).map_err(|e| PlaceError::Config(e.to_string()))?;
         let table = router.orders_table(&symbol, order_id)?;

@@ -517,6 +517,15 @@ async fn bench(seconds: u64, concurrency: usize, users: usize, rate: Option<u32>
         hist.value_at_quantile(0.999) as f64 / 1000.0
     );
     let cpu = own_cpu_seconds() - cpu0;
+    let (b, n, us) = writers
+        .iter()
+        .map(|w| w.stats())
+        .fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
+    println!(
+        "group commit    {b} batches, {:.1} placements each, {:.2} ms each (begin to commit)",
+        n as f64 / b.max(1) as f64,
+        us as f64 / 1000.0 / b.max(1) as f64
+    );
     println!(
         "engine cpu      {cpu:.1} s (load generator, relays, matcher, settlers in this process)"
     );
