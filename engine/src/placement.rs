@@ -971,23 +971,6 @@ async fn write_set(
     Ok(results)
 }
 
-/// Pushes a derived table `SELECT ? AS a, ... UNION ALL SELECT ?, ...` of `rows` (the
-/// first row's `push` names the columns; later rows' aliases are ignored by SQL).
-pub(crate) fn derived<'a, T>(
-    q: &mut sqlx::QueryBuilder<'a, sqlx::MySql>,
-    rows: &'a [T],
-    mut push: impl FnMut(&mut sqlx::QueryBuilder<'a, sqlx::MySql>, &'a T),
-) {
-    for (i, row) in rows.iter().enumerate() {
-        q.push(if i == 0 {
-            "SELECT "
-        } else {
-            " UNION ALL SELECT "
-        });
-        push(q, row);
-    }
-}
-
 /// The earlier orders of `found` (user, client order id, symbol, order id) rows of
 /// `client_orders`, by (user, client order id). Retries are rare: one read each.
 async fn existing(

@@ -35,9 +35,10 @@ use std::sync::Arc;
 use domain::{Amount, Asset, OrderId, OrderStatus, ShardId, Side, Symbol, UserId};
 use router::{RouterError, TableName, TableRouter};
 use serde::{Deserialize, Serialize};
-use sqlx::{MySqlConnection, MySqlPool};
+use sqlx::MySqlPool;
 
 use crate::matcher::{Event, RejectReason, SymbolSpec, Trade};
+use crate::sqltext::Sql;
 
 /// Topic of matcher output for settlement, partitioned by shard.
 pub const FILLS_TOPIC: &str = "fills";
@@ -298,6 +299,9 @@ struct Ledger {
     ref_id: u64,
 }
 
+/// (available, frozen) per (user, asset).
+type Balances = BTreeMap<(u64, Asset), (Amount, Amount)>;
+
 /// A trade half to insert.
 #[derive(Debug, Clone)]
 struct TradeRow {
@@ -315,9 +319,6 @@ struct TradeRow {
     fee_asset: Asset,
     seq: u64,
 }
-
-/// Most rows per multi-row statement.
-const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Settles one shard.
 #[derive(Clone)]
@@ -420,33 +421,143 @@ impl Settler {
         }
     }
 
-    /// Applies a batch in one transaction, with a fixed number of statements per
-    /// table touched (whatever the batch's size): one locking read of its orders per
-    /// month table, the events applied in memory, then multi-row writes of trade
-    /// halves, orders, balances (netted per (user, asset), read-locked in key order)
-    /// and ledger rows, and the `applied_seq` mark.
+    /// Applies a batch in one transaction with two round trips, whatever its size
+    /// (statements in SQL text, [`crate::sqltext`]):
+    /// 1. `START TRANSACTION`, the symbol's `applied_seq` mark, and locking reads of
+    ///    the orders the batch refers to (per month table) and of the balances it may
+    ///    touch (its users of this shard and the fee account, in the symbol's two
+    ///    assets) — in that order, as every batch does;
+    /// 2. after applying the fresh events in memory: multi-row writes of trade halves,
+    ///    orders, balances (netted per (user, asset)), ledger rows, the new mark, and
+    ///    `COMMIT`.
     ///
     /// # Errors
     /// [`SettleError`]; nothing was written then.
     pub async fn apply(&self, batch: &FillBatch) -> Result<Applied, SettleError> {
+        use sqlx::Row;
         let spec = self
             .specs
             .get(&batch.symbol)
             .ok_or_else(|| SettleError::Inconsistent(format!("no spec for {}", batch.symbol)))?;
-        let mut tx = self.pool.begin().await.map_err(|e| self.db(e))?;
-        sqlx::query("INSERT IGNORE INTO applied_seq (symbol, stream, seq) VALUES (?, ?, 0)")
-            .bind(batch.symbol.as_str())
-            .bind(&batch.stream)
-            .execute(&mut *tx)
+        let bad = |e: sqlx::Error| SettleError::Inconsistent(format!("shard {}: {e}", self.shard));
+        // what the batch may touch (a superset when some events are redeliveries)
+        let mut ids = Vec::new();
+        for e in &batch.events {
+            self.orders_of(e, &mut ids);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut by_table: BTreeMap<TableName, Vec<u64>> = BTreeMap::new();
+        for id in &ids {
+            by_table
+                .entry(self.router.orders_table(&spec.symbol, *id)?)
+                .or_default()
+                .push(id.get());
+        }
+        let mut users: Vec<u64> = vec![FEE_ACCOUNT];
+        for e in &batch.events {
+            match e {
+                Event::Trade { trade, .. } => {
+                    for u in [trade.taker_user, trade.maker_user] {
+                        if self.mine(u) {
+                            users.push(u.get());
+                        }
+                    }
+                }
+                other => {
+                    if let Some(u) = event_user(other).filter(|u| self.mine(*u)) {
+                        users.push(u.get());
+                    }
+                }
+            }
+        }
+        users.sort_unstable();
+        users.dedup();
+
+        // 1. begin, mark, locking reads
+        let conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
+        let mut tx = crate::placement::TextTx { conn: Some(conn) };
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION; INSERT IGNORE INTO applied_seq (symbol, stream, seq) VALUES (")
+            .str(batch.symbol.as_str())
+            .comma()
+            .str(&batch.stream)
+            .raw(", 0); SELECT 'm', seq, stream FROM applied_seq WHERE symbol = ")
+            .str(batch.symbol.as_str())
+            .raw(" FOR UPDATE");
+        for (table, ids) in &by_table {
+            sql.raw(
+                ";\nSELECT 'o', order_id, user_id, COALESCE(client_order_id, ''), CAST(side AS CHAR), \
+                 CAST(price AS CHAR), CAST(quantity AS CHAR), CAST(quote_quantity AS CHAR), frozen_currency, \
+                 CAST(frozen_amount AS CHAR), CAST(filled_quantity AS CHAR), CAST(filled_amount AS CHAR), \
+                 CAST(fee AS CHAR), CAST(status AS CHAR) FROM `",
+            )
+            .raw(table.as_str())
+            .raw("` WHERE order_id IN (");
+            sql.tuples(ids, |q, id| {
+                q.int(*id);
+            });
+            sql.raw(") FOR UPDATE");
+        }
+        sql.raw(";\nSELECT 'b', user_id, currency, CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances \
+                 WHERE account_type = 'spot' AND (user_id, currency) IN (");
+        sql.tuples(
+            users
+                .iter()
+                .flat_map(|u| [(*u, spec.base), (*u, spec.quote)]),
+            |q, (u, a)| {
+                q.int(u).comma().str(a.as_str());
+            },
+        );
+        sql.raw(") FOR UPDATE");
+        let ran = sql
+            .run(tx.conn().map_err(|e| self.db(e))?)
             .await
             .map_err(|e| self.db(e))?;
-        let (mark, stream): (u64, String) =
-            sqlx::query_as("SELECT seq, stream FROM applied_seq WHERE symbol = ? FOR UPDATE")
-                .bind(batch.symbol.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| self.db(e))?;
+        let mut mark = None;
+        let mut loaded: BTreeMap<OrderId, OrderState> = BTreeMap::new();
+        let mut before: Balances = BTreeMap::new();
+        let mut table_of: BTreeMap<u64, TableName> = BTreeMap::new();
+        for (table, ids) in &by_table {
+            for id in ids {
+                table_of.insert(*id, table.clone());
+            }
+        }
+        for row in &ran.rows {
+            let tag: String = row.try_get(0).map_err(bad)?;
+            match tag.as_str() {
+                "m" => {
+                    mark = Some((
+                        row.try_get::<u64, _>(1).map_err(bad)?,
+                        row.try_get::<String, _>(2).map_err(bad)?,
+                    ));
+                }
+                "o" => {
+                    let (id, o) = parse_order(row, &table_of)?;
+                    loaded.insert(id, o);
+                }
+                _ => {
+                    let u: u64 = row.try_get(1).map_err(bad)?;
+                    let a: String = row.try_get(2).map_err(bad)?;
+                    let asset = Asset::new(&a)
+                        .map_err(|_| SettleError::Inconsistent(format!("balance asset {a:?}")))?;
+                    let avail: String = row.try_get(3).map_err(bad)?;
+                    let frozen: String = row.try_get(4).map_err(bad)?;
+                    before.insert(
+                        (u, asset),
+                        (Amount::from_db_str(&avail)?, Amount::from_db_str(&frozen)?),
+                    );
+                }
+            }
+        }
+        let Some((mark, stream)) = mark else {
+            return Err(SettleError::Inconsistent(format!(
+                "no applied_seq row for {} on shard {}",
+                batch.symbol, self.shard
+            )));
+        };
         if stream != batch.stream {
+            tx.abandon().await;
             return Err(SettleError::Inconsistent(format!(
                 "{} on shard {} is settled from matcher stream {stream:?}; refusing a batch from {:?} \
                  (its seqs are not comparable; nothing applied)",
@@ -458,16 +569,30 @@ impl Settler {
         result.skipped = batch.events.len() - fresh.len();
         result.applied = fresh.len();
         let Some(new_mark) = fresh.iter().map(|e| e.seq()).max() else {
-            tx.rollback().await.map_err(|e| self.db(e))?;
+            tx.abandon().await;
             return Ok(result);
         };
-        let mut ids = Vec::new();
+        // only the orders the fresh events change
+        let mut needed = Vec::new();
         for e in &fresh {
-            self.orders_of(e, &mut ids);
+            self.orders_of(e, &mut needed);
+        }
+        let mut orders = BTreeMap::new();
+        for id in needed {
+            let Some(o) = loaded.remove(&id) else {
+                if orders.contains_key(&id) {
+                    continue;
+                }
+                return Err(SettleError::Inconsistent(format!(
+                    "order {id} of {} not found on shard {}",
+                    spec.symbol, self.shard
+                )));
+            };
+            orders.insert(id, o);
         }
         let mut work = Work {
             spec,
-            orders: self.load_orders(&mut tx, spec, ids).await?,
+            orders,
             ledger: Vec::new(),
             trades: BTreeMap::new(),
             fees: BTreeMap::new(),
@@ -489,17 +614,21 @@ impl Settler {
                 ref_id: new_mark,
             });
         }
-        self.write_trades(&mut tx, &batch.symbol, &work.trades)
-            .await?;
-        self.write_orders(&mut tx, &work.orders).await?;
-        let balances = self.write_balances(&mut tx, &work.ledger).await?;
-        sqlx::query("UPDATE applied_seq SET seq = ? WHERE symbol = ?")
-            .bind(new_mark)
-            .bind(batch.symbol.as_str())
-            .execute(&mut *tx)
+
+        // 2. every write and the commit
+        let mut sql = Sql::new();
+        Self::trades_sql(&mut sql, &batch.symbol, &work.trades);
+        Self::orders_sql(&mut sql, &work.orders);
+        let balances = Self::balances_sql(&mut sql, &work.ledger, &before)?;
+        sql.raw("UPDATE applied_seq SET seq = ")
+            .int(new_mark)
+            .raw(" WHERE symbol = ")
+            .str(batch.symbol.as_str())
+            .raw(";\nCOMMIT");
+        sql.run(tx.conn().map_err(|e| self.db(e))?)
             .await
             .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
+        tx.finish();
         for (id, o) in work.orders {
             result.user_events.push(UserEvent::Order {
                 user_id: o.user.get(),
@@ -595,96 +724,6 @@ impl Settler {
             _ => {}
         }
         Ok(())
-    }
-
-    /// Loads (and row-locks) the batch's orders: one query per month table.
-    async fn load_orders(
-        &self,
-        conn: &mut MySqlConnection,
-        spec: &SymbolSpec,
-        mut ids: Vec<OrderId>,
-    ) -> Result<BTreeMap<OrderId, OrderState>, SettleError> {
-        ids.sort_unstable();
-        ids.dedup();
-        let mut by_table: BTreeMap<TableName, Vec<u64>> = BTreeMap::new();
-        for id in &ids {
-            by_table
-                .entry(self.router.orders_table(&spec.symbol, *id)?)
-                .or_default()
-                .push(id.get());
-        }
-        let mut orders = BTreeMap::new();
-        type Row = (
-            u64,
-            u64,
-            Vec<u8>,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-        );
-        for (table, ids) in by_table {
-            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
-                    "SELECT order_id, user_id, COALESCE(client_order_id, ''), CAST(side AS CHAR), CAST(price AS CHAR), \
-                            CAST(quantity AS CHAR), CAST(quote_quantity AS CHAR), frozen_currency, \
-                            CAST(frozen_amount AS CHAR), CAST(filled_quantity AS CHAR), CAST(filled_amount AS CHAR), \
-                            CAST(fee AS CHAR), CAST(status AS CHAR) FROM `{table}` WHERE order_id IN "
-                ));
-                q.push_tuples(chunk, |mut b, id| {
-                    b.push_bind(*id);
-                });
-                q.push(" FOR UPDATE");
-                let rows: Vec<Row> = q
-                    .build_query_as()
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                for (id, user, cid, side, price, qty, quote, fasset, frozen, fq, fa, fee, status) in
-                    rows
-                {
-                    let bad =
-                        |what: &str| SettleError::Inconsistent(format!("order {id}: bad {what}"));
-                    let amt = |s: &str| Amount::from_db_str(s);
-                    let opt = |s: Option<String>| s.map(|v| Amount::from_db_str(&v)).transpose();
-                    orders.insert(
-                        OrderId::new(id).map_err(|_| bad("id"))?,
-                        OrderState {
-                            table: table.clone(),
-                            user: UserId::new(user).map_err(|_| bad("user"))?,
-                            client_order_id: String::from_utf8(cid)
-                                .map_err(|_| bad("client order id"))?,
-                            side: Side::from_db_str(&side).map_err(|_| bad("side"))?,
-                            price: opt(price)?,
-                            quantity: opt(qty)?,
-                            quote_quantity: opt(quote)?,
-                            frozen_asset: Asset::new(&fasset)
-                                .map_err(|_| bad("frozen currency"))?,
-                            frozen: amt(&frozen)?,
-                            filled_qty: amt(&fq)?,
-                            filled_amount: amt(&fa)?,
-                            fee: amt(&fee)?,
-                            status: OrderStatus::from_db_str(&status).map_err(|_| bad("status"))?,
-                            amended: false,
-                            fills: Vec::new(),
-                        },
-                    );
-                }
-            }
-        }
-        if let Some(missing) = ids.iter().find(|id| !orders.contains_key(id)) {
-            return Err(SettleError::Inconsistent(format!(
-                "order {missing} of {} not found on shard {}",
-                spec.symbol, self.shard
-            )));
-        }
-        Ok(orders)
     }
 
     fn fill(
@@ -834,105 +873,79 @@ impl Settler {
     /// Trade halves, one multi-row insert per table. `(trade_id, side)` is unique: a
     /// half already there fails the batch (the `applied_seq` mark makes that a bug,
     /// never a redelivery).
-    async fn write_trades(
-        &self,
-        conn: &mut MySqlConnection,
-        symbol: &Symbol,
-        trades: &BTreeMap<TableName, Vec<TradeRow>>,
-    ) -> Result<(), SettleError> {
+    fn trades_sql(sql: &mut Sql, symbol: &Symbol, trades: &BTreeMap<TableName, Vec<TradeRow>>) {
         for (table, rows) in trades {
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
-                    "INSERT INTO `{table}` (trade_id, side, symbol, order_id, user_id, counter_order_id, counter_user_id, \
-                       price, quantity, amount, is_maker, fee, fee_currency, seq) "
-                ));
-                q.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.trade_id)
-                        .push_bind(r.side.as_db_str())
-                        .push_bind(symbol.as_str())
-                        .push_bind(r.order_id)
-                        .push_bind(r.user)
-                        .push_bind(r.counter_order)
-                        .push_bind(r.counter_user)
-                        .push_bind(r.price.to_db_string())
-                        .push_bind(r.qty.to_db_string())
-                        .push_bind(r.quote.to_db_string())
-                        .push_bind(r.is_maker)
-                        .push_bind(r.fee.to_db_string())
-                        .push_bind(r.fee_asset.as_str())
-                        .push_bind(r.seq);
-                });
-                q.build()
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| self.db(e))?;
-            }
+            sql.raw("INSERT INTO `").raw(table.as_str()).raw(
+                "` (trade_id, side, symbol, order_id, user_id, counter_order_id, counter_user_id, \
+                   price, quantity, amount, is_maker, fee, fee_currency, seq) VALUES ",
+            );
+            sql.tuples(rows, |q, r| {
+                q.int(r.trade_id).comma().str(r.side.as_db_str()).comma();
+                q.str(symbol.as_str())
+                    .comma()
+                    .int(r.order_id)
+                    .comma()
+                    .int(r.user)
+                    .comma();
+                q.int(r.counter_order).comma().int(r.counter_user).comma();
+                q.dec(r.price)
+                    .comma()
+                    .dec(r.qty)
+                    .comma()
+                    .dec(r.quote)
+                    .comma();
+                q.int(u8::from(r.is_maker)).comma().dec(r.fee).comma();
+                q.str(r.fee_asset.as_str()).comma().int(r.seq);
+            });
+            sql.raw(";\n");
         }
-        Ok(())
     }
 
     /// Every changed order, one `UPDATE ... JOIN (derived rows)` per table.
-    async fn write_orders(
-        &self,
-        conn: &mut MySqlConnection,
-        orders: &BTreeMap<OrderId, OrderState>,
-    ) -> Result<(), SettleError> {
+    fn orders_sql(sql: &mut Sql, orders: &BTreeMap<OrderId, OrderState>) {
         let mut by_table: BTreeMap<&TableName, Vec<(u64, &OrderState)>> = BTreeMap::new();
         for (id, o) in orders {
             by_table.entry(&o.table).or_default().push((id.get(), o));
         }
         for (table, rows) in by_table {
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut q =
-                    sqlx::QueryBuilder::<sqlx::MySql>::new(format!("UPDATE `{table}` o JOIN ("));
-                crate::placement::derived(&mut q, chunk, |b, (id, o)| {
-                    b.push_bind(*id).push(" AS id, ");
-                    b.push_bind(o.frozen.to_db_string()).push(" AS fr, ");
-                    b.push_bind(o.filled_qty.to_db_string()).push(" AS fq, ");
-                    b.push_bind(o.filled_amount.to_db_string()).push(" AS fa, ");
-                    b.push_bind(o.fee.to_db_string()).push(" AS fee, ");
-                    b.push_bind(o.status.as_db_str()).push(" AS st, ");
-                    b.push_bind(
-                        o.amended
-                            .then(|| o.quantity.map(|q| q.to_db_string()))
-                            .flatten(),
-                    )
-                    .push(" AS qty");
+            sql.raw("UPDATE `").raw(table.as_str()).raw("` o JOIN (");
+            for (i, (id, o)) in rows.iter().enumerate() {
+                sql.raw(if i == 0 {
+                    "SELECT "
+                } else {
+                    " UNION ALL SELECT "
                 });
-                q.push(
-                    ") v ON o.order_id = v.id \
-                     SET o.frozen_amount = CAST(v.fr AS DECIMAL(36,18)), \
-                         o.filled_quantity = CAST(v.fq AS DECIMAL(36,18)), \
-                         o.filled_amount = CAST(v.fa AS DECIMAL(36,18)), \
-                         o.fee = CAST(v.fee AS DECIMAL(36,18)), o.status = v.st, \
-                         o.quantity = COALESCE(CAST(v.qty AS DECIMAL(36,18)), o.quantity), \
-                         o.filled_at = IF(v.st = 'filled', CURRENT_TIMESTAMP(3), o.filled_at)",
-                );
-                let done = q
-                    .build()
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| self.db(e))?;
-                if done.rows_affected() > chunk.len() as u64 {
-                    return Err(SettleError::Inconsistent(format!(
-                        "{table}: {} rows updated for {} orders",
-                        done.rows_affected(),
-                        chunk.len()
-                    )));
-                }
+                sql.int(*id).raw(" AS id, ").dec(o.frozen).raw(" AS fr, ");
+                sql.dec(o.filled_qty)
+                    .raw(" AS fq, ")
+                    .dec(o.filled_amount)
+                    .raw(" AS fa, ");
+                sql.dec(o.fee)
+                    .raw(" AS fee, ")
+                    .str(o.status.as_db_str())
+                    .raw(" AS st, ");
+                sql.opt_dec(o.quantity.filter(|_| o.amended)).raw(" AS qty");
             }
+            sql.raw(
+                ") v ON o.order_id = v.id \
+                 SET o.frozen_amount = CAST(v.fr AS DECIMAL(36,18)), \
+                     o.filled_quantity = CAST(v.fq AS DECIMAL(36,18)), \
+                     o.filled_amount = CAST(v.fa AS DECIMAL(36,18)), \
+                     o.fee = CAST(v.fee AS DECIMAL(36,18)), o.status = v.st, \
+                     o.quantity = COALESCE(CAST(v.qty AS DECIMAL(36,18)), o.quantity), \
+                     o.filled_at = IF(v.st = 'filled', CURRENT_TIMESTAMP(3), o.filled_at);\n",
+            );
         }
-        Ok(())
     }
 
-    /// Nets the ledger per (user, asset), writes each balance once (rows locked in key
-    /// order by one read) and the ledger rows with their running `balance_after`.
-    /// Returns each balance after the batch.
-    async fn write_balances(
-        &self,
-        conn: &mut MySqlConnection,
+    /// Nets the ledger per (user, asset) and writes each balance once (rows already
+    /// locked by the first round trip: `before`), and the ledger rows with their
+    /// running `balance_after`. Returns each balance after the batch.
+    fn balances_sql(
+        sql: &mut Sql,
         ledger: &[Ledger],
-    ) -> Result<BTreeMap<(u64, Asset), (Amount, Amount)>, SettleError> {
+        before: &Balances,
+    ) -> Result<Balances, SettleError> {
         let mut net: BTreeMap<(u64, Asset), (Amount, Amount)> = BTreeMap::new();
         for l in ledger {
             let e = net
@@ -940,32 +953,6 @@ impl Settler {
                 .or_insert((Amount::ZERO, Amount::ZERO));
             e.0 = e.0.checked_add(l.d_available)?;
             e.1 = e.1.checked_add(l.d_frozen)?;
-        }
-        let keys: Vec<(u64, Asset)> = net.keys().copied().collect();
-        // (available, frozen) before the batch, for rows that exist
-        let mut before: BTreeMap<(u64, Asset), (Amount, Amount)> = BTreeMap::new();
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-                "SELECT user_id, currency, CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances \
-                 WHERE account_type = 'spot' AND (user_id, currency) IN ",
-            );
-            q.push_tuples(chunk, |mut b, (u, a)| {
-                b.push_bind(*u).push_bind(a.as_str());
-            });
-            q.push(" FOR UPDATE");
-            let rows: Vec<(u64, String, String, String)> = q
-                .build_query_as()
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| self.db(e))?;
-            for (u, a, avail, frozen) in rows {
-                let asset = Asset::new(&a)
-                    .map_err(|_| SettleError::Inconsistent(format!("balance asset {a:?}")))?;
-                before.insert(
-                    (u, asset),
-                    (Amount::from_db_str(&avail)?, Amount::from_db_str(&frozen)?),
-                );
-            }
         }
         let mut after = BTreeMap::new();
         let (mut updates, mut inserts) = (Vec::new(), Vec::new());
@@ -984,38 +971,35 @@ impl Settler {
         // CHECK (available >= 0 AND frozen >= 0) guards every result. (Not INSERT ... ON
         // DUPLICATE KEY UPDATE: MariaDB checks the constraint on the would-be-inserted
         // deltas first, and a negative delta is normal here.)
-        for chunk in updates.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new("UPDATE account_balances b JOIN (");
-            crate::placement::derived(&mut q, chunk, |b, ((u, a), da, df)| {
-                b.push_bind(*u).push(" AS u, ");
-                b.push_bind(a.as_str()).push(" AS c, ");
-                b.push_bind(da.to_db_string()).push(" AS da, ");
-                b.push_bind(df.to_db_string()).push(" AS df");
-            });
-            q.push(
+        if !updates.is_empty() {
+            sql.raw("UPDATE account_balances b JOIN (");
+            for (i, ((u, a), da, df)) in updates.iter().enumerate() {
+                sql.raw(if i == 0 {
+                    "SELECT "
+                } else {
+                    " UNION ALL SELECT "
+                });
+                sql.int(*u).raw(" AS u, ").str(a.as_str()).raw(" AS c, ");
+                sql.dec(*da).raw(" AS da, ").dec(*df).raw(" AS df");
+            }
+            sql.raw(
                 ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
                  SET b.available = b.available + CAST(v.da AS DECIMAL(36,18)), \
-                     b.frozen = b.frozen + CAST(v.df AS DECIMAL(36,18)), b.version = b.version + 1",
+                     b.frozen = b.frozen + CAST(v.df AS DECIMAL(36,18)), b.version = b.version + 1;\n",
             );
-            q.build()
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.db(e))?;
         }
-        for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-                "INSERT INTO account_balances (user_id, currency, available, frozen) ",
-            );
-            q.push_values(chunk, |mut b, ((u, a), da, df)| {
-                b.push_bind(*u)
-                    .push_bind(a.as_str())
-                    .push_bind(da.to_db_string())
-                    .push_bind(df.to_db_string());
+        if !inserts.is_empty() {
+            sql.raw("INSERT INTO account_balances (user_id, currency, available, frozen) VALUES ");
+            sql.tuples(&inserts, |q, ((u, a), da, df)| {
+                q.int(*u)
+                    .comma()
+                    .str(a.as_str())
+                    .comma()
+                    .dec(*da)
+                    .comma()
+                    .dec(*df);
             });
-            q.build()
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.db(e))?;
+            sql.raw(";\n");
         }
         // ledger rows with the running available balance
         let mut running: BTreeMap<(u64, Asset), Amount> =
@@ -1033,26 +1017,89 @@ impl Settler {
                 rows.push((l, amount, *a));
             }
         }
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
-                "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) ",
-            );
-            q.push_values(chunk, |mut b, (l, amount, after)| {
-                b.push_bind(l.user)
-                    .push_bind(l.asset.as_str())
-                    .push_bind(l.kind)
-                    .push_bind(amount.to_db_string())
-                    .push_bind(after.to_db_string())
-                    .push_bind(l.ref_type.as_ref())
-                    .push_bind(l.ref_id);
+        if !rows.is_empty() {
+            sql.raw("INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES ");
+            sql.tuples(&rows, |q, (l, amount, after)| {
+                q.int(l.user)
+                    .comma()
+                    .str(l.asset.as_str())
+                    .comma()
+                    .str(l.kind)
+                    .comma();
+                q.dec(*amount)
+                    .comma()
+                    .dec(*after)
+                    .comma()
+                    .str(&l.ref_type)
+                    .comma();
+                q.int(l.ref_id);
             });
-            q.build()
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.db(e))?;
+            sql.raw(";\n");
         }
         Ok(after)
     }
+}
+
+/// The owner of a non-trade event (none for book deltas).
+fn event_user(e: &Event) -> Option<UserId> {
+    match e {
+        Event::Accepted { user_id, .. }
+        | Event::Rejected { user_id, .. }
+        | Event::Triggered { user_id, .. }
+        | Event::Cancelled { user_id, .. }
+        | Event::Expired { user_id, .. }
+        | Event::Amended { user_id, .. } => Some(*user_id),
+        Event::Trade { .. } | Event::BookDelta { .. } => None,
+    }
+}
+
+/// An order row of the first round trip (`'o'`, then the columns in `apply`'s order).
+fn parse_order(
+    row: &sqlx::mysql::MySqlRow,
+    table_of: &BTreeMap<u64, TableName>,
+) -> Result<(OrderId, OrderState), SettleError> {
+    use sqlx::Row;
+    let get = |i: usize| -> Result<Option<String>, SettleError> {
+        row.try_get::<Option<String>, _>(i)
+            .map_err(|e| SettleError::Inconsistent(format!("order row: {e}")))
+    };
+    let id: u64 = row
+        .try_get(1)
+        .map_err(|e| SettleError::Inconsistent(format!("order row: {e}")))?;
+    let bad = |what: &str| SettleError::Inconsistent(format!("order {id}: bad {what}"));
+    let req =
+        |i: usize, what: &str| -> Result<String, SettleError> { get(i)?.ok_or_else(|| bad(what)) };
+    let opt = |i: usize| -> Result<Option<Amount>, SettleError> {
+        Ok(get(i)?.map(|v| Amount::from_db_str(&v)).transpose()?)
+    };
+    let amt = |i: usize, what: &str| -> Result<Amount, SettleError> {
+        Ok(Amount::from_db_str(&req(i, what)?)?)
+    };
+    let user: u64 = row
+        .try_get(2)
+        .map_err(|e| SettleError::Inconsistent(format!("order row: {e}")))?;
+    let cid: Vec<u8> = row
+        .try_get(3)
+        .map_err(|e| SettleError::Inconsistent(format!("order row: {e}")))?;
+    let state = OrderState {
+        table: table_of.get(&id).cloned().ok_or_else(|| bad("table"))?,
+        user: UserId::new(user).map_err(|_| bad("user"))?,
+        client_order_id: String::from_utf8(cid).map_err(|_| bad("client order id"))?,
+        side: Side::from_db_str(&req(4, "side")?).map_err(|_| bad("side"))?,
+        price: opt(5)?,
+        quantity: opt(6)?,
+        quote_quantity: opt(7)?,
+        frozen_asset: Asset::new(&req(8, "frozen currency")?)
+            .map_err(|_| bad("frozen currency"))?,
+        frozen: amt(9, "frozen")?,
+        filled_qty: amt(10, "filled quantity")?,
+        filled_amount: amt(11, "filled amount")?,
+        fee: amt(12, "fee")?,
+        status: OrderStatus::from_db_str(&req(13, "status")?).map_err(|_| bad("status"))?,
+        amended: false,
+        fills: Vec::new(),
+    };
+    Ok((OrderId::new(id).map_err(|_| bad("id"))?, state))
 }
 
 /// Rejects of cancels/amends and of redelivered ids touch no order's money.
