@@ -25,8 +25,11 @@ pub struct EngineSettings {
     pub relay_batch: u32,
     /// Partitions of the `orders` topic (symbols are spread over them by key).
     pub orders_partitions: i32,
-    /// The matching service saves a snapshot after this many applied inputs.
+    /// The matching service saves a snapshot after this many applied inputs...
     pub snapshot_every: u64,
+    /// ... or when this many seconds passed since the last one and something was
+    /// applied since.
+    pub snapshot_every_s: u64,
 }
 
 impl Default for EngineSettings {
@@ -39,6 +42,7 @@ impl Default for EngineSettings {
             relay_batch: 1_000,
             orders_partitions: 4,
             snapshot_every: 10_000,
+            snapshot_every_s: 60,
         }
     }
 }

@@ -164,8 +164,10 @@ struct Snapshot {
 pub struct SnapshotStore {
     /// Meta pool.
     pub pool: MySqlPool,
-    /// Take a snapshot after this many applied inputs.
+    /// Take a snapshot after this many applied inputs...
     pub every: u64,
+    /// ... or this long after the last one, if anything was applied since.
+    pub every_time: Duration,
     /// Snapshots kept per stream.
     pub keep: u32,
 }
@@ -302,6 +304,7 @@ pub async fn run_matching(
     }
     c.assign(&tpl).map_err(BusError::from)?;
     let mut applied_since_snapshot = 0u64;
+    let mut last_snapshot = std::time::Instant::now();
     let mut applied_total = 0u64;
     let p = producer(bus)?;
     loop {
@@ -377,13 +380,16 @@ pub async fn run_matching(
         applied_since_snapshot += applied;
         applied_total += applied;
         if let Some(store) = &store {
-            if applied_since_snapshot >= store.every.max(1) {
+            let due = applied_since_snapshot >= store.every.max(1)
+                || (applied_since_snapshot > 0 && last_snapshot.elapsed() >= store.every_time);
+            if due {
                 let snap = Snapshot {
                     offsets: offsets.clone(),
                     books: core.snapshot(),
                 };
                 store.save(&topic, &snap, applied_total).await?;
                 applied_since_snapshot = 0;
+                last_snapshot = std::time::Instant::now();
                 debug!(offsets = ?snap.offsets, "matcher snapshot saved");
             }
         }

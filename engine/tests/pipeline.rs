@@ -351,6 +351,7 @@ async fn a_restarted_matcher_resumes_from_its_snapshot() {
     let store = SnapshotStore {
         pool: env.map.meta().clone(),
         every: 1,
+        every_time: Duration::from_secs(60),
         keep: 2,
     };
     let group = format!("g_snapm_{tag}");
@@ -420,5 +421,161 @@ async fn a_restarted_matcher_resumes_from_its_snapshot() {
     for s in settlers {
         s.await.expect("settler");
     }
+    h.env.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_four_shards_trade_three_symbols_and_every_unit_is_where_it_should_be() {
+    let h = Harness::new("threesym", 19).await;
+    let (topics, bus, tag) = h.topics("threesym").await;
+    let relays = h.relays(&bus, &topics);
+    let (stop_matching, matching) = h.spawn_matching(
+        &bus,
+        &topics,
+        &format!("g_match_{tag}"),
+        None,
+        Default::default(),
+    );
+    let (stop_settlers, settlers_rx) = watch::channel(false);
+    let settlers = h.spawn_settlers(&bus, &topics, &tag, &settlers_rx);
+    let env = &h.env;
+    // users 1, 2, 3, 4 live on shards 1, 2, 3, 0
+    for (user, asset, amount) in [
+        (1u64, "BTC", "2"),
+        (2, "USDT", "10000"),
+        (3, "ETH", "10"),
+        (4, "BTC", "1"),
+        (4, "USDT", "5000"),
+    ] {
+        deposit(env, user, asset, amount).await;
+    }
+    let order = |user: u64, symbol: &str, side: Side, price: &str, qty: &str| {
+        let mut r = req(user, side, OrderType::Limit, Some(price), Some(qty), None);
+        r.symbol = symbol.into();
+        r
+    };
+    // makers first, each relayed before its taker is placed
+    for (maker, taker) in [
+        (
+            order(1, "BTCUSDT", Side::Sell, "50000", "0.1"),
+            order(2, "BTCUSDT", Side::Buy, "50000", "0.1"),
+        ),
+        (
+            order(3, "ETHUSDT", Side::Sell, "2000", "2"),
+            order(4, "ETHUSDT", Side::Buy, "2000", "2"),
+        ),
+        (
+            order(3, "ETHBTC", Side::Sell, "0.05", "1"),
+            order(4, "ETHBTC", Side::Buy, "0.05", "1"),
+        ),
+    ] {
+        h.placer.place(&maker).await.expect("place").expect("maker");
+        relay_all(&relays).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.placer.place(&taker).await.expect("place").expect("taker");
+        relay_all(&relays).await;
+    }
+    // by hand; fees 0.1 % of what each side receives
+    for (user, asset, want) in [
+        (1u64, "BTC", "1.9"),
+        (1, "USDT", "4995"),
+        (2, "USDT", "5000"),
+        (2, "BTC", "0.0999"),
+        (3, "ETH", "7"),
+        (3, "USDT", "3996"),
+        (3, "BTC", "0.04995"),
+        (4, "USDT", "1000"),
+        (4, "BTC", "0.95"),
+        (4, "ETH", "2.997"),
+    ] {
+        settled(env, user, asset, (want, "0")).await;
+    }
+    // the fee accounts (user 0) of each shard
+    for (shard, asset, want) in [
+        (1u16, "USDT", "5"),
+        (2, "BTC", "0.0001"),
+        (3, "USDT", "4"),
+        (3, "BTC", "0.00005"),
+        (0, "ETH", "0.003"),
+    ] {
+        let (fee,): (String,) = sqlx::query_as(
+            "SELECT CAST(available AS CHAR) FROM account_balances WHERE user_id = 0 AND currency = ?",
+        )
+        .bind(asset)
+        .fetch_one(env.map.pool(domain::ShardId::new(shard)).expect("pool"))
+        .await
+        .expect("fee account");
+        assert_eq!(
+            amt(&fee),
+            amt(want),
+            "fee account of shard {shard} in {asset}"
+        );
+    }
+    stop_matching.send(true).expect("stop");
+    stop_settlers.send(true).expect("stop");
+    matching.await.expect("matching");
+    for s in settlers {
+        s.await.expect("settler");
+    }
+    audit_holds(env).await;
+    let frozen = router::audit::frozen_vs_open_orders(&env.map)
+        .await
+        .expect("frozen audit");
+    assert!(frozen.holds(), "{frozen:?}");
+    let halves = router::audit::trade_halves(&env.map).await.expect("halves");
+    assert!(halves.holds(), "{:?}", halves.offenders);
+    assert_eq!((halves.buy_halves(), halves.sell_halves()), (3, 3));
+    h.env.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_matcher_still_snapshots_on_time() {
+    let h = Harness::new("snaptime", 20).await;
+    let (topics, bus, tag) = h.topics("snaptime").await;
+    let relays = h.relays(&bus, &topics);
+    let store = SnapshotStore {
+        pool: h.env.map.meta().clone(),
+        every: 1_000_000,
+        every_time: Duration::from_millis(300),
+        keep: 3,
+    };
+    let (stop_matching, matching) = h.spawn_matching(
+        &bus,
+        &topics,
+        &format!("g_snapt_{tag}"),
+        Some(store),
+        Default::default(),
+    );
+    deposit(&h.env, 1, "BTC", "1").await;
+    let snapshots = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM matcher_snapshots WHERE stream = ?")
+                .bind(topics.orders())
+                .fetch_one(h.env.map.meta())
+                .await
+                .expect("count");
+        n
+    };
+    // far fewer inputs than `every`: only the clock can trigger a snapshot
+    for i in 0..4 {
+        h.placer
+            .place(&req(
+                1,
+                Side::Sell,
+                OrderType::Limit,
+                Some(&format!("5000{i}")),
+                Some("0.01"),
+                None,
+            ))
+            .await
+            .expect("place")
+            .expect("accepted");
+        relay_all(&relays).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let n = snapshots().await;
+    assert!(n >= 2, "snapshots taken on time: {n}");
+    stop_matching.send(true).expect("stop");
+    matching.await.expect("matching");
     h.env.drop_all().await;
 }

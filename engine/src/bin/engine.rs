@@ -197,6 +197,7 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         let store = SnapshotStore {
             pool: map.meta().clone(),
             every: es.snapshot_every,
+            every_time: Duration::from_secs(es.snapshot_every_s.max(1)),
             keep: 3,
         };
         let (b, t, m, s) = (
