@@ -116,12 +116,15 @@ pub struct FrozenMismatch {
     pub asset: String,
     /// `account_balances.frozen` of the spot account (zero when there is no row).
     pub frozen_balance: Amount,
-    /// `orders_part + withdrawals_part`: what the balance should hold.
+    /// `orders_part + withdrawals_part + transfers_part`: what the balance should hold.
     pub expected: Amount,
     /// Σ `frozen_amount` of the user's open orders in this asset, every order table.
     pub orders_part: Amount,
     /// Σ `amount` (fee included) of the user's withdrawals that hold funds.
     pub withdrawals_part: Amount,
+    /// Σ `amount` of the user's outgoing transfers tried but not yet confirmed or
+    /// cancelled (TCC source branches in status `tried`).
+    pub transfers_part: Amount,
 }
 
 /// What is wrong with a single order's `frozen_amount`.
@@ -169,6 +172,8 @@ pub struct FrozenReport {
     pub open_orders: u64,
     /// Withdrawals found holding funds.
     pub holding_withdrawals: u64,
+    /// Transfers (source branches) holding funds.
+    pub holding_transfers: u64,
     /// Balances that differ from their holds, by shard, user, asset.
     pub mismatches: Vec<FrozenMismatch>,
     /// Orders whose own `frozen_amount` is impossible for their status.
@@ -188,6 +193,7 @@ impl FrozenReport {
         self.pairs_checked += other.pairs_checked;
         self.open_orders += other.open_orders;
         self.holding_withdrawals += other.holding_withdrawals;
+        self.holding_transfers += other.holding_transfers;
         self.mismatches.extend(other.mismatches);
         self.bad_orders.extend(other.bad_orders);
     }
@@ -204,9 +210,8 @@ impl FrozenReport {
 /// and settlement change the balance and the order row in one transaction, and each
 /// shard is read in one consistent snapshot on one connection.
 ///
-/// Not counted yet: TCC transfer holds. `tcc_branches` (migration 0003) is only the
-/// barrier (gid, branch, op) and carries no amounts; the TCC issue (#7) that freezes
-/// funds in a `try` branch must add its pending holds to the expected sum here.
+/// Also counted: outgoing transfers whose TCC source branch is `tried` (frozen by Try,
+/// not yet spent by Confirm nor released by Cancel).
 ///
 /// # Errors
 /// Database errors naming the shard; values that cannot be held exactly.
@@ -274,8 +279,8 @@ pub async fn frozen_on_shard(
         order_tables: tables.len(),
         ..FrozenReport::default()
     };
-    // (user, asset) → (orders part, withdrawals part)
-    let mut holds: BTreeMap<(u64, String), (Amount, Amount)> = BTreeMap::new();
+    // (user, asset) → (orders part, withdrawals part, transfers part)
+    let mut holds: BTreeMap<(u64, String), (Amount, Amount, Amount)> = BTreeMap::new();
     let open = in_list(&OPEN_ORDER_STATUSES);
     let fin = in_list(&FINAL_ORDER_STATUSES);
     for table in &tables {
@@ -332,6 +337,18 @@ pub async fn frozen_on_shard(
         let slot = holds.entry((user, asset)).or_default();
         slot.1 = slot.1.checked_add(Amount::from_db_str(&sum)?)?;
     }
+    let rows: Vec<(u64, String, i64, String)> = sqlx::query_as(
+        "SELECT user_id, currency, COUNT(*), CAST(SUM(amount) AS CHAR) FROM transfers \
+         WHERE branch = 'source' AND status = 'tried' GROUP BY user_id, currency",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(place)?;
+    for (user, asset, n, sum) in rows {
+        report.holding_transfers += u64::try_from(n).unwrap_or_default();
+        let slot = holds.entry((user, asset)).or_default();
+        slot.2 = slot.2.checked_add(Amount::from_db_str(&sum)?)?;
+    }
 
     // every spot row is compared; only the non-zero ones need to be read (a zero row
     // with no holds matches, one with holds is found through the holds below)
@@ -354,8 +371,11 @@ pub async fn frozen_on_shard(
     }
     let keys: BTreeSet<(u64, String)> = frozen.keys().chain(holds.keys()).cloned().collect();
     for key in keys {
-        let (orders_part, withdrawals_part) = holds.get(&key).copied().unwrap_or_default();
-        let expected = orders_part.checked_add(withdrawals_part)?;
+        let (orders_part, withdrawals_part, transfers_part) =
+            holds.get(&key).copied().unwrap_or_default();
+        let expected = orders_part
+            .checked_add(withdrawals_part)?
+            .checked_add(transfers_part)?;
         let frozen_balance = match frozen.get(&key) {
             Some(f) => *f,
             None => {
@@ -384,6 +404,7 @@ pub async fn frozen_on_shard(
                 expected,
                 orders_part,
                 withdrawals_part,
+                transfers_part,
             });
         }
     }

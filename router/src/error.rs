@@ -110,6 +110,24 @@ impl RouterError {
     }
 }
 
+impl RouterError {
+    /// A deadlock or lock-wait timeout: the transaction was rolled back and may simply
+    /// be run again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Db {
+                source: sqlx::Error::Database(db),
+                ..
+            } => {
+                matches!(db.code().as_deref(), Some("40001" | "HY000"))
+                    && (db.message().contains("Deadlock")
+                        || db.message().contains("Lock wait timeout"))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<deadpool_redis::redis::RedisError> for RouterError {
     fn from(e: deadpool_redis::redis::RedisError) -> Self {
         Self::Redis(e.to_string())

@@ -6,7 +6,8 @@
 //! * [`tables`] — `(symbol, order_id)` → `orders_{SYMBOL}_{YYYYMM}`, ranges, whitelist;
 //! * [`snowflake`] — lock-free 64-bit ids, decoding; [`lease`] — worker ids in Redis;
 //! * [`accounts`] — optimistic-lock balance changes; [`audit`] — the money audits;
-//! * [`directory`] — dense user ids, email / API key lookups cached in Redis.
+//! * [`directory`] — dense user ids, email / API key lookups cached in Redis;
+//! * [`tcc`] — internal transfers, across shards by TCC, with recovery.
 //!
 //! The `shardctl` binary is the operator's view of all of it.
 
@@ -19,6 +20,7 @@ pub mod lease;
 pub mod shards;
 pub mod snowflake;
 pub mod tables;
+pub mod tcc;
 pub mod telemetry;
 pub mod testing;
 

@@ -281,6 +281,7 @@ async fn a_frozen_balance_one_atom_off_its_open_orders_is_reported_exactly() {
                 expected: amt("100"),
                 orders_part: amt("100"),
                 withdrawals_part: Amount::ZERO,
+                transfers_part: Amount::ZERO,
             },
             FrozenMismatch {
                 shard: shard_of(&env, 6),
@@ -290,6 +291,7 @@ async fn a_frozen_balance_one_atom_off_its_open_orders_is_reported_exactly() {
                 expected: amt("2"),
                 orders_part: amt("2"),
                 withdrawals_part: Amount::ZERO,
+                transfers_part: Amount::ZERO,
             },
         ]
     );
@@ -319,6 +321,7 @@ async fn a_withdrawal_hold_is_counted_and_a_missing_one_is_reported() {
             expected: Amount::ZERO,
             orders_part: Amount::ZERO,
             withdrawals_part: Amount::ZERO,
+            transfers_part: Amount::ZERO,
         }]
     );
     assert_eq!(frozen.holding_withdrawals, 0);

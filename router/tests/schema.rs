@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use router::testing::{tables, TestEnv};
 use router::{snowflake, Month, RouterError, TableKind, TableRouter};
 
-const SHARD_TABLES: [&str; 15] = [
+const SHARD_TABLES: [&str; 16] = [
     "_sqlx_migrations",
     "account_balances",
     "account_transactions",
@@ -18,6 +18,7 @@ const SHARD_TABLES: [&str; 15] = [
     "positions",
     "tcc_branches",
     "trades_template",
+    "transfers",
     "users",
     "withdrawals",
 ];

@@ -61,6 +61,41 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Transfer between two users (TCC across shards, one transaction on one shard).
+    /// `EXCHANGE_FAILPOINT=tcc.after_try` (etc.) aborts the process at that step.
+    Transfer {
+        from: u64,
+        to: u64,
+        asset: String,
+        amount: String,
+    },
+    /// TCC global transactions: list, finish, recover.
+    Tcc {
+        #[command(subcommand)]
+        action: TccAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TccAction {
+    /// Unfinished globals (`--stuck`: older than 60 s or already retried).
+    List {
+        #[arg(long)]
+        stuck: bool,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish one global now: confirming → confirmed, trying/cancelling → cancelled.
+    Resolve { gid: u64 },
+    /// Recovery: finish every unfinished global whose retry time has come (a `trying`
+    /// one once older than the Try timeout). Once, or every second with `--watch`.
+    Recover {
+        #[arg(long, default_value_t = 5_000)]
+        try_timeout_ms: u64,
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +206,13 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Locate { what } => locate(&settings, what).await,
         Command::Ids { count } => issue_ids(&settings, count).await,
+        Command::Transfer {
+            from,
+            to,
+            asset,
+            amount,
+        } => transfer(&settings, from, to, &asset, &amount).await,
+        Command::Tcc { action } => tcc(&settings, action).await,
         Command::Audit => audit(&settings).await,
         Command::User {
             action: UserAction::Add { emails },
@@ -224,24 +266,26 @@ async fn audit(settings: &Settings) -> Result<bool> {
     let frozen = router::audit::frozen_vs_open_orders_with(&map, progress).await?;
     println!();
     println!(
-        "frozen vs open orders: {} (user, asset) checked on {} shards ({} order tables, {} open orders, {} withdrawals holding funds): {}",
+        "frozen vs open orders: {} (user, asset) checked on {} shards ({} order tables, {} open orders, {} withdrawals and {} transfers holding funds): {}",
         frozen.pairs_checked,
         frozen.shards,
         frozen.order_tables,
         frozen.open_orders,
         frozen.holding_withdrawals,
+        frozen.holding_transfers,
         if frozen.holds() { "holds" } else { "BROKEN" }
     );
     for m in &frozen.mismatches {
         println!(
-            "  MISMATCH shard {} user {} {}: frozen {}, expected {} (orders {}, withdrawals {})",
+            "  MISMATCH shard {} user {} {}: frozen {}, expected {} (orders {}, withdrawals {}, transfers {})",
             m.shard,
             m.user_id,
             m.asset,
             m.frozen_balance,
             m.expected,
             m.orders_part,
-            m.withdrawals_part
+            m.withdrawals_part,
+            m.transfers_part
         );
     }
     for o in &frozen.bad_orders {
@@ -305,7 +349,11 @@ fn directory(settings: &Settings) -> Result<UserDirectory> {
     ))
 }
 
-async fn issue_ids(settings: &Settings, count: u32) -> Result<bool> {
+type IdSource = std::sync::Arc<dyn Fn() -> Result<u64, router::SnowflakeError> + Send + Sync>;
+
+/// Ids from the configured worker id, else from a worker id leased in Redis (release
+/// the lease when done).
+async fn id_source(settings: &Settings) -> Result<(Option<WorkerLease>, IdSource)> {
     let sf = &settings.snowflake;
     // a leased worker id issues through its lease (stops if the lease is lost)
     let lease = match sf.worker_id {
@@ -321,16 +369,21 @@ async fn issue_ids(settings: &Settings, count: u32) -> Result<bool> {
             .context("leasing a worker id")?,
         ),
     };
-    let next: Box<dyn Fn() -> Result<u64, router::SnowflakeError>> = match (&lease, sf.worker_id) {
+    let next: IdSource = match (&lease, sf.worker_id) {
         (Some(l), _) => {
             let g = l.generator()?;
-            Box::new(move || g.next_id())
+            std::sync::Arc::new(move || g.next_id())
         }
         (None, w) => {
             let g = router::Snowflake::new(sf.datacenter_id, w.unwrap_or_default())?;
-            Box::new(move || g.next_id())
+            std::sync::Arc::new(move || g.next_id())
         }
     };
+    Ok((lease, next))
+}
+
+async fn issue_ids(settings: &Settings, count: u32) -> Result<bool> {
+    let (lease, next) = id_source(settings).await?;
     let source = if lease.is_some() {
         "leased in redis"
     } else {
@@ -358,6 +411,107 @@ async fn issue_ids(settings: &Settings, count: u32) -> Result<bool> {
         lease.release().await?;
     }
     Ok(true)
+}
+
+async fn transfer(
+    settings: &Settings,
+    from: u64,
+    to: u64,
+    asset: &str,
+    amount: &str,
+) -> Result<bool> {
+    let map = ShardMap::connect_lazy(settings)?;
+    let (lease, next) = id_source(settings).await?;
+    let tcc = router::tcc::Tcc::new(map, next);
+    let result = tcc
+        .transfer(UserId::new(from)?, UserId::new(to)?, asset, amount)
+        .await;
+    if let Some(lease) = lease {
+        lease.release().await?;
+    }
+    match result {
+        Ok(t) => {
+            println!(
+                "transfer {} {} {amount} {asset} from user {from} to user {to}: {}",
+                t.gid,
+                if t.local { "(one shard)" } else { "(TCC)" },
+                match t.outcome {
+                    router::tcc::Outcome::Confirmed => "confirmed",
+                    router::tcc::Outcome::Confirming =>
+                        "confirming (the recovery loop finishes it)",
+                }
+            );
+            Ok(true)
+        }
+        Err(router::tcc::TransferError::Router(e)) => Err(e.into()),
+        Err(refused) => {
+            eprintln!("refused: {refused}");
+            Ok(false)
+        }
+    }
+}
+
+async fn tcc(settings: &Settings, action: TccAction) -> Result<bool> {
+    let map = ShardMap::connect_lazy(settings)?;
+    // resolving and recovering issue no ids
+    let no_ids: IdSource = std::sync::Arc::new(|| Err(router::SnowflakeError::LeaseLost));
+    let mut tcc = router::tcc::Tcc::new(map, no_ids);
+    match action {
+        TccAction::List { stuck, json } => {
+            let globals = tcc.list(stuck.then_some(Duration::from_secs(60))).await?;
+            if json {
+                for g in &globals {
+                    println!("{}", serde_json::to_string(g)?);
+                }
+            } else {
+                println!(
+                    "{:<20} {:<11} {:>8} {:>8} {:<6} {:>24} {:>7} created (UTC)",
+                    "gid", "status", "from", "to", "asset", "amount", "retries"
+                );
+                for g in &globals {
+                    println!(
+                        "{:<20} {:<11} {:>8} {:>8} {:<6} {:>24} {:>7} {}",
+                        g.gid, g.status, g.from, g.to, g.asset, g.amount, g.retries, g.created_at
+                    );
+                }
+                println!("{} unfinished", globals.len());
+            }
+            Ok(true)
+        }
+        TccAction::Resolve { gid } => match tcc.resolve(gid).await? {
+            Some(true) => {
+                println!("transfer {gid}: confirmed");
+                Ok(true)
+            }
+            Some(false) => {
+                println!("transfer {gid}: cancelled");
+                Ok(true)
+            }
+            None => {
+                println!("transfer {gid}: nothing to do (unknown, final, or moved on meanwhile)");
+                Ok(true)
+            }
+        },
+        TccAction::Recover {
+            try_timeout_ms,
+            watch,
+        } => {
+            tcc.try_timeout = Duration::from_millis(try_timeout_ms);
+            loop {
+                let r = tcc.recover().await?;
+                if r != router::tcc::Recovered::default() || !watch {
+                    println!(
+                        "recovered: {} confirmed, {} cancelled, {} failed (retried later)",
+                        r.confirmed, r.cancelled, r.failed
+                    );
+                }
+                if !watch {
+                    return Ok(r.failed == 0);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 async fn status(settings: &Settings) -> Result<bool> {
