@@ -43,7 +43,7 @@ use crate::sqltext::Sql;
 /// Topic of matcher output for settlement, partitioned by shard.
 pub const FILLS_TOPIC: &str = "fills";
 /// The per-shard fee account.
-pub const FEE_ACCOUNT: u64 = 0;
+pub const FEE_ACCOUNT: u64 = router::accounts::FEE_ACCOUNT;
 
 /// One symbol's events for one shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

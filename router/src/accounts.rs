@@ -42,6 +42,10 @@ pub enum Freeze {
     },
 }
 
+/// The `user_id` of each shard's fee account (trading and withdrawal fees land there,
+/// inside the money invariant).
+pub const FEE_ACCOUNT: u64 = 0;
+
 /// Reads a balance on `shard` (`None` when the user has never held the asset).
 ///
 /// # Errors

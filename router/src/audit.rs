@@ -38,7 +38,8 @@ pub struct AssetTotals {
     pub balances: Amount,
     /// Σ completed deposits.
     pub deposits: Amount,
-    /// Σ completed withdrawals (amount, fee included).
+    /// Σ completed withdrawals as sent (`actual_amount`: the fee stays with the
+    /// shard's fee account, inside the balances).
     pub withdrawals: Amount,
 }
 
@@ -66,7 +67,7 @@ pub async fn conservation(shards: &ShardMap) -> Result<BTreeMap<String, AssetTot
         let queries = [
             ("SELECT currency, CAST(SUM(available + frozen) AS CHAR) FROM account_balances GROUP BY currency", 'b'),
             ("SELECT currency, CAST(SUM(amount) AS CHAR) FROM deposits WHERE status = 'completed' GROUP BY currency", 'd'),
-            ("SELECT currency, CAST(SUM(amount) AS CHAR) FROM withdrawals WHERE status = 'completed' GROUP BY currency", 'w'),
+            ("SELECT currency, CAST(SUM(actual_amount) AS CHAR) FROM withdrawals WHERE status = 'completed' GROUP BY currency", 'w'),
         ];
         for (sql, tag) in queries {
             let rows: Vec<(String, String)> =

@@ -7,7 +7,8 @@
 //! * [`snowflake`] — lock-free 64-bit ids, decoding; [`lease`] — worker ids in Redis;
 //! * [`accounts`] — optimistic-lock balance changes; [`audit`] — the money audits;
 //! * [`directory`] — dense user ids, email / API key lookups cached in Redis;
-//! * [`tcc`] — internal transfers, across shards by TCC, with recovery.
+//! * [`tcc`] — internal transfers, across shards by TCC, with recovery;
+//! * [`funding`] — deposits (confirmations, credited once) and withdrawals with review.
 //!
 //! The `shardctl` binary is the operator's view of all of it.
 
@@ -16,6 +17,7 @@ pub mod audit;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod funding;
 pub mod lease;
 pub mod shards;
 pub mod snowflake;

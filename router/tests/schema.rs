@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use router::testing::{tables, TestEnv};
 use router::{snowflake, Month, RouterError, TableKind, TableRouter};
 
-const SHARD_TABLES: [&str; 16] = [
+const SHARD_TABLES: [&str; 17] = [
     "_sqlx_migrations",
     "account_balances",
     "account_transactions",
@@ -20,6 +20,7 @@ const SHARD_TABLES: [&str; 16] = [
     "trades_template",
     "transfers",
     "users",
+    "withdraw_addresses",
     "withdrawals",
 ];
 
@@ -49,6 +50,7 @@ async fn migrate_up_down_up_on_every_shard() {
                 "_sqlx_migrations",
                 "api_keys",
                 "assets",
+                "deposit_txids",
                 "matcher_snapshots",
                 "symbols",
                 "tcc_global",
