@@ -128,6 +128,44 @@ impl RouterError {
     }
 }
 
+/// Errors that may say "run the transaction again" (a deadlock victim).
+pub trait Retryable {
+    /// The failed transaction was rolled back by the server and may be run again.
+    fn retryable(&self) -> bool;
+}
+
+impl Retryable for RouterError {
+    fn retryable(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
+/// Runs a whole local transaction (`f`) again when the server picked it as a deadlock
+/// victim, up to 8 attempts with a short growing pause. InnoDB may deadlock two
+/// transactions that lock the same rows through different indexes, whatever order
+/// the code locks them in; the victim is rolled back entirely, so running it again is
+/// safe.
+///
+/// # Errors
+/// The last attempt's error, or the first error that is not a deadlock.
+pub async fn retry_deadlocks<T, E, F, Fut>(mut f: F) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match f().await {
+            Err(e) if e.retryable() && attempt < 7 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 3)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl From<deadpool_redis::redis::RedisError> for RouterError {
     fn from(e: deadpool_redis::redis::RedisError) -> Self {
         Self::Redis(e.to_string())

@@ -85,6 +85,12 @@ pub enum FundingError {
     Router(#[from] RouterError),
 }
 
+impl crate::error::Retryable for FundingError {
+    fn retryable(&self) -> bool {
+        matches!(self, Self::Router(e) if e.is_retryable())
+    }
+}
+
 impl From<domain::MoneyError> for FundingError {
     fn from(e: domain::MoneyError) -> Self {
         Self::Router(e.into())
@@ -306,6 +312,15 @@ pub async fn confirm_deposit(
     asset: &str,
     confirmations: u32,
 ) -> Result<Deposit, FundingError> {
+    crate::error::retry_deadlocks(|| confirm_once(map, txid, asset, confirmations)).await
+}
+
+async fn confirm_once(
+    map: &ShardMap,
+    txid: &str,
+    asset: &str,
+    confirmations: u32,
+) -> Result<Deposit, FundingError> {
     let code = Asset::new(asset).map_err(|_| FundingError::UnknownAsset(asset.to_owned()))?;
     let owner: Option<(u64,)> =
         sqlx::query_as("SELECT user_id FROM deposit_txids WHERE txid = ? AND currency = ?")
@@ -437,6 +452,34 @@ pub async fn add_address(
 /// [`FundingError`] refusals (nothing changed); database errors.
 #[allow(clippy::too_many_arguments)]
 pub async fn request_withdrawal(
+    map: &ShardMap,
+    withdrawal_id: u64,
+    user: UserId,
+    asset: &str,
+    chain: &str,
+    address: &str,
+    amount: &str,
+    two_factor_code: Option<&str>,
+    now_unix: u64,
+) -> Result<Withdrawal, FundingError> {
+    crate::error::retry_deadlocks(|| {
+        request_once(
+            map,
+            withdrawal_id,
+            user,
+            asset,
+            chain,
+            address,
+            amount,
+            two_factor_code,
+            now_unix,
+        )
+    })
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn request_once(
     map: &ShardMap,
     withdrawal_id: u64,
     user: UserId,
@@ -700,6 +743,23 @@ enum Money {
 
 #[allow(clippy::too_many_arguments)]
 async fn transition(
+    map: &ShardMap,
+    id: u64,
+    from: &str,
+    to: &str,
+    money: Money,
+    reviewer: Option<u64>,
+    comment: Option<&str>,
+    txid: Option<&str>,
+) -> Result<Transition, FundingError> {
+    crate::error::retry_deadlocks(|| {
+        transition_once(map, id, from, to, money, reviewer, comment, txid)
+    })
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn transition_once(
     map: &ShardMap,
     id: u64,
     from: &str,

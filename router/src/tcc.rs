@@ -868,23 +868,13 @@ fn parse_payload(gid: u64, payload: &str) -> Result<Leg, RouterError> {
     })
 }
 
-/// Runs a local transaction again after a deadlock (up to 8 attempts).
-async fn retrying<T, F, Fut>(mut f: F) -> Result<T, TransferError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, TransferError>>,
-{
-    let mut attempt = 0u32;
-    loop {
-        match f().await {
-            Err(TransferError::Router(e)) if e.is_retryable() && attempt < 7 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
-            }
-            other => return other,
-        }
+impl crate::error::Retryable for TransferError {
+    fn retryable(&self) -> bool {
+        matches!(self, Self::Router(e) if e.is_retryable())
     }
 }
+
+use crate::error::retry_deadlocks as retrying;
 
 fn inconsistent(gid: u64, what: &str) -> TransferError {
     TransferError::Router(RouterError::InvalidInput(format!("transfer {gid}: {what}")))

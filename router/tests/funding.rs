@@ -433,3 +433,70 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
     audits_hold(&env).await;
     env.drop_all().await;
 }
+
+fn shardctl(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        .args(args)
+        .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
+        .env("EXCHANGE_META", &env.settings.meta)
+        .env("EXCHANGE_SNOWFLAKE__WORKER_ID", "28")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run shardctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_chain_simulator_and_the_withdrawal_commands_work_without_a_gateway() {
+    let env = TestEnv::new("fundcli").await;
+    users(&env, 1).await;
+    let (ok, out, err) = shardctl(
+        &env,
+        &["chain", "deposit", "1", "USDT", "250", "--txid", "cli-1"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("pending (0/12 confirmations)"), "{out}");
+    let (ok, out, _) = shardctl(
+        &env,
+        &["chain", "confirm", "cli-1", "USDT", "--confirmations", "5"],
+    );
+    assert!(ok && out.contains("confirming (5/12"), "{out}");
+    assert_eq!(balance(&env, 1, "USDT").await, (Amount::ZERO, Amount::ZERO));
+    let (ok, out, _) = shardctl(&env, &["chain", "confirm", "cli-1", "USDT"]);
+    assert!(ok && out.contains("credited now"), "{out}");
+    assert_eq!(balance(&env, 1, "USDT").await, (amt("250"), Amount::ZERO));
+    // not allowlisted yet: refused, exit 1
+    let (ok, _, err) = shardctl(
+        &env,
+        &["withdraw", "request", "1", "USDT", "TRX", "Taddr", "100"],
+    );
+    assert!(!ok && err.contains("allowlist"), "{err}");
+    assert!(shardctl(&env, &["withdraw", "address", "1", "USDT", "TRX", "Taddr"]).0);
+    let (ok, out, err) = shardctl(
+        &env,
+        &["withdraw", "request", "1", "USDT", "TRX", "Taddr", "100"],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(balance(&env, 1, "USDT").await, (amt("150"), amt("100")));
+    let (_, list, _) = shardctl(
+        &env,
+        &["withdraw", "list", "--status", "reviewing", "--json"],
+    );
+    let w: serde_json::Value =
+        serde_json::from_str(list.lines().next().expect("one")).expect("json");
+    let id = w["withdrawal_id"].as_u64().expect("id").to_string();
+    assert!(shardctl(&env, &["withdraw", "approve", &id, "--comment", "ok"]).0);
+    let (ok, _, err) = shardctl(&env, &["withdraw", "approve", &id, "--comment", "again"]);
+    assert!(!ok && err.contains("nothing changed"), "{err}");
+    assert!(shardctl(&env, &["withdraw", "process", &id]).0);
+    assert!(shardctl(&env, &["withdraw", "complete", &id, "--txid", "0xsent"]).0);
+    // USDT fee 1: 99 sent, 1 to the fee account
+    assert_eq!(balance(&env, 1, "USDT").await, (amt("150"), Amount::ZERO));
+    let (ok, out, _) = shardctl(&env, &["audit"]);
+    assert!(ok, "{out}");
+    env.drop_all().await;
+}

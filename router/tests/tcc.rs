@@ -2,7 +2,8 @@
 //! (idempotent, empty rollback, anti-hanging), one transaction on one shard, every bad
 //! input refused with nothing changed, a crash (a real `shardctl transfer` process
 //! aborted by a failpoint) at every step boundary finished by recovery, and 1,000
-//! concurrent random transfers among 100 users. After each: the money audits hold.
+//! concurrent random transfers among 100 users while withdrawals complete and get
+//! rejected. After each: the money audits hold.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -382,7 +383,57 @@ async fn a_thousand_concurrent_random_transfers_among_a_hundred_users_keep_every
     for u in 1..=100u64 {
         deposit(&env, u, "USDT", "100").await;
     }
+    for u in 1..=100u64 {
+        router::funding::add_address(&env.map, uid(u), "USDT", "TRX", &format!("T{u}"), None)
+            .await
+            .expect("address");
+    }
     let t = tcc(&env, 4);
+    // withdrawals race the transfers: requested, then completed or rejected
+    let withdrawals: Vec<_> = (0..4u64)
+        .map(|task| {
+            let map = env.map.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for i in 0..16u64 {
+                    let user = 1 + (task * 16 + i) * 7 % 100;
+                    let id = 50_000 + task * 100 + i;
+                    let r = router::funding::request_withdrawal(
+                        &map,
+                        id,
+                        uid(user),
+                        "USDT",
+                        "TRX",
+                        &format!("T{user}"),
+                        "20",
+                        None,
+                        0,
+                    )
+                    .await;
+                    match r {
+                        Ok(_) => {}
+                        Err(router::funding::FundingError::Insufficient { .. }) => continue,
+                        Err(e) => panic!("withdrawal of {user}: {e}"),
+                    }
+                    if i % 3 == 0 {
+                        router::funding::review(&map, id, false, 1, "no")
+                            .await
+                            .expect("reject");
+                    } else {
+                        router::funding::review(&map, id, true, 1, "ok")
+                            .await
+                            .expect("approve");
+                        router::funding::process(&map, id).await.expect("process");
+                        router::funding::complete(&map, id, "tx")
+                            .await
+                            .expect("complete");
+                        done.push(id);
+                    }
+                }
+                done
+            })
+        })
+        .collect();
     let tasks: Vec<_> = (0..32u64)
         .map(|task| {
             let t = t.clone();
@@ -422,6 +473,14 @@ async fn a_thousand_concurrent_random_transfers_among_a_hundred_users_keep_every
             *total.entry(k).or_default() += v;
         }
     }
+    let mut completed = 0u64;
+    for w in withdrawals {
+        completed += u64::try_from(w.await.expect("withdrawals").len()).expect("n");
+    }
+    assert!(
+        completed > 10,
+        "withdrawals completed meanwhile: {completed}"
+    );
     assert_eq!(total.values().sum::<u64>(), 1_024);
     assert!(total.get("tcc").copied().unwrap_or(0) > 500, "{total:?}");
     // nobody negative (the CHECK constraint), nothing frozen, every unit still there
@@ -431,7 +490,13 @@ async fn a_thousand_concurrent_random_transfers_among_a_hundred_users_keep_every
         assert!(!a.is_negative() && f.is_zero(), "user {u}: {a} / {f}");
         sum = sum.checked_add(a).expect("sum");
     }
-    assert_eq!(sum, amt("10000"), "{total:?}");
+    // each completed withdrawal took 20 (19 sent, 1 to the fee account)
+    let sent = Amount::from_str(&(20 * completed).to_string()).expect("sent");
+    assert_eq!(
+        sum.checked_add(sent).expect("sum"),
+        amt("10000"),
+        "{total:?}, {completed} withdrawals"
+    );
     let unfinished = t.list(None).await.expect("list");
     assert!(unfinished.is_empty(), "{unfinished:?}");
     audits_hold(&env).await;

@@ -74,6 +74,100 @@ enum Command {
         #[command(subcommand)]
         action: TccAction,
     },
+    /// Chain simulator: report deposits and their confirmations (the crediting path is
+    /// the real one).
+    Chain {
+        #[command(subcommand)]
+        action: ChainAction,
+    },
+    /// Withdrawals: allowlist, request, review, send, complete.
+    Withdraw {
+        #[command(subcommand)]
+        action: WithdrawAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChainAction {
+    /// Report a deposit seen on the chain (pending until confirmed).
+    Deposit {
+        user: u64,
+        asset: String,
+        amount: String,
+        /// Default: a fresh random txid.
+        #[arg(long)]
+        txid: Option<String>,
+        #[arg(long, default_value = "SIM")]
+        chain: String,
+    },
+    /// Report confirmations of a deposit (credited once they reach the asset's
+    /// requirement).
+    Confirm {
+        txid: String,
+        asset: String,
+        /// Default: the asset's requirement.
+        #[arg(long)]
+        confirmations: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WithdrawAction {
+    /// Allow an address for a user's withdrawals of an asset on a chain.
+    Address {
+        user: u64,
+        asset: String,
+        chain: String,
+        address: String,
+    },
+    /// Request a withdrawal (frozen, queued for review).
+    Request {
+        user: u64,
+        asset: String,
+        chain: String,
+        address: String,
+        amount: String,
+        /// 2FA code, when the user enabled 2FA.
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Withdrawals (optionally in one status), every shard.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a withdrawal under review.
+    Approve {
+        id: u64,
+        #[arg(long, default_value_t = 0)]
+        reviewer: u64,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Reject a withdrawal under review (its funds are unfrozen).
+    Reject {
+        id: u64,
+        #[arg(long, default_value_t = 0)]
+        reviewer: u64,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Mark an approved withdrawal as being sent.
+    Process { id: u64 },
+    /// Complete a withdrawal being sent, with the chain's txid.
+    Complete {
+        id: u64,
+        #[arg(long)]
+        txid: String,
+    },
+    /// Fail a withdrawal being sent (its funds are unfrozen).
+    Fail {
+        id: u64,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +307,8 @@ async fn run(cli: Cli) -> Result<bool> {
             amount,
         } => transfer(&settings, from, to, &asset, &amount).await,
         Command::Tcc { action } => tcc(&settings, action).await,
+        Command::Chain { action } => chain(&settings, action).await,
+        Command::Withdraw { action } => withdraw(&settings, action).await,
         Command::Audit => audit(&settings).await,
         Command::User {
             action: UserAction::Add { emails },
@@ -700,4 +796,196 @@ async fn print_user(dir: &UserDirectory, uid: UserId) -> Result<bool> {
         }
     );
     Ok(present)
+}
+
+/// A refusal is printed and exits 1; infrastructure errors propagate.
+fn refused(e: router::funding::FundingError) -> Result<bool> {
+    match e {
+        router::funding::FundingError::Router(e) => Err(e.into()),
+        other => {
+            eprintln!("refused: {other}");
+            Ok(false)
+        }
+    }
+}
+
+async fn chain(settings: &Settings, action: ChainAction) -> Result<bool> {
+    use router::funding;
+    let map = ShardMap::connect_lazy(settings)?;
+    let result = match action {
+        ChainAction::Deposit {
+            user,
+            asset,
+            amount,
+            txid,
+            chain,
+        } => {
+            let txid = txid.unwrap_or_else(|| {
+                use rand::Rng;
+                format!("sim-{:016x}", rand::rng().random::<u64>())
+            });
+            funding::report_deposit(
+                &map,
+                UserId::new(user)?,
+                &asset,
+                &chain,
+                &txid,
+                "sim-sender",
+                &format!("sim-deposit-address-{user}"),
+                &amount,
+            )
+            .await
+        }
+        ChainAction::Confirm {
+            txid,
+            asset,
+            confirmations,
+        } => {
+            let n = match confirmations {
+                Some(n) => n,
+                None => match funding::asset_params(map.meta(), &asset).await {
+                    Ok(p) => p.required_confirmations,
+                    Err(e) => return refused(e),
+                },
+            };
+            funding::confirm_deposit(&map, &txid, &asset, n).await
+        }
+    };
+    match result {
+        Ok(d) => {
+            println!(
+                "deposit {} {} {} for user {}: {} ({}/{} confirmations){}",
+                d.txid,
+                d.amount,
+                d.asset,
+                d.user_id,
+                d.status,
+                d.confirmations,
+                d.required,
+                if d.credited { ", credited now" } else { "" }
+            );
+            Ok(true)
+        }
+        Err(e) => refused(e),
+    }
+}
+
+async fn withdraw(settings: &Settings, action: WithdrawAction) -> Result<bool> {
+    use router::funding;
+    let map = ShardMap::connect_lazy(settings)?;
+    let show = |w: &funding::Withdrawal| {
+        println!(
+            "{:<20} {:>8} {:<6} {:>24} {:>12} {:<10} {:<11} {}",
+            w.withdrawal_id,
+            w.user_id,
+            w.asset,
+            w.amount.to_string(),
+            w.fee.to_string(),
+            w.chain,
+            w.status,
+            w.address
+        );
+    };
+    let transition = |r: Result<funding::Transition, funding::FundingError>| match r {
+        Ok(t) => {
+            if t.changed {
+                println!(
+                    "withdrawal {}: now {}",
+                    t.withdrawal.withdrawal_id, t.withdrawal.status
+                );
+                Ok(true)
+            } else {
+                eprintln!(
+                    "withdrawal {} is {}: nothing changed",
+                    t.withdrawal.withdrawal_id, t.withdrawal.status
+                );
+                Ok(false)
+            }
+        }
+        Err(e) => refused(e),
+    };
+    match action {
+        WithdrawAction::Address {
+            user,
+            asset,
+            chain,
+            address,
+        } => match funding::add_address(&map, UserId::new(user)?, &asset, &chain, &address, None)
+            .await
+        {
+            Ok(()) => {
+                println!("user {user} may withdraw {asset} on {chain} to {address}");
+                Ok(true)
+            }
+            Err(e) => refused(e),
+        },
+        WithdrawAction::Request {
+            user,
+            asset,
+            chain,
+            address,
+            amount,
+            code,
+        } => {
+            let (lease, next) = id_source(settings).await?;
+            let id = next()?;
+            let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+            let r = funding::request_withdrawal(
+                &map,
+                id,
+                UserId::new(user)?,
+                &asset,
+                &chain,
+                &address,
+                &amount,
+                code.as_deref(),
+                now,
+            )
+            .await;
+            if let Some(lease) = lease {
+                lease.release().await?;
+            }
+            match r {
+                Ok(w) => {
+                    show(&w);
+                    Ok(true)
+                }
+                Err(e) => refused(e),
+            }
+        }
+        WithdrawAction::List { status, json } => {
+            let all = match funding::list_withdrawals(&map, status.as_deref()).await {
+                Ok(all) => all,
+                Err(e) => return refused(e),
+            };
+            if json {
+                for w in &all {
+                    println!("{}", serde_json::to_string(w)?);
+                }
+            } else {
+                println!(
+                    "{:<20} {:>8} {:<6} {:>24} {:>12} {:<10} {:<11} address",
+                    "withdrawal_id", "user", "asset", "amount", "fee", "chain", "status"
+                );
+                all.iter().for_each(show);
+                println!("{} withdrawals", all.len());
+            }
+            Ok(true)
+        }
+        WithdrawAction::Approve {
+            id,
+            reviewer,
+            comment,
+        } => transition(funding::review(&map, id, true, reviewer, &comment).await),
+        WithdrawAction::Reject {
+            id,
+            reviewer,
+            comment,
+        } => transition(funding::review(&map, id, false, reviewer, &comment).await),
+        WithdrawAction::Process { id } => transition(funding::process(&map, id).await),
+        WithdrawAction::Complete { id, txid } => {
+            transition(funding::complete(&map, id, &txid).await)
+        }
+        WithdrawAction::Fail { id, reason } => transition(funding::fail(&map, id, &reason).await),
+    }
 }
