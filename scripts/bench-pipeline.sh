@@ -24,10 +24,6 @@ concurrency=${2:-128}
 threads=${SYSBENCH_THREADS:-16}
 
 scripts/stack.sh start >/dev/null
-if ! command -v sysbench >/dev/null 2>&1; then
-  log "installing sysbench"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sysbench >/dev/null
-fi
 log "building the engine (release)"
 cargo build --release --quiet -p engine --bin engine
 
@@ -59,31 +55,7 @@ out_half=$(RUST_LOG=warn "$CARGO_TARGET_DIR/release/engine" bench --seconds "$se
 printf '%s\n' "$out_half"
 half_result=$(grep '^RESULT' <<<"$out_half")
 
-log "sysbench oltp_update_index: $seconds s, $threads threads on each of $EXCHANGE_SHARDS shards"
-sb_args=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user="$EXCHANGE_MYSQL_USER"
-  --mysql-password="$EXCHANGE_MYSQL_PASSWORD" --mysql-db=sbtest --tables=1 --table-size=10000)
-pids=()
-outs=()
-for ((i = 0; i < EXCHANGE_SHARDS; i++)); do
-  port=$((EXCHANGE_MYSQL_BASE_PORT + i))
-  mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$port" -u"$EXCHANGE_MYSQL_USER" -p"$EXCHANGE_MYSQL_PASSWORD" \
-    -e "CREATE DATABASE IF NOT EXISTS sbtest"
-  if ! mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$port" -u"$EXCHANGE_MYSQL_USER" -p"$EXCHANGE_MYSQL_PASSWORD" \
-    sbtest -e "SELECT 1 FROM sbtest1 LIMIT 1" >/dev/null 2>&1; then
-    sysbench oltp_update_index "${sb_args[@]}" --mysql-port="$port" prepare >/dev/null
-  fi
-  f=$(mktemp)
-  outs+=("$f")
-  sysbench oltp_update_index "${sb_args[@]}" --mysql-port="$port" --threads="$threads" --time="$seconds" run >"$f" 2>&1 &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
-tps=0
-for f in "${outs[@]}"; do
-  t=$(sed -n 's/.*transactions: *[0-9]* *(\([0-9.]*\) per sec.).*/\1/p' "$f")
-  tps=$(python3 -c "print(${tps} + ${t:-0})")
-  rm -f "$f"
-done
+tps=$(scripts/sysbench-ref.sh "$seconds" "$threads")
 python3 - "$settled" "$tps" "$(python3 -c "print(($db1 - $db0) / $tick)")" \
   "$(python3 -c "print(($broker1 - $broker0) / $tick)")" "${engine_cpu:-0}" \
   "$(python3 -c "print($t1 - $t0)")" "$(nproc)" "$half" \
