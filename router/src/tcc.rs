@@ -295,33 +295,24 @@ impl Tcc {
             amount,
         };
         // Try both; any failure (or a timeout) cancels
-        let tried = async {
-            match tokio::time::timeout(self.try_timeout, self.try_source(&leg)).await {
-                Ok(Ok(BranchResult::Done | BranchResult::Repeated)) => {}
-                Ok(Ok(other)) => {
-                    return Err(TransferError::Router(RouterError::Busy(format!(
-                        "transfer {gid}: source Try {other:?}"
-                    ))))
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(TransferError::Router(RouterError::Busy(format!(
-                        "transfer {gid}: source Try timed out"
-                    ))))
-                }
-            }
-            match tokio::time::timeout(self.try_timeout, self.try_target(&leg)).await {
+        // both Tries at once (independent shards); any failure or timeout cancels
+        let tried = {
+            let judge = |name: &str, r: Result<Result<BranchResult, TransferError>, _>| match r {
                 Ok(Ok(BranchResult::Done | BranchResult::Repeated)) => Ok(()),
                 Ok(Ok(other)) => Err(TransferError::Router(RouterError::Busy(format!(
-                    "transfer {gid}: target Try {other:?}"
+                    "transfer {gid}: {name} Try {other:?}"
                 )))),
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err(TransferError::Router(RouterError::Busy(format!(
-                    "transfer {gid}: target Try timed out"
-                )))),
-            }
-        }
-        .await;
+                Err(tokio::time::error::Elapsed { .. }) => Err(TransferError::Router(
+                    RouterError::Busy(format!("transfer {gid}: {name} Try timed out")),
+                )),
+            };
+            let (source, target) = tokio::join!(
+                tokio::time::timeout(self.try_timeout, self.try_source(&leg)),
+                tokio::time::timeout(self.try_timeout, self.try_target(&leg)),
+            );
+            judge("source", source).and(judge("target", target))
+        };
         if let Err(e) = tried {
             if self.set_status(gid, "trying", "cancelling").await? {
                 // best effort now; the recovery loop finishes what fails here
@@ -358,18 +349,29 @@ impl Tcc {
         })
     }
 
+    /// Both Confirms at once; one after the other when a failpoint is armed, so a
+    /// crash test can stop between them.
     async fn confirm_both(&self, leg: &Leg) -> Result<(), TransferError> {
-        self.confirm_source(leg).await?;
-        self.failpoint("tcc.after_confirm_source");
-        self.confirm_target(leg).await?;
-        Ok(())
+        if self.failpoint.is_some() {
+            self.confirm_source(leg).await?;
+            self.failpoint("tcc.after_confirm_source");
+            self.confirm_target(leg).await?;
+            return Ok(());
+        }
+        let (s, t) = tokio::join!(self.confirm_source(leg), self.confirm_target(leg));
+        s.and(t).map(|_| ())
     }
 
+    /// Both Cancels at once (one after the other when a failpoint is armed).
     async fn cancel_both(&self, leg: &Leg) -> Result<(), TransferError> {
-        self.cancel_source(leg).await?;
-        self.failpoint("tcc.during_cancel");
-        self.cancel_target(leg).await?;
-        Ok(())
+        if self.failpoint.is_some() {
+            self.cancel_source(leg).await?;
+            self.failpoint("tcc.during_cancel");
+            self.cancel_target(leg).await?;
+            return Ok(());
+        }
+        let (s, t) = tokio::join!(self.cancel_source(leg), self.cancel_target(leg));
+        s.and(t).map(|_| ())
     }
 
     /// Moves a global from `from` to `to` status; `false` if it was not in `from`.

@@ -176,11 +176,13 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         }));
     }
     if roles.contains(&Role::Relay) {
+        // one producer (one librdkafka client, one poll thread) for every shard's relay
+        let relay_producer = producer(&es.bus("relay"))?;
         for &shard in &shards {
             let relay = Relay::new(
                 shard,
                 map.pool(shard)?.clone(),
-                producer(&es.bus("relay"))?,
+                relay_producer.clone(),
                 topics.prefix.clone(),
                 es.relay_batch,
             );
@@ -314,11 +316,12 @@ async fn bench(seconds: u64, concurrency: usize, users: usize, rate: Option<u32>
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
     let mut services = Vec::new();
+    let relay_producer = producer(&bus)?;
     for (shard, pool) in map.iter() {
         let relay = Relay::new(
             shard,
             pool.clone(),
-            producer(&bus)?,
+            relay_producer.clone(),
             topics.prefix.clone(),
             es.relay_batch,
         );
