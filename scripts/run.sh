@@ -41,11 +41,32 @@ step "demo: where trader6 lives"
 step "demo: order ids (snowflake; worker id leased in Redis; the month picks the table)"
 "$shardctl" ids --count 3
 
-step "engine: outbox relays, matching service and settlers for every shard"
+step "engine: outbox relays, matching service and settlers for every shard (restarted: the binary may be new)"
+scripts/engine.sh stop
 scripts/engine.sh start
 
 step "demo: users on all four shards trade BTCUSDT through the whole pipeline"
 "$CARGO_TARGET_DIR/debug/engine" demo
+
+step "demo: money across shards — a deposit seen on the (simulated) chain, credited at its confirmations"
+txid="demo-$(date +%s)-$RANDOM"
+"$shardctl" chain deposit 1 USDT 500 --txid "$txid"
+"$shardctl" chain confirm "$txid" USDT --confirmations 3
+"$shardctl" chain confirm "$txid" USDT
+
+step "demo: a transfer from trader 1 (shard 1) to trader 2 (shard 2) by TCC"
+"$shardctl" transfer 1 2 USDT 100
+
+step "demo: trader 2 withdraws 50 USDT: allowlisted address, review, sent, completed"
+"$shardctl" withdraw address 2 USDT TRX TDemoAddress2
+"$shardctl" withdraw request 2 USDT TRX TDemoAddress2 50
+wid=$("$shardctl" withdraw list --status reviewing --json | python3 -c 'import json,sys; print([json.loads(l) for l in sys.stdin][-1]["withdrawal_id"])')
+"$shardctl" withdraw approve "$wid" --comment "demo review"
+"$shardctl" withdraw process "$wid"
+"$shardctl" withdraw complete "$wid" --txid "demo-sent-$wid"
+
+step "demo: the money audits (conservation, frozen vs holds, trade halves)"
+"$shardctl" audit
 
 step "status"
 "$shardctl" status
