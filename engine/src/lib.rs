@@ -30,5 +30,5 @@ pub mod placement;
 pub mod relay;
 pub mod service;
 pub mod settle;
-pub mod sqltext;
+pub use router::sqltext;
 pub mod wire;

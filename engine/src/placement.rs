@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
 use crate::relay::{insert_outbox, OutboxRow};
-use crate::sqltext::Sql;
+use crate::sqltext::{Sql, TextTx};
 use crate::wire::{OrderInput, ORDERS_TOPIC};
 
 /// A symbol's trading configuration (meta `symbols` joined with `assets`).
@@ -677,7 +677,7 @@ async fn write_batch(
                 continue;
             }
         };
-        let mut tx = TextTx { conn: Some(conn) };
+        let mut tx = TextTx::new(conn);
         match write_set(&mut tx, shard, router, jobs).await {
             Ok(results) => return Ok(results),
             Err(e) => {
@@ -687,45 +687,6 @@ async fn write_batch(
         }
     }
     Err(last.unwrap_or_else(|| PlaceError::Config("batch failed".into())))
-}
-
-/// A pooled connection inside a transaction begun in SQL text. Dropped before
-/// [`TextTx::finish`] (an error, a cancelled future), the connection is detached and
-/// closed, which rolls the transaction back on the server; it never goes back to the
-/// pool mid-transaction.
-pub(crate) struct TextTx {
-    pub(crate) conn: Option<sqlx::pool::PoolConnection<sqlx::MySql>>,
-}
-
-impl TextTx {
-    pub(crate) fn conn(&mut self) -> Result<&mut sqlx::MySqlConnection, sqlx::Error> {
-        self.conn
-            .as_deref_mut()
-            .ok_or_else(|| sqlx::Error::Protocol("transaction already ended".into()))
-    }
-
-    /// The transaction ended (committed or rolled back in the text): the connection
-    /// may go back to the pool.
-    pub(crate) fn finish(&mut self) {
-        self.conn.take();
-    }
-
-    /// Rolls back if it can; otherwise closes the connection.
-    pub(crate) async fn abandon(&mut self) {
-        if let Some(mut c) = self.conn.take() {
-            if crate::sqltext::exec(&mut c, "ROLLBACK").await.is_err() {
-                drop(c.detach());
-            }
-        }
-    }
-}
-
-impl Drop for TextTx {
-    fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            drop(c.detach());
-        }
-    }
 }
 
 /// A balance row locked by a batch.

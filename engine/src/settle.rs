@@ -476,7 +476,7 @@ impl Settler {
 
         // 1. begin, mark, locking reads
         let conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
-        let mut tx = crate::placement::TextTx { conn: Some(conn) };
+        let mut tx = crate::sqltext::TextTx::new(conn);
         let mut sql = Sql::new();
         sql.raw("START TRANSACTION; INSERT IGNORE INTO applied_seq (symbol, stream, seq) VALUES (")
             .str(batch.symbol.as_str())

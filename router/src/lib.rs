@@ -21,6 +21,7 @@ pub mod funding;
 pub mod lease;
 pub mod shards;
 pub mod snowflake;
+pub mod sqltext;
 pub mod tables;
 pub mod tcc;
 pub mod telemetry;

@@ -169,6 +169,66 @@ pub struct Ran {
     pub rows: Vec<MySqlRow>,
 }
 
+/// A pooled connection inside a transaction begun in SQL text. Dropped before
+/// [`TextTx::finish`] (an error, a cancelled future), the connection is detached and
+/// closed, which rolls the transaction back on the server; it never goes back to the
+/// pool mid-transaction.
+pub struct TextTx {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::MySql>>,
+}
+
+impl TextTx {
+    /// Wraps a pooled connection; the caller's SQL text starts the transaction.
+    pub fn new(conn: sqlx::pool::PoolConnection<sqlx::MySql>) -> Self {
+        Self { conn: Some(conn) }
+    }
+
+    /// Acquires a connection from `pool`.
+    ///
+    /// # Errors
+    /// The pool's error.
+    pub async fn acquire(pool: &sqlx::MySqlPool) -> Result<Self, sqlx::Error> {
+        Ok(Self::new(pool.acquire().await?))
+    }
+
+    pub fn conn(&mut self) -> Result<&mut sqlx::MySqlConnection, sqlx::Error> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| sqlx::Error::Protocol("transaction already ended".into()))
+    }
+
+    /// The transaction ended (committed or rolled back in the text): the connection
+    /// may go back to the pool.
+    pub fn finish(&mut self) {
+        self.conn.take();
+    }
+
+    /// Rolls back if it can; otherwise closes the connection.
+    pub async fn abandon(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            if exec(&mut c, "ROLLBACK").await.is_err() {
+                drop(c.detach());
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for TextTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTx")
+            .field("open", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl Drop for TextTx {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            drop(c.detach());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
