@@ -34,6 +34,7 @@ use std::time::Duration;
 use domain::{Amount, Asset, UserId};
 use sqlx::MySqlPool;
 
+use crate::sqltext::{exec, Ran, Sql, TextTx};
 use crate::{RouterError, ShardMap};
 
 /// A process-aborting failure injected at a step boundary (crash tests): set
@@ -450,220 +451,266 @@ impl Tcc {
         Ok(())
     }
 
-    /// Source Try: freeze the amount.
-    ///
-    /// # Errors
-    /// [`TransferError::Insufficient`] (nothing written); database errors.
-    async fn try_source_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let shard = self.shards.shard_of(leg.from).get();
-        let place = |e| RouterError::db_on_shard(shard, e);
-        let mut tx = self
-            .shards
-            .pool_for(leg.from)
-            .begin()
+    /// The shard of `user`, its pool wrapped for a transaction in SQL text.
+    async fn text_tx(&self, user: UserId) -> Result<(u16, TextTx), TransferError> {
+        let shard = self.shards.shard_of(user).get();
+        let tx = TextTx::acquire(self.shards.pool_for(user))
             .await
-            .map_err(place)?;
-        if let Some(r) = barrier_try(&mut tx, shard, leg.gid, SOURCE).await? {
-            tx.commit().await.map_err(place)?;
+            .map_err(|e| RouterError::db_on_shard(shard, e))?;
+        Ok((shard, tx))
+    }
+
+    // Each branch is one local transaction in two or three round trips of SQL text
+    // (`crate::sqltext`): 1. begin, barrier, locking reads; 2. the writes (checked);
+    // 3. commit. Dropped midway (an error), the connection is closed: rolled back.
+
+    async fn try_source_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
+        let (shard, mut tx) = self.text_tx(leg.from).await?;
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION;\n");
+        barrier_sql(&mut sql, leg.gid, SOURCE, "try", "normal");
+        balance_sql(&mut sql, leg.from, &leg.asset);
+        let ran = run(&mut tx, shard, &sql).await?;
+        if let Some(r) = barrier_outcome(&ran, true)? {
+            finish(&mut tx, shard, "COMMIT").await?;
             return Ok(r);
         }
-        let after =
-            match crate::accounts::freeze_on(&mut tx, shard, leg.from, &leg.asset, leg.amount, 8)
-                .await
-            {
-                Ok(crate::accounts::Freeze::Done(b)) => b,
-                Ok(crate::accounts::Freeze::Insufficient { available }) => {
-                    tx.rollback().await.map_err(place)?;
-                    return Err(TransferError::Insufficient {
-                        asset: leg.asset,
-                        available,
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            };
-        insert_transfer(
-            &mut tx, shard, leg.gid, SOURCE, leg.from, leg.to, &leg.asset, leg.amount, "tried",
-        )
-        .await?;
-        ledger(
-            &mut tx,
-            shard,
+        let balance = balance_of(&ran)?;
+        let (available, _, version) = balance.unwrap_or((Amount::ZERO, Amount::ZERO, 0));
+        if balance.is_none() || available.get() < leg.amount.get() {
+            finish(&mut tx, shard, "ROLLBACK").await?;
+            return Err(TransferError::Insufficient {
+                asset: leg.asset,
+                available,
+            });
+        }
+        let after = available.checked_sub(leg.amount)?;
+        let mut sql = Sql::new();
+        sql.raw("UPDATE account_balances SET available = available - ")
+            .dec(leg.amount)
+            .raw(", frozen = frozen + ")
+            .dec(leg.amount)
+            .raw(", version = version + 1 WHERE user_id = ")
+            .int(leg.from.get())
+            .raw(" AND currency = ")
+            .str(leg.asset.as_str())
+            .raw(" AND account_type = 'spot' AND version = ")
+            .int(version)
+            .raw(" AND available >= ")
+            .dec(leg.amount)
+            .raw(";\n");
+        transfer_row_sql(
+            &mut sql, leg.gid, SOURCE, leg.from, leg.to, &leg.asset, leg.amount, "tried",
+        );
+        ledger_sql(
+            &mut sql,
             leg.from,
             &leg.asset,
             "freeze",
             -leg.amount,
-            after.available,
+            after,
             leg.gid,
-        )
-        .await?;
-        tx.commit().await.map_err(place)?;
+        );
+        let ran = run(&mut tx, shard, &sql).await?;
+        expect_one(
+            &ran,
+            0,
+            leg.gid,
+            "the source balance changed under its lock",
+        )?;
+        finish(&mut tx, shard, "COMMIT").await?;
         Ok(BranchResult::Done)
     }
 
-    /// Target Try: record the pending credit.
-    ///
-    /// # Errors
-    /// Database errors.
     async fn try_target_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let shard = self.shards.shard_of(leg.to).get();
-        let place = |e| RouterError::db_on_shard(shard, e);
-        let mut tx = self.shards.pool_for(leg.to).begin().await.map_err(place)?;
-        if let Some(r) = barrier_try(&mut tx, shard, leg.gid, TARGET).await? {
-            tx.commit().await.map_err(place)?;
+        let (shard, mut tx) = self.text_tx(leg.to).await?;
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION;\n");
+        barrier_sql(&mut sql, leg.gid, TARGET, "try", "normal");
+        let ran = run(&mut tx, shard, &sql).await?;
+        if let Some(r) = barrier_outcome(&ran, true)? {
+            finish(&mut tx, shard, "COMMIT").await?;
             return Ok(r);
         }
-        insert_transfer(
-            &mut tx, shard, leg.gid, TARGET, leg.to, leg.from, &leg.asset, leg.amount, "tried",
-        )
-        .await?;
-        tx.commit().await.map_err(place)?;
+        let mut sql = Sql::new();
+        transfer_row_sql(
+            &mut sql, leg.gid, TARGET, leg.to, leg.from, &leg.asset, leg.amount, "tried",
+        );
+        sql.raw("COMMIT");
+        run(&mut tx, shard, &sql).await?;
+        tx.finish();
         Ok(BranchResult::Done)
     }
 
-    /// Source Confirm: spend the frozen amount.
-    ///
-    /// # Errors
-    /// Database errors; a Confirm without its Try (a coordinator bug) is refused.
     async fn confirm_source_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let shard = self.shards.shard_of(leg.from).get();
-        let place = |e| RouterError::db_on_shard(shard, e);
-        let mut tx = self
-            .shards
-            .pool_for(leg.from)
-            .begin()
-            .await
-            .map_err(place)?;
-        if !barrier(&mut tx, shard, leg.gid, SOURCE, "confirm", "normal").await? {
-            tx.commit().await.map_err(place)?;
+        let (shard, mut tx) = self.text_tx(leg.from).await?;
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION;\n");
+        barrier_sql(&mut sql, leg.gid, SOURCE, "confirm", "normal");
+        balance_sql(&mut sql, leg.from, &leg.asset);
+        let ran = run(&mut tx, shard, &sql).await?;
+        if barrier_outcome(&ran, false)?.is_some() {
+            finish(&mut tx, shard, "COMMIT").await?;
             return Ok(BranchResult::Repeated);
         }
-        transition(&mut tx, shard, leg.gid, SOURCE, "tried", "confirmed").await?;
-        let r = sqlx::query(
-            "UPDATE account_balances SET frozen = frozen - CAST(? AS DECIMAL(36,18)), version = version + 1 \
-             WHERE user_id = ? AND currency = ? AND account_type = 'spot' AND frozen >= CAST(? AS DECIMAL(36,18))",
-        )
-        .bind(leg.amount.to_db_string())
-        .bind(leg.from.get())
-        .bind(leg.asset.as_str())
-        .bind(leg.amount.to_db_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(place)?;
-        if r.rows_affected() != 1 {
-            return Err(inconsistent(
-                leg.gid,
-                "source frozen balance is short of the transfer",
-            ));
-        }
-        let b = crate::accounts::balance(&mut *tx, shard, leg.from, &leg.asset)
-            .await?
-            .ok_or_else(|| inconsistent(leg.gid, "source balance vanished"))?;
-        ledger(
-            &mut tx,
-            shard,
+        let (available, _, _) = balance_of(&ran)?
+            .ok_or_else(|| inconsistent(leg.gid, "the source has no balance row"))?;
+        let mut sql = Sql::new();
+        transition_sql(&mut sql, leg.gid, SOURCE, "tried", "confirmed");
+        sql.raw("UPDATE account_balances SET frozen = frozen - ")
+            .dec(leg.amount)
+            .raw(", version = version + 1 WHERE user_id = ")
+            .int(leg.from.get())
+            .raw(" AND currency = ")
+            .str(leg.asset.as_str())
+            .raw(" AND account_type = 'spot' AND frozen >= ")
+            .dec(leg.amount)
+            .raw(";\n");
+        ledger_sql(
+            &mut sql,
             leg.from,
             &leg.asset,
             "transfer",
             -leg.amount,
-            b.available,
+            available,
             leg.gid,
-        )
-        .await?;
-        tx.commit().await.map_err(place)?;
+        );
+        let ran = run(&mut tx, shard, &sql).await?;
+        expect_one(&ran, 0, leg.gid, "the source branch is not tried")?;
+        expect_one(
+            &ran,
+            1,
+            leg.gid,
+            "the source frozen balance is short of the transfer",
+        )?;
+        finish(&mut tx, shard, "COMMIT").await?;
         Ok(BranchResult::Done)
     }
 
-    /// Target Confirm: credit the amount.
-    ///
-    /// # Errors
-    /// Database errors; a Confirm without its Try is refused.
     async fn confirm_target_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let shard = self.shards.shard_of(leg.to).get();
-        let place = |e| RouterError::db_on_shard(shard, e);
-        let mut tx = self.shards.pool_for(leg.to).begin().await.map_err(place)?;
-        if !barrier(&mut tx, shard, leg.gid, TARGET, "confirm", "normal").await? {
-            tx.commit().await.map_err(place)?;
+        let (shard, mut tx) = self.text_tx(leg.to).await?;
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION;\n");
+        barrier_sql(&mut sql, leg.gid, TARGET, "confirm", "normal");
+        balance_sql(&mut sql, leg.to, &leg.asset);
+        let ran = run(&mut tx, shard, &sql).await?;
+        if barrier_outcome(&ran, false)?.is_some() {
+            finish(&mut tx, shard, "COMMIT").await?;
             return Ok(BranchResult::Repeated);
         }
-        transition(&mut tx, shard, leg.gid, TARGET, "tried", "confirmed").await?;
-        let after = credit_available(&mut tx, shard, leg.to, &leg.asset, leg.amount).await?;
-        ledger(
-            &mut tx, shard, leg.to, &leg.asset, "transfer", leg.amount, after, leg.gid,
-        )
-        .await?;
-        tx.commit().await.map_err(place)?;
+        let before = balance_of(&ran)?.map_or(Amount::ZERO, |b| b.0);
+        let after = before.checked_add(leg.amount)?;
+        let mut sql = Sql::new();
+        transition_sql(&mut sql, leg.gid, TARGET, "tried", "confirmed");
+        sql.raw("INSERT INTO account_balances (user_id, currency, available) VALUES (")
+            .int(leg.to.get())
+            .comma()
+            .str(leg.asset.as_str())
+            .comma()
+            .dec(leg.amount)
+            .raw(") ON DUPLICATE KEY UPDATE available = available + ")
+            .dec(leg.amount)
+            .raw(", version = version + 1;\n");
+        ledger_sql(
+            &mut sql, leg.to, &leg.asset, "transfer", leg.amount, after, leg.gid,
+        );
+        let ran = run(&mut tx, shard, &sql).await?;
+        expect_one(&ran, 0, leg.gid, "the target branch is not tried")?;
+        finish(&mut tx, shard, "COMMIT").await?;
         Ok(BranchResult::Done)
     }
 
-    /// Source Cancel: unfreeze (or, before any Try, the empty-rollback marker).
-    ///
-    /// # Errors
-    /// Database errors.
     async fn cancel_source_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let shard = self.shards.shard_of(leg.from).get();
-        let place = |e| RouterError::db_on_shard(shard, e);
-        let mut tx = self
-            .shards
-            .pool_for(leg.from)
-            .begin()
-            .await
-            .map_err(place)?;
-        if let Some(r) = barrier_cancel(&mut tx, shard, leg.gid, SOURCE).await? {
-            tx.commit().await.map_err(place)?;
-            return Ok(r);
-        }
-        transition(&mut tx, shard, leg.gid, SOURCE, "tried", "cancelled").await?;
-        let r = sqlx::query(
-            "UPDATE account_balances SET available = available + CAST(? AS DECIMAL(36,18)), \
-               frozen = frozen - CAST(? AS DECIMAL(36,18)), version = version + 1 \
-             WHERE user_id = ? AND currency = ? AND account_type = 'spot' AND frozen >= CAST(? AS DECIMAL(36,18))",
-        )
-        .bind(leg.amount.to_db_string())
-        .bind(leg.amount.to_db_string())
-        .bind(leg.from.get())
-        .bind(leg.asset.as_str())
-        .bind(leg.amount.to_db_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(place)?;
-        if r.rows_affected() != 1 {
-            return Err(inconsistent(
-                leg.gid,
-                "source frozen balance is short of the transfer",
-            ));
-        }
-        let b = crate::accounts::balance(&mut *tx, shard, leg.from, &leg.asset)
-            .await?
-            .ok_or_else(|| inconsistent(leg.gid, "source balance vanished"))?;
-        ledger(
-            &mut tx,
-            shard,
-            leg.from,
-            &leg.asset,
-            "unfreeze",
-            leg.amount,
-            b.available,
-            leg.gid,
-        )
-        .await?;
-        tx.commit().await.map_err(place)?;
-        Ok(BranchResult::Done)
+        self.cancel_once(leg, SOURCE).await
     }
 
-    /// Target Cancel: drop the pending credit (or the empty-rollback marker).
-    ///
-    /// # Errors
-    /// Database errors.
     async fn cancel_target_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let shard = self.shards.shard_of(leg.to).get();
-        let place = |e| RouterError::db_on_shard(shard, e);
-        let mut tx = self.shards.pool_for(leg.to).begin().await.map_err(place)?;
-        if let Some(r) = barrier_cancel(&mut tx, shard, leg.gid, TARGET).await? {
-            tx.commit().await.map_err(place)?;
-            return Ok(r);
+        self.cancel_once(leg, TARGET).await
+    }
+
+    /// Cancel of one branch: the Cancel barrier; with no Try before it, the Try
+    /// barrier as the empty-rollback marker (a late Try is refused); else the branch
+    /// row `tried` → `cancelled` and, on the source, the frozen amount released.
+    async fn cancel_once(&self, leg: &Leg, branch: &str) -> Result<BranchResult, TransferError> {
+        use sqlx::Row;
+        let user = if branch == SOURCE { leg.from } else { leg.to };
+        let (shard, mut tx) = self.text_tx(user).await?;
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION;\n");
+        barrier_sql(&mut sql, leg.gid, branch, "cancel", "normal");
+        sql.raw("INSERT IGNORE INTO tcc_branches (gid, branch_id, op, reason) VALUES (")
+            .int(leg.gid)
+            .comma()
+            .str(branch)
+            .raw(", 'try', 'rollback');\nSELECT 'e', ROW_COUNT();\nSELECT 't', CAST(status AS CHAR) FROM transfers WHERE gid = ")
+            .int(leg.gid)
+            .raw(" AND branch = ")
+            .str(branch)
+            .raw(" FOR UPDATE;\n");
+        if branch == SOURCE {
+            balance_sql(&mut sql, user, &leg.asset);
         }
-        transition(&mut tx, shard, leg.gid, TARGET, "tried", "cancelled").await?;
-        tx.commit().await.map_err(place)?;
+        let ran = run(&mut tx, shard, &sql).await?;
+        if barrier_outcome(&ran, false)?.is_some() {
+            finish(&mut tx, shard, "COMMIT").await?;
+            return Ok(BranchResult::Repeated);
+        }
+        let marker = tagged(&ran, "e")
+            .map(|r| r.try_get::<i64, _>(1))
+            .transpose()
+            .map_err(|e| text_err(shard, e))?
+            .unwrap_or(0);
+        let tried = tagged(&ran, "t")
+            .map(|r| r.try_get::<String, _>(1))
+            .transpose()
+            .map_err(|e| text_err(shard, e))?;
+        // no Try before (the marker went in), or a Try that was refused and wrote nothing
+        if marker == 1 || tried.is_none() {
+            finish(&mut tx, shard, "COMMIT").await?;
+            return Ok(BranchResult::EmptyRollback);
+        }
+        let mut sql = Sql::new();
+        transition_sql(&mut sql, leg.gid, branch, "tried", "cancelled");
+        if branch == SOURCE {
+            let (available, _, _) = balance_of(&ran)?
+                .ok_or_else(|| inconsistent(leg.gid, "the source has no balance row"))?;
+            sql.raw("UPDATE account_balances SET available = available + ")
+                .dec(leg.amount)
+                .raw(", frozen = frozen - ")
+                .dec(leg.amount)
+                .raw(", version = version + 1 WHERE user_id = ")
+                .int(user.get())
+                .raw(" AND currency = ")
+                .str(leg.asset.as_str())
+                .raw(" AND account_type = 'spot' AND frozen >= ")
+                .dec(leg.amount)
+                .raw(";\n");
+            ledger_sql(
+                &mut sql,
+                user,
+                &leg.asset,
+                "unfreeze",
+                leg.amount,
+                available.checked_add(leg.amount)?,
+                leg.gid,
+            );
+        }
+        let ran = run(&mut tx, shard, &sql).await?;
+        expect_one(
+            &ran,
+            0,
+            leg.gid,
+            &format!("the {branch} branch is not tried"),
+        )?;
+        if branch == SOURCE {
+            expect_one(
+                &ran,
+                1,
+                leg.gid,
+                "the source frozen balance is short of the transfer",
+            )?;
+        }
+        finish(&mut tx, shard, "COMMIT").await?;
         Ok(BranchResult::Done)
     }
 
@@ -847,6 +894,180 @@ pub struct Leg {
     pub amount: Amount,
 }
 
+fn text_err(shard: u16, e: sqlx::Error) -> TransferError {
+    TransferError::Router(RouterError::db_on_shard(shard, e))
+}
+
+async fn run(tx: &mut TextTx, shard: u16, sql: &Sql) -> Result<Ran, TransferError> {
+    let conn = tx.conn().map_err(|e| text_err(shard, e))?;
+    sql.run(conn).await.map_err(|e| text_err(shard, e))
+}
+
+/// Ends the transaction (`COMMIT` / `ROLLBACK`); the connection goes back to the pool.
+async fn finish(tx: &mut TextTx, shard: u16, how: &'static str) -> Result<(), TransferError> {
+    let conn = tx.conn().map_err(|e| text_err(shard, e))?;
+    exec(conn, how).await.map_err(|e| text_err(shard, e))?;
+    tx.finish();
+    Ok(())
+}
+
+/// The first row whose tag (first column) is `tag`.
+fn tagged<'a>(ran: &'a Ran, tag: &str) -> Option<&'a sqlx::mysql::MySqlRow> {
+    use sqlx::Row;
+    ran.rows
+        .iter()
+        .find(|r| r.try_get::<String, _>(0).is_ok_and(|t| t == tag))
+}
+
+/// `INSERT IGNORE` of a barrier row, then `SELECT 'r', inserted, try reason`.
+fn barrier_sql(sql: &mut Sql, gid: u64, branch: &str, op: &str, reason: &str) {
+    sql.raw("INSERT IGNORE INTO tcc_branches (gid, branch_id, op, reason) VALUES (")
+        .int(gid)
+        .comma()
+        .str(branch)
+        .comma()
+        .str(op)
+        .comma()
+        .str(reason)
+        .raw(
+            ");
+SELECT 'r', ROW_COUNT(), (SELECT CAST(reason AS CHAR) FROM tcc_branches WHERE gid = ",
+        )
+        .int(gid)
+        .raw(" AND branch_id = ")
+        .str(branch)
+        .raw(
+            " AND op = 'try');
+",
+        );
+}
+
+/// `None` when the barrier row was new (go on); otherwise what the call is: a repeat,
+/// or (for a Try, `is_try`) a Try after its Cancel.
+fn barrier_outcome(ran: &Ran, is_try: bool) -> Result<Option<BranchResult>, TransferError> {
+    use sqlx::Row;
+    let row = tagged(ran, "r").ok_or_else(|| inconsistent(0, "barrier result missing"))?;
+    let inserted: i64 = row
+        .try_get(1)
+        .map_err(|e| inconsistent(0, &e.to_string()))?;
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let reason: Option<String> = row
+        .try_get(2)
+        .map_err(|e| inconsistent(0, &e.to_string()))?;
+    Ok(Some(if is_try && reason.as_deref() == Some("rollback") {
+        BranchResult::Hanging
+    } else {
+        BranchResult::Repeated
+    }))
+}
+
+/// A locking read of a spot balance: `SELECT 'b', available, frozen, version`.
+fn balance_sql(sql: &mut Sql, user: UserId, asset: &Asset) {
+    sql.raw("SELECT 'b', CAST(available AS CHAR), CAST(frozen AS CHAR), version FROM account_balances WHERE user_id = ")
+        .int(user.get())
+        .raw(" AND currency = ")
+        .str(asset.as_str())
+        .raw(" AND account_type = 'spot' FOR UPDATE;
+");
+}
+
+/// (available, frozen, version) of the `'b'` row, if the balance exists.
+fn balance_of(ran: &Ran) -> Result<Option<(Amount, Amount, u64)>, TransferError> {
+    use sqlx::Row;
+    let Some(row) = tagged(ran, "b") else {
+        return Ok(None);
+    };
+    let bad = |e: sqlx::Error| inconsistent(0, &e.to_string());
+    let available: String = row.try_get(1).map_err(bad)?;
+    let frozen: String = row.try_get(2).map_err(bad)?;
+    let version: u64 = row.try_get(3).map_err(bad)?;
+    Ok(Some((
+        Amount::from_db_str(&available)?,
+        Amount::from_db_str(&frozen)?,
+        version,
+    )))
+}
+
+/// The `i`-th write statement of a round trip must have changed exactly one row.
+fn expect_one(ran: &Ran, i: usize, gid: u64, what: &str) -> Result<(), TransferError> {
+    if ran.affected.get(i) == Some(&1) {
+        Ok(())
+    } else {
+        Err(inconsistent(gid, what))
+    }
+}
+
+fn transition_sql(sql: &mut Sql, gid: u64, branch: &str, from: &str, to: &str) {
+    sql.raw("UPDATE transfers SET status = ")
+        .str(to)
+        .raw(" WHERE gid = ")
+        .int(gid)
+        .raw(" AND branch = ")
+        .str(branch)
+        .raw(" AND status = ")
+        .str(from)
+        .raw(
+            ";
+",
+        );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transfer_row_sql(
+    sql: &mut Sql,
+    gid: u64,
+    branch: &str,
+    user: UserId,
+    counter: UserId,
+    asset: &Asset,
+    amount: Amount,
+    status: &str,
+) {
+    sql.raw("INSERT INTO transfers (gid, branch, user_id, counter_user_id, currency, amount, status) VALUES (")
+        .int(gid)
+        .comma()
+        .str(branch)
+        .comma()
+        .int(user.get())
+        .comma()
+        .int(counter.get())
+        .comma()
+        .str(asset.as_str())
+        .comma()
+        .dec(amount)
+        .comma()
+        .str(status)
+        .raw(");
+");
+}
+
+fn ledger_sql(
+    sql: &mut Sql,
+    user: UserId,
+    asset: &Asset,
+    kind: &str,
+    amount: Amount,
+    balance_after: Amount,
+    gid: u64,
+) {
+    sql.raw("INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES (")
+        .int(user.get())
+        .comma()
+        .str(asset.as_str())
+        .comma()
+        .str(kind)
+        .comma()
+        .dec(amount)
+        .comma()
+        .dec(balance_after)
+        .raw(", 'transfer', ")
+        .int(gid)
+        .raw(");
+");
+}
+
 fn parse_payload(gid: u64, payload: &str) -> Result<Leg, RouterError> {
     let bad = |w: &str| RouterError::InvalidInput(format!("tcc_global {gid}: bad payload ({w})"));
     let v: serde_json::Value = serde_json::from_str(payload).map_err(|_| bad("json"))?;
@@ -880,106 +1101,6 @@ use crate::error::retry_deadlocks as retrying;
 
 fn inconsistent(gid: u64, what: &str) -> TransferError {
     TransferError::Router(RouterError::InvalidInput(format!("transfer {gid}: {what}")))
-}
-
-/// Writes a barrier row; `false` if it was there already.
-async fn barrier(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    gid: u64,
-    branch: &str,
-    op: &str,
-    reason: &str,
-) -> Result<bool, RouterError> {
-    let r = sqlx::query(
-        "INSERT IGNORE INTO tcc_branches (gid, branch_id, op, reason) VALUES (?, ?, ?, ?)",
-    )
-    .bind(gid)
-    .bind(branch)
-    .bind(op)
-    .bind(reason)
-    .execute(conn)
-    .await
-    .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    Ok(r.rows_affected() == 1)
-}
-
-/// The Try barrier: `None` when this Try is new (go on), otherwise what it was.
-async fn barrier_try(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    gid: u64,
-    branch: &str,
-) -> Result<Option<BranchResult>, RouterError> {
-    if barrier(&mut *conn, shard, gid, branch, "try", "normal").await? {
-        return Ok(None);
-    }
-    let (reason,): (String,) = sqlx::query_as(
-        "SELECT CAST(reason AS CHAR) FROM tcc_branches WHERE gid = ? AND branch_id = ? AND op = 'try'",
-    )
-    .bind(gid)
-    .bind(branch)
-    .fetch_one(conn)
-    .await
-    .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    Ok(Some(if reason == "rollback" {
-        BranchResult::Hanging
-    } else {
-        BranchResult::Repeated
-    }))
-}
-
-/// The Cancel barrier: `None` when there is a Try to undo (go on).
-async fn barrier_cancel(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    gid: u64,
-    branch: &str,
-) -> Result<Option<BranchResult>, RouterError> {
-    if !barrier(&mut *conn, shard, gid, branch, "cancel", "normal").await? {
-        return Ok(Some(BranchResult::Repeated));
-    }
-    // no Try yet: take its barrier as the empty-rollback marker (a late Try is refused)
-    if barrier(&mut *conn, shard, gid, branch, "try", "rollback").await? {
-        return Ok(Some(BranchResult::EmptyRollback));
-    }
-    // the Try was refused (insufficient funds) after writing nothing: no row to undo
-    let tried: Option<(String,)> =
-        sqlx::query_as("SELECT CAST(status AS CHAR) FROM transfers WHERE gid = ? AND branch = ?")
-            .bind(gid)
-            .bind(branch)
-            .fetch_optional(conn)
-            .await
-            .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    Ok(if tried.is_some() {
-        None
-    } else {
-        Some(BranchResult::EmptyRollback)
-    })
-}
-
-/// Moves a branch row between statuses; anything else is a coordinator bug.
-async fn transition(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    gid: u64,
-    branch: &str,
-    from: &str,
-    to: &str,
-) -> Result<(), TransferError> {
-    let r =
-        sqlx::query("UPDATE transfers SET status = ? WHERE gid = ? AND branch = ? AND status = ?")
-            .bind(to)
-            .bind(gid)
-            .bind(branch)
-            .bind(from)
-            .execute(conn)
-            .await
-            .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    if r.rows_affected() != 1 {
-        return Err(inconsistent(gid, &format!("{branch} branch is not {from}")));
-    }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
