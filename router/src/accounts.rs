@@ -187,6 +187,30 @@ pub async fn credit_deposit(
             "deposit amount must be positive, got {amount}"
         )));
     }
+    // the global (txid, asset) index first, as `funding::report_deposit` does: the
+    // same deposit can never be recorded for two users on two shards
+    let indexed =
+        sqlx::query("INSERT IGNORE INTO deposit_txids (txid, currency, user_id) VALUES (?, ?, ?)")
+            .bind(txid)
+            .bind(asset.as_str())
+            .bind(user.get())
+            .execute(shards.meta())
+            .await
+            .map_err(|e| RouterError::db("meta", e))?;
+    if indexed.rows_affected() == 0 {
+        let (owner,): (u64,) =
+            sqlx::query_as("SELECT user_id FROM deposit_txids WHERE txid = ? AND currency = ?")
+                .bind(txid)
+                .bind(asset.as_str())
+                .fetch_one(shards.meta())
+                .await
+                .map_err(|e| RouterError::db("meta", e))?;
+        if owner != user.get() {
+            return Err(RouterError::InvalidInput(format!(
+                "deposit {txid} {asset} was already recorded for user {owner}"
+            )));
+        }
+    }
     let shard = shards.shard_of(user).get();
     let place = |e| RouterError::db_on_shard(shard, e);
     let amount_sql = amount.to_db_string();

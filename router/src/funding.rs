@@ -249,8 +249,16 @@ pub async fn report_deposit(
         });
     }
     let shard = map.shard_of(user).get();
-    sqlx::query(
-        "INSERT IGNORE INTO deposits (user_id, currency, amount, chain, txid, from_address, to_address, \
+    if chain.is_empty() || chain.len() > 20 || from_address.len() > 255 || to_address.len() > 255 {
+        return Err(FundingError::InvalidAmount {
+            amount: amount.to_string(),
+            reason: "chain must be 1..=20 and addresses at most 255 characters".into(),
+        });
+    }
+    // a plain INSERT (IGNORE would also turn truncation into a warning); a repeated
+    // report finds the row already there
+    let inserted = sqlx::query(
+        "INSERT INTO deposits (user_id, currency, amount, chain, txid, from_address, to_address, \
            confirmations, required_confirmations, status) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, 'pending')",
     )
     .bind(user.get())
@@ -262,9 +270,20 @@ pub async fn report_deposit(
     .bind(to_address)
     .bind(params.required_confirmations)
     .execute(map.pool_for(user))
-    .await
-    .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    load_deposit(map.pool_for(user), shard, txid, &params.asset, false).await
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {}
+        Err(e) => return Err(RouterError::db_on_shard(shard, e).into()),
+    }
+    let d = load_deposit(map.pool_for(user), shard, txid, &params.asset, false).await?;
+    if d.user_id != user.get() {
+        return Err(FundingError::TxidTaken {
+            txid: txid.to_owned(),
+            asset: params.asset.to_string(),
+        });
+    }
+    Ok(d)
 }
 
 async fn load_deposit<'e, E>(
@@ -335,8 +354,8 @@ async fn confirm_once(
     let shard = map.shard_of(user).get();
     let place = |e| RouterError::db_on_shard(shard, e);
     let mut tx = map.pool_for(user).begin().await.map_err(place)?;
-    let row: Option<(u64, String, String, i32)> = sqlx::query_as(
-        "SELECT id, CAST(amount AS CHAR), CAST(status AS CHAR), required_confirmations FROM deposits \
+    let row: Option<(u64, String, String, i32, u64)> = sqlx::query_as(
+        "SELECT id, CAST(amount AS CHAR), CAST(status AS CHAR), required_confirmations, user_id FROM deposits \
          WHERE txid = ? AND currency = ? FOR UPDATE",
     )
     .bind(txid)
@@ -344,8 +363,13 @@ async fn confirm_once(
     .fetch_optional(&mut *tx)
     .await
     .map_err(place)?;
-    let (id, amount, status, required) =
+    let (id, amount, status, required, row_user) =
         row.ok_or_else(|| FundingError::NotFound(format!("deposit {txid} {asset}")))?;
+    if row_user != user.get() {
+        return Err(FundingError::Router(RouterError::InvalidInput(format!(
+            "deposit {txid} {asset}: the shard row belongs to user {row_user}, meta says {user}"
+        ))));
+    }
     let mut credited = false;
     if status == "completed" || status == "failed" {
         // later confirmations are recorded; nothing is credited again
@@ -513,14 +537,28 @@ async fn request_once(
             .await
             .map_err(place)?;
     let (two_fa, secret) = row.ok_or(FundingError::UnknownUser(user.get()))?;
-    if two_fa {
+    let step = if two_fa {
         let code = two_factor_code.ok_or(FundingError::TwoFactorRequired)?;
         let secret = secret.ok_or(FundingError::TwoFactorInvalid)?;
-        if !totp_verify(&secret, code, now_unix) {
+        Some(totp_match(&secret, code, now_unix).ok_or(FundingError::TwoFactorInvalid)?)
+    } else {
+        None
+    };
+    let mut tx = pool.begin().await.map_err(place)?;
+    if let Some(step) = step {
+        // a code is good once: its step must be later than the last one accepted
+        let fresh =
+            sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")
+                .bind(step)
+                .bind(user.get())
+                .bind(step)
+                .execute(&mut *tx)
+                .await
+                .map_err(place)?;
+        if fresh.rows_affected() != 1 {
             return Err(FundingError::TwoFactorInvalid);
         }
     }
-    let mut tx = pool.begin().await.map_err(place)?;
     let allowed: Option<(u64,)> = sqlx::query_as(
         "SELECT user_id FROM withdraw_addresses WHERE user_id = ? AND currency = ? AND chain = ? AND address = ?",
     )
@@ -882,8 +920,8 @@ async fn transition_once(
     })
 }
 
-/// Approves (`reviewing` → `approved`) or rejects (`reviewing` → `rejected`, funds
-/// unfrozen) a withdrawal, with the reviewer and a comment.
+/// Approves (`reviewing` → `approved`) or rejects (`reviewing` or `approved` →
+/// `rejected`, funds unfrozen) a withdrawal, with the reviewer and a comment.
 ///
 /// # Errors
 /// [`FundingError::NotFound`]; database errors.
@@ -907,10 +945,25 @@ pub async fn review(
         )
         .await
     } else {
-        transition(
+        // a withdrawal not yet being sent may still be rejected
+        let t = transition(
             map,
             id,
             "reviewing",
+            "rejected",
+            Money::Unfreeze,
+            Some(reviewer),
+            Some(comment),
+            None,
+        )
+        .await?;
+        if t.changed {
+            return Ok(t);
+        }
+        transition(
+            map,
+            id,
+            "approved",
             "rejected",
             Money::Unfreeze,
             Some(reviewer),
@@ -1069,13 +1122,20 @@ pub fn totp_at(secret_b32: &str, step: u64) -> Option<u32> {
 
 /// Whether `code` is the TOTP of `secret` at `now_unix` (± one 30 s step of clock skew).
 pub fn totp_verify(secret_b32: &str, code: &str, now_unix: u64) -> bool {
-    let Ok(code) = code.trim().parse::<u32>() else {
-        return false;
-    };
+    totp_match(secret_b32, code, now_unix).is_some()
+}
+
+/// The 30 s step `code` belongs to (± one step around `now_unix`), if any.
+pub fn totp_match(secret_b32: &str, code: &str, now_unix: u64) -> Option<u64> {
+    let code = code.trim();
+    if code.len() != 6 {
+        return None;
+    }
+    let code = code.parse::<u32>().ok()?;
     let step = now_unix / 30;
     [step.saturating_sub(1), step, step + 1]
         .into_iter()
-        .any(|s| totp_at(secret_b32, s) == Some(code))
+        .find(|s| totp_at(secret_b32, *s) == Some(code))
 }
 
 #[cfg(test)]

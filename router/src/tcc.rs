@@ -25,8 +25,9 @@
 //! no global).
 //!
 //! Money: Σ(available + frozen) over all shards changes only between a transfer's two
-//! Confirms (the amount has left the source and not yet reached the target) — the
-//! audit is exact when no global is `confirming`.
+//! Confirms, which run source first (the amount has left the source and not yet
+//! reached the target: never the other way round) — the audit is exact when no global
+//! is `confirming`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -326,20 +327,34 @@ impl Tcc {
             return Err(e);
         }
         self.failpoint("tcc.after_try");
-        if !self.set_status(gid, "trying", "confirming").await? {
+        match self.set_status(gid, "trying", "confirming").await {
+            Ok(true) => {}
             // the recovery loop cancelled it meanwhile (we were slower than its timeout)
-            return Err(TransferError::Router(RouterError::Busy(format!(
-                "transfer {gid} was cancelled by recovery before it could confirm"
-            ))));
+            Ok(false) => {
+                return Err(TransferError::Router(RouterError::Busy(format!(
+                    "transfer {gid} was cancelled by recovery before it could confirm"
+                ))))
+            }
+            Err(e) => {
+                return Err(TransferError::Router(RouterError::Busy(format!(
+                    "transfer {gid}: outcome unknown ({e}); `shardctl tcc list` shows it until recovery finishes it"
+                ))))
+            }
         }
+        // decided: from here the transfer happens; a failure only delays it (recovery),
+        // so the caller is never told it failed
         let outcome = match self.confirm_both(&leg).await {
             Ok(()) => {
-                self.set_status(gid, "confirming", "confirmed").await?;
+                if let Err(e) = self.set_status(gid, "confirming", "confirmed").await {
+                    tracing::warn!(gid, error = %e, "both confirmed; the status is left to recovery");
+                }
                 Outcome::Confirmed
             }
             Err(e) => {
                 tracing::warn!(gid, error = %e, "confirm failed; left to recovery");
-                self.backoff(gid, 0).await?;
+                if let Err(e) = self.backoff(gid, 0).await {
+                    tracing::warn!(gid, error = %e, "could not schedule the retry");
+                }
                 Outcome::Confirming
             }
         };
@@ -350,17 +365,13 @@ impl Tcc {
         })
     }
 
-    /// Both Confirms at once; one after the other when a failpoint is armed, so a
-    /// crash test can stop between them.
+    /// The source Confirm, then the target's: the payee is never credited before the
+    /// payer's frozen amount is spent.
     async fn confirm_both(&self, leg: &Leg) -> Result<(), TransferError> {
-        if self.failpoint.is_some() {
-            self.confirm_source(leg).await?;
-            self.failpoint("tcc.after_confirm_source");
-            self.confirm_target(leg).await?;
-            return Ok(());
-        }
-        let (s, t) = tokio::join!(self.confirm_source(leg), self.confirm_target(leg));
-        s.and(t).map(|_| ())
+        self.confirm_source(leg).await?;
+        self.failpoint("tcc.after_confirm_source");
+        self.confirm_target(leg).await?;
+        Ok(())
     }
 
     /// Both Cancels at once (one after the other when a failpoint is armed).
@@ -850,7 +861,27 @@ impl Tcc {
         let Some((status, payload, retries)) = row else {
             return Ok(None);
         };
-        let leg = parse_payload(gid, &payload)?;
+        let leg = match parse_payload(gid, &payload) {
+            Ok(leg) => leg,
+            Err(e) => {
+                // never retried in a tight loop: an operator must look at it
+                self.backoff(gid, retries).await?;
+                return Err(e.into());
+            }
+        };
+        if status == "trying" {
+            // a Try still within its timeout may be in flight: not ours to cancel yet
+            let (age_ms,): (i64,) = sqlx::query_as(
+                "SELECT TIMESTAMPDIFF(MICROSECOND, created_at, CURRENT_TIMESTAMP(3)) DIV 1000 FROM tcc_global WHERE gid = ?",
+            )
+            .bind(gid)
+            .fetch_one(self.meta())
+            .await
+            .map_err(meta_err)?;
+            if u128::try_from(age_ms).unwrap_or(0) < self.try_timeout.as_millis() {
+                return Ok(None);
+            }
+        }
         let result = match status.as_str() {
             "confirming" => self.confirm_both(&leg).await.map(|()| Some(true)),
             "trying" | "cancelling" => {

@@ -145,6 +145,17 @@ async fn a_deposit_is_credited_once_at_its_required_confirmations() {
         matches!(taken, Err(FundingError::TxidTaken { .. })),
         "{taken:?}"
     );
+    // another spelling is another txid: recorded for its own user, never mixed up
+    let upper = funding::report_deposit(&env.map, uid(2), "BTC", "BTC", "TX-A", "x", "y", "0.25")
+        .await
+        .expect("other spelling");
+    assert_eq!(upper.user_id, 2);
+    let c = funding::confirm_deposit(&env.map, "TX-A", "BTC", 2)
+        .await
+        .expect("confirm");
+    assert!(c.credited);
+    assert_eq!(balance(&env, 2, "BTC").await, (amt("0.25"), Amount::ZERO));
+    assert_eq!(balance(&env, 1, "BTC").await, (amt("0.5"), Amount::ZERO));
     let unknown = funding::confirm_deposit(&env.map, "tx-none", "BTC", 5).await;
     assert!(
         matches!(unknown, Err(FundingError::NotFound(_))),
@@ -211,13 +222,6 @@ async fn a_withdrawal_is_reviewed_sent_and_completed_each_step_once() {
         .expect("again");
     assert!(!a2.changed);
     assert_eq!(a2.withdrawal.comment.as_deref(), Some("ok"));
-    // a reject after the approval does nothing either
-    assert!(
-        !funding::review(&env.map, 7001, false, 900, "no")
-            .await
-            .expect("reject")
-            .changed
-    );
     // completing before processing does nothing
     assert!(
         !funding::complete(&env.map, 7001, "0xtx")
@@ -231,6 +235,12 @@ async fn a_withdrawal_is_reviewed_sent_and_completed_each_step_once() {
             .expect("process")
             .changed
     );
+    // once it is being sent it can no longer be rejected
+    let late = funding::review(&env.map, 7001, false, 900, "too late")
+        .await
+        .expect("late reject");
+    assert!(!late.changed);
+    assert_eq!(late.withdrawal.status, "processing");
     let done = funding::complete(&env.map, 7001, "0xtx")
         .await
         .expect("complete");
@@ -282,6 +292,25 @@ async fn a_withdrawal_is_reviewed_sent_and_completed_each_step_once() {
             .expect("approve")
             .changed
     );
+    // approved, then rejected before it is sent: unfrozen once
+    funding::request_withdrawal(&env.map, 7004, uid(1), "ETH", "ETH", "0xabc", "1", None, 0)
+        .await
+        .expect("request");
+    funding::review(&env.map, 7004, true, 900, "ok")
+        .await
+        .expect("approve");
+    assert!(
+        funding::review(&env.map, 7004, false, 901, "second look")
+            .await
+            .expect("reject")
+            .changed
+    );
+    assert!(
+        !funding::process(&env.map, 7004)
+            .await
+            .expect("process")
+            .changed
+    );
     assert_eq!(balance(&env, 1, "ETH").await, (amt("8.5"), Amount::ZERO));
     // failed on the chain: unfrozen
     funding::request_withdrawal(&env.map, 7003, uid(1), "ETH", "ETH", "0xabc", "1", None, 0)
@@ -303,7 +332,7 @@ async fn a_withdrawal_is_reviewed_sent_and_completed_each_step_once() {
         .expect("list");
     assert_eq!(
         all.iter().map(|w| w.status.as_str()).collect::<Vec<_>>(),
-        ["completed", "rejected", "failed"]
+        ["completed", "rejected", "failed", "rejected"]
     );
     audits_hold(&env).await;
     env.drop_all().await;
@@ -430,6 +459,41 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
     .await
     .expect("with the code");
     assert_eq!(balance(&env, 1, "BTC").await, (amt("13"), amt("7")));
+    // the same code again (a replay) is refused; the next step's code is accepted
+    let replay = funding::request_withdrawal(
+        &env.map,
+        8005,
+        uid(1),
+        "BTC",
+        "BTC",
+        "bc1ok",
+        "1",
+        Some(&right),
+        now,
+    )
+    .await;
+    assert!(
+        matches!(replay, Err(FundingError::TwoFactorInvalid)),
+        "{replay:?}"
+    );
+    let next = format!(
+        "{:06}",
+        funding::totp_at(secret, now / 30 + 1).expect("code")
+    );
+    funding::request_withdrawal(
+        &env.map,
+        8005,
+        uid(1),
+        "BTC",
+        "BTC",
+        "bc1ok",
+        "1",
+        Some(&next),
+        now + 30,
+    )
+    .await
+    .expect("a fresh code");
+    assert_eq!(balance(&env, 1, "BTC").await, (amt("12"), amt("8")));
     audits_hold(&env).await;
     env.drop_all().await;
 }

@@ -180,7 +180,8 @@ enum TccAction {
         #[arg(long)]
         json: bool,
     },
-    /// Finish one global now: confirming → confirmed, trying/cancelling → cancelled.
+    /// Finish one global now: confirming → confirmed, cancelling → cancelled, trying →
+    /// cancelled once older than the Try timeout (5 s).
     Resolve { gid: u64 },
     /// Recovery: finish every unfinished global whose retry time has come (a `trying`
     /// one once older than the Try timeout). Once, or every second with `--watch`.
@@ -594,7 +595,16 @@ async fn tcc(settings: &Settings, action: TccAction) -> Result<bool> {
         } => {
             tcc.try_timeout = Duration::from_millis(try_timeout_ms);
             loop {
-                let r = tcc.recover().await?;
+                let r = match tcc.recover().await {
+                    Ok(r) => r,
+                    // the loop outlives a meta hiccup; a single pass reports it
+                    Err(e) if watch => {
+                        eprintln!("recovery pass failed: {e}; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if r != router::tcc::Recovered::default() || !watch {
                     println!(
                         "recovered: {} confirmed, {} cancelled, {} failed (retried later)",
