@@ -260,3 +260,65 @@ pub async fn credit_deposit(
     tx.commit().await.map_err(place)?;
     Ok(true)
 }
+
+/// Adds `amount` to a spot balance's available (creating the row) inside the caller's
+/// transaction; returns available after.
+///
+/// # Errors
+/// Database errors.
+pub async fn credit_on(
+    conn: &mut sqlx::MySqlConnection,
+    shard: u16,
+    user: UserId,
+    asset: &Asset,
+    amount: Amount,
+) -> Result<Amount, RouterError> {
+    sqlx::query(
+        "INSERT INTO account_balances (user_id, currency, available) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE available = available + CAST(? AS DECIMAL(36,18)), version = version + 1",
+    )
+    .bind(user.get())
+    .bind(asset.as_str())
+    .bind(amount.to_db_string())
+    .bind(amount.to_db_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| RouterError::db_on_shard(shard, e))?;
+    let b = balance(&mut *conn, shard, user, asset)
+        .await?
+        .ok_or_else(|| RouterError::InvalidInput("balance vanished".into()))?;
+    Ok(b.available)
+}
+
+/// Writes one ledger row (`account_transactions`) inside the caller's transaction.
+///
+/// # Errors
+/// Database errors.
+#[allow(clippy::too_many_arguments)]
+pub async fn ledger_on(
+    conn: &mut sqlx::MySqlConnection,
+    shard: u16,
+    user: UserId,
+    asset: &Asset,
+    kind: &str,
+    amount: Amount,
+    balance_after: Amount,
+    ref_type: &str,
+    ref_id: u64,
+) -> Result<(), RouterError> {
+    sqlx::query(
+        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(user.get())
+    .bind(asset.as_str())
+    .bind(kind)
+    .bind(amount.to_db_string())
+    .bind(balance_after.to_db_string())
+    .bind(ref_type)
+    .bind(ref_id)
+    .execute(conn)
+    .await
+    .map_err(|e| RouterError::db_on_shard(shard, e))?;
+    Ok(())
+}

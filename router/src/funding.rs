@@ -19,6 +19,7 @@
 use domain::{Amount, Asset, UserId};
 use sqlx::MySqlPool;
 
+use crate::accounts::{credit_on as credit, ledger_on as ledger};
 use crate::{RouterError, ShardMap};
 
 /// A funding operation refused (nothing changed) or failed.
@@ -1030,59 +1031,6 @@ pub async fn fail(map: &ShardMap, id: u64, reason: &str) -> Result<Transition, F
 }
 
 // ------------------------------------------------------------------- helpers ---
-
-async fn credit(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    user: UserId,
-    asset: &Asset,
-    amount: Amount,
-) -> Result<Amount, FundingError> {
-    sqlx::query(
-        "INSERT INTO account_balances (user_id, currency, available) VALUES (?, ?, ?) \
-         ON DUPLICATE KEY UPDATE available = available + CAST(? AS DECIMAL(36,18)), version = version + 1",
-    )
-    .bind(user.get())
-    .bind(asset.as_str())
-    .bind(amount.to_db_string())
-    .bind(amount.to_db_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    let b = crate::accounts::balance(&mut *conn, shard, user, asset)
-        .await?
-        .ok_or_else(|| RouterError::InvalidInput("balance vanished".into()))?;
-    Ok(b.available)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn ledger(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    user: UserId,
-    asset: &Asset,
-    kind: &str,
-    amount: Amount,
-    balance_after: Amount,
-    ref_type: &str,
-    ref_id: u64,
-) -> Result<(), FundingError> {
-    sqlx::query(
-        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(user.get())
-    .bind(asset.as_str())
-    .bind(kind)
-    .bind(amount.to_db_string())
-    .bind(balance_after.to_db_string())
-    .bind(ref_type)
-    .bind(ref_id)
-    .execute(conn)
-    .await
-    .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    Ok(())
-}
 
 /// RFC 4648 base32 (the TOTP secret's usual encoding); `None` if malformed.
 fn base32_decode(s: &str) -> Option<Vec<u8>> {

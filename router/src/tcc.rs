@@ -440,7 +440,7 @@ impl Tcc {
             .map_err(place)?;
         }
         let available = debit_available(&mut tx, shard, from, asset, amount).await?;
-        let credited = credit_available(&mut tx, shard, to, asset, amount).await?;
+        let credited = crate::accounts::credit_on(&mut tx, shard, to, asset, amount).await?;
         insert_transfer(
             &mut tx,
             shard,
@@ -453,11 +453,14 @@ impl Tcc {
             "confirmed",
         )
         .await?;
-        ledger(
-            &mut tx, shard, from, asset, "transfer", -amount, available, gid,
+        crate::accounts::ledger_on(
+            &mut tx, shard, from, asset, "transfer", -amount, available, "transfer", gid,
         )
         .await?;
-        ledger(&mut tx, shard, to, asset, "transfer", amount, credited, gid).await?;
+        crate::accounts::ledger_on(
+            &mut tx, shard, to, asset, "transfer", amount, credited, "transfer", gid,
+        )
+        .await?;
         tx.commit().await.map_err(place)?;
         Ok(())
     }
@@ -1163,33 +1166,6 @@ async fn insert_transfer(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn ledger(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    user: UserId,
-    asset: &Asset,
-    kind: &str,
-    amount: Amount,
-    balance_after: Amount,
-    gid: u64,
-) -> Result<(), RouterError> {
-    sqlx::query(
-        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
-         VALUES (?, ?, ?, ?, ?, 'transfer', ?)",
-    )
-    .bind(user.get())
-    .bind(asset.as_str())
-    .bind(kind)
-    .bind(amount.to_db_string())
-    .bind(balance_after.to_db_string())
-    .bind(gid)
-    .execute(conn)
-    .await
-    .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    Ok(())
-}
-
 /// Takes `amount` from available with the optimistic lock (one try: the row is
 /// re-read under the transaction's lock if the version moved); returns available after.
 async fn debit_available(
@@ -1228,29 +1204,4 @@ async fn debit_available(
     Err(TransferError::Router(RouterError::Busy(format!(
         "balance of user {user} {asset} kept changing"
     ))))
-}
-
-/// Adds `amount` to available (creating the row); returns available after.
-async fn credit_available(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    user: UserId,
-    asset: &Asset,
-    amount: Amount,
-) -> Result<Amount, TransferError> {
-    sqlx::query(
-        "INSERT INTO account_balances (user_id, currency, available) VALUES (?, ?, ?) \
-         ON DUPLICATE KEY UPDATE available = available + CAST(? AS DECIMAL(36,18)), version = version + 1",
-    )
-    .bind(user.get())
-    .bind(asset.as_str())
-    .bind(amount.to_db_string())
-    .bind(amount.to_db_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    let b = crate::accounts::balance(&mut *conn, shard, user, asset)
-        .await?
-        .ok_or_else(|| RouterError::InvalidInput("balance vanished".into()))?;
-    Ok(b.available)
 }
