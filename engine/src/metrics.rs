@@ -30,6 +30,8 @@ pub struct Metrics {
     pub settle_errors: AtomicU64,
     /// Private-event publishes that failed (events lost for live subscribers only).
     pub publish_errors: AtomicU64,
+    /// TCC transfers finished by the recovery loop.
+    pub transfers_recovered: AtomicU64,
     /// 1 once every role has started.
     pub ready: AtomicU64,
 }
@@ -42,7 +44,12 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &AtomicU64); 11] = [
+            (
+                "exchange_tcc_recovered_total",
+                "transfers finished by the recovery loop",
+                &self.transfers_recovered,
+            ),
             (
                 "exchange_settler_publish_errors_total",
                 "user-stream publishes that failed",

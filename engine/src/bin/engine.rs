@@ -31,7 +31,7 @@ use router::accounts::credit_deposit;
 use router::directory::{redis_pool, NO_PASSWORD};
 use router::{Settings, ShardMap, TableRouter, UserDirectory, WorkerLease};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +50,8 @@ enum Role {
     Matcher,
     Settler,
     Market,
+    /// The TCC recovery loop: finishes transfers a crash or a failure left unfinished.
+    Recovery,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,7 +139,13 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         .context("engine settings")?;
     info!(settings = ?settings.redacted(), engine = ?es, "starting");
     if roles.is_empty() {
-        roles = vec![Role::Relay, Role::Matcher, Role::Settler, Role::Market];
+        roles = vec![
+            Role::Relay,
+            Role::Matcher,
+            Role::Settler,
+            Role::Market,
+            Role::Recovery,
+        ];
     }
     let map = ShardMap::connect_lazy(&settings)?;
     let count = NonZeroU16::new(map.count()).context("no shards")?;
@@ -254,6 +262,26 @@ async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         tasks.push(tokio::spawn(async move {
             if let Err(e) = engine::service::run_market_data(&b, &t, &group, md, s).await {
                 error!(error = %e, "market data stopped");
+            }
+        }));
+    }
+    if roles.contains(&Role::Recovery) {
+        // issues no ids: it only finishes globals that exist
+        let tcc = router::tcc::Tcc::new(
+            map.clone(),
+            Arc::new(|| Err(router::SnowflakeError::LeaseLost)),
+        );
+        let (m, mut s) = (metrics.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match tcc.recover().await {
+                    Ok(r) => Metrics::add(&m.transfers_recovered, r.confirmed + r.cancelled),
+                    Err(e) => warn!(error = %e, "transfer recovery pass failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = s.changed() => return,
+                }
             }
         }));
     }
