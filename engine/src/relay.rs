@@ -7,7 +7,9 @@
 //! rollback burns them). Every committed row with a seq ≤ S is visible once S is.
 //!
 //! Each round:
-//! 1. **read** the rows after `outbox_relay.published_seq`, in `seq` order;
+//! 1. **read** the rows after `outbox_relay.published_seq`, in `seq` order, and keep
+//!    only the gap-free run from the mark: a missing seq is a committed row this read
+//!    view does not show yet, never one to skip;
 //! 2. **publish** them with the idempotent producer, keyed by the row's key (the
 //!    symbol): the rows of one key go out as one message ([`frame_many`]: source shard,
 //!    then `seq | payload` per row), at most [`ROWS_PER_MESSAGE`] rows each;
@@ -197,6 +199,8 @@ pub struct Relay {
     /// The connection holding this shard's relay lock, kept across rounds (detached
     /// from the pool: dropping it closes it, which releases the lock).
     held: Arc<tokio::sync::Mutex<Option<sqlx::MySqlConnection>>>,
+    /// Since when the row after the mark has been missing while later ones exist.
+    gap: Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -232,6 +236,33 @@ impl Relay {
             topic_prefix: topic_prefix.into(),
             batch: batch.max(1),
             held: Arc::default(),
+            gap: Arc::default(),
+        }
+    }
+
+    /// Tracks a gap after the mark `published`; one lasting 10 s is logged as an
+    /// error (seqs are never skipped: an operator must look).
+    fn note_gap(&self, gap: bool, published: u64) {
+        let mut g = self
+            .gap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !gap {
+            *g = None;
+            return;
+        }
+        match *g {
+            Some((at, since)) if at == published => {
+                if since.elapsed() > Duration::from_secs(10) {
+                    tracing::error!(
+                        shard = self.shard.get(),
+                        missing = published + 1,
+                        "outbox seq missing for 10 s while later rows exist; the relay waits for it"
+                    );
+                    *g = Some((published, std::time::Instant::now()));
+                }
+            }
+            _ => *g = Some((published, std::time::Instant::now())),
         }
     }
 
@@ -346,6 +377,19 @@ impl Relay {
         .await
         .map_err(|e| self.db(e))?;
         let published = rows.first().map_or(0, |r| r.4);
+        // only the gap-free run right after the mark: seqs are handed out without gaps,
+        // so a missing one belongs to a committed transaction this read does not see
+        // yet (InnoDB read views are not taken atomically: a later commit can be
+        // visible before an earlier one for a moment). Skipping past it would lose it
+        // for good; it is read again next round.
+        let contiguous = rows
+            .iter()
+            .zip(published + 1..)
+            .take_while(|(r, want)| r.0 == *want)
+            .count();
+        self.note_gap(rows.len() > contiguous, published);
+        let mut rows = rows;
+        rows.truncate(contiguous);
         let Some(&(first, ..)) = rows.first() else {
             return Ok(round);
         };

@@ -519,8 +519,15 @@ async fn bench(seconds: u64, concurrency: usize, users: usize, rate: Option<u32>
         } else if now.0 >= placed && stable.elapsed() > Duration::from_millis(500) {
             break;
         }
-        if start.elapsed() > load + Duration::from_secs(300) {
-            bail!("the pipeline did not drain within 300 s");
+        if start.elapsed() > load + Duration::from_secs(120) {
+            bail!(
+                "the pipeline did not drain within 120 s: {placed} placed, {} relayed, {} inputs applied, {} duplicates, {} events settled, {} settle errors",
+                metrics.relayed.load(Ordering::Relaxed),
+                metrics.inputs_applied.load(Ordering::Relaxed),
+                metrics.inputs_duplicate.load(Ordering::Relaxed),
+                metrics.events_settled.load(Ordering::Relaxed),
+                metrics.settle_errors.load(Ordering::Relaxed)
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
