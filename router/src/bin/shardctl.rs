@@ -639,6 +639,49 @@ async fn status(settings: &Settings) -> Result<bool> {
         };
         all_ok &= print_probe(&format!("shard{}", id.get()), map.url(id), &p, tables);
     }
+    // the flow per shard: what the relay still has to publish, withdrawals waiting
+    // for review; replication lag needs a replica, none is configured here
+    println!();
+    println!(
+        "{:<6} {:>13} {:>22} {:>16}",
+        "place", "relay_backlog", "withdrawals_reviewing", "replication_lag"
+    );
+    for (id, pool) in map.iter() {
+        let backlog: Option<(i64,)> = sqlx::query_as(
+            "SELECT COUNT(*) FROM outbox o JOIN outbox_relay r ON r.id = 1 WHERE o.seq > r.published_seq",
+        )
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
+        let reviewing: Option<(i64,)> =
+            sqlx::query_as("SELECT COUNT(*) FROM withdrawals WHERE status = 'reviewing'")
+                .fetch_optional(pool)
+                .await
+                .ok()
+                .flatten();
+        let show = |v: Option<(i64,)>| v.map_or_else(|| "?".to_owned(), |(n,)| n.to_string());
+        println!(
+            "{:<6} {:>13} {:>22} {:>16}",
+            format!("shard{}", id.get()),
+            show(backlog),
+            show(reviewing),
+            "no replica"
+        );
+    }
+    let tcc = router::tcc::Tcc::new(
+        map.clone(),
+        std::sync::Arc::new(|| Err(router::SnowflakeError::LeaseLost)),
+    );
+    match (tcc.list(None).await, tcc.list(Some(Duration::from_secs(60))).await) {
+        (Ok(all), Ok(stuck)) => println!(
+            "tcc    {} unfinished transfers, {} stuck (older than 60 s or retried): shardctl tcc list",
+            all.len(),
+            stuck.len()
+        ),
+        (Err(e), _) | (_, Err(e)) => println!("tcc    ? ({e})"),
+    }
+    println!();
     let redis = async {
         let pool = redis_pool(&settings.redis)?;
         let mut conn = tokio::time::timeout(Duration::from_secs(2), pool.get())
