@@ -4,54 +4,13 @@
 //! change conditional on the previous status; every bad request is refused with
 //! nothing changed; the money audits hold after each step.
 
-use std::str::FromStr;
+mod common;
 
-use domain::{Amount, UserId};
+use common::{amt, audits_hold, balance, uid, users};
+
+use domain::Amount;
 use router::funding::{self, FundingError};
 use router::testing::TestEnv;
-
-fn amt(s: &str) -> Amount {
-    Amount::from_str(s).expect("amount")
-}
-
-fn uid(u: u64) -> UserId {
-    UserId::new(u).expect("user")
-}
-
-async fn users(env: &TestEnv, n: u64) {
-    let dir = env.directory();
-    for i in 1..=n {
-        dir.register(
-            &format!("f{i}@funding.test"),
-            router::directory::NO_PASSWORD,
-        )
-        .await
-        .expect("register");
-    }
-}
-
-async fn balance(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances \
-         WHERE user_id = ? AND currency = ? AND account_type = 'spot'",
-    )
-    .bind(user)
-    .bind(asset)
-    .fetch_optional(env.map.pool_for(uid(user)))
-    .await
-    .expect("balance");
-    row.map_or((Amount::ZERO, Amount::ZERO), |(a, f)| (amt(&a), amt(&f)))
-}
-
-async fn audits_hold(env: &TestEnv) {
-    for (asset, t) in router::audit::conservation(&env.map).await.expect("audit") {
-        assert!(t.holds(), "{asset}: {t:?}");
-    }
-    let frozen = router::audit::frozen_vs_open_orders(&env.map)
-        .await
-        .expect("frozen audit");
-    assert!(frozen.holds(), "{frozen:?}");
-}
 
 /// Reports and fully confirms a deposit.
 async fn fund(env: &TestEnv, user: u64, asset: &str, amount: &str, txid: &str) {

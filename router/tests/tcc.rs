@@ -5,64 +5,22 @@
 //! concurrent random transfers among 100 users while withdrawals complete and get
 //! rejected. After each: the money audits hold.
 
+mod common;
+
+use common::{amt, audits_hold, balance, deposit, uid, users};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use domain::{Amount, Asset, UserId};
+use domain::{Amount, Asset};
 use router::tcc::{BranchResult, Leg, Outcome, Tcc, TransferError};
 use router::testing::TestEnv;
 use router::Snowflake;
 
-fn amt(s: &str) -> Amount {
-    Amount::from_str(s).expect("amount")
-}
-
-fn uid(u: u64) -> UserId {
-    UserId::new(u).expect("user")
-}
-
-/// Registers `n` users (ids 1..=n: user u lives on shard u % 4).
-async fn users(env: &TestEnv, n: u64) {
-    let dir = env.directory();
-    for i in 1..=n {
-        let r = dir
-            .register(&format!("u{i}@tcc.test"), router::directory::NO_PASSWORD)
-            .await
-            .expect("register");
-        assert_eq!(r.user_id.get(), i);
-    }
-}
-
 fn tcc(env: &TestEnv, worker: u8) -> Tcc {
     let ids = Arc::new(Snowflake::new(0, worker).expect("ids"));
     Tcc::new(env.map.clone(), Arc::new(move || ids.next_id()))
-}
-
-async fn balance(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances \
-         WHERE user_id = ? AND currency = ? AND account_type = 'spot'",
-    )
-    .bind(user)
-    .bind(asset)
-    .fetch_optional(env.map.pool_for(uid(user)))
-    .await
-    .expect("balance");
-    row.map_or((Amount::ZERO, Amount::ZERO), |(a, f)| (amt(&a), amt(&f)))
-}
-
-async fn deposit(env: &TestEnv, user: u64, asset: &str, amount: &str) {
-    router::accounts::credit_deposit(
-        &env.map,
-        uid(user),
-        &Asset::new(asset).expect("asset"),
-        amt(amount),
-        &format!("dep-{user}-{asset}-{amount}"),
-    )
-    .await
-    .expect("deposit");
 }
 
 async fn global_status(env: &TestEnv, gid: u64) -> String {
@@ -73,17 +31,6 @@ async fn global_status(env: &TestEnv, gid: u64) -> String {
             .await
             .expect("global");
     s
-}
-
-/// Conservation and frozen-vs-holds audits.
-async fn audits_hold(env: &TestEnv) {
-    for (asset, t) in router::audit::conservation(&env.map).await.expect("audit") {
-        assert!(t.holds(), "{asset}: {t:?}");
-    }
-    let frozen = router::audit::frozen_vs_open_orders(&env.map)
-        .await
-        .expect("frozen audit");
-    assert!(frozen.holds(), "{frozen:?}");
 }
 
 #[tokio::test]
