@@ -67,9 +67,12 @@ pub enum FundingError {
     /// 2FA is enabled and no code was given.
     #[error("two-factor code required")]
     TwoFactorRequired,
-    /// The 2FA code is wrong.
+    /// The 2FA code is wrong (or already used).
     #[error("two-factor code invalid")]
     TwoFactorInvalid,
+    /// Too many wrong 2FA codes: 2FA-protected actions are refused for a while.
+    #[error("too many wrong two-factor codes: try again in 15 minutes")]
+    TwoFactorLocked,
     /// The `(txid, asset)` was reported for another user.
     #[error("deposit {txid} {asset} was already reported for another user")]
     TxidTaken {
@@ -97,6 +100,9 @@ impl From<domain::MoneyError> for FundingError {
         Self::Router(e.into())
     }
 }
+
+/// Wrong 2FA codes in a row before 2FA-protected actions are locked for 15 minutes.
+pub const TWO_FACTOR_ATTEMPTS: u32 = 5;
 
 /// An asset's funding parameters (meta `assets`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -531,17 +537,41 @@ async fn request_once(
     let place = |e| RouterError::db_on_shard(shard, e);
     let pool = map.pool_for(user);
     // 2FA
-    let row: Option<(bool, Option<String>)> =
-        sqlx::query_as("SELECT is_2fa_enabled, totp_secret FROM users WHERE id = ?")
-            .bind(user.get())
-            .fetch_optional(pool)
-            .await
-            .map_err(place)?;
-    let (two_fa, secret) = row.ok_or(FundingError::UnknownUser(user.get()))?;
+    let row: Option<(bool, Option<String>, bool)> = sqlx::query_as(
+        "SELECT is_2fa_enabled, totp_secret, \
+                COALESCE(totp_locked_until > CURRENT_TIMESTAMP(3), FALSE) FROM users WHERE id = ?",
+    )
+    .bind(user.get())
+    .fetch_optional(pool)
+    .await
+    .map_err(place)?;
+    let (two_fa, secret, locked) = row.ok_or(FundingError::UnknownUser(user.get()))?;
     let step = if two_fa {
+        if locked {
+            return Err(FundingError::TwoFactorLocked);
+        }
         let code = two_factor_code.ok_or(FundingError::TwoFactorRequired)?;
         let secret = secret.ok_or(FundingError::TwoFactorInvalid)?;
-        Some(totp_match(&secret, code, now_unix).ok_or(FundingError::TwoFactorInvalid)?)
+        match totp_match(&secret, code, now_unix) {
+            Some(step) => Some(step),
+            None => {
+                // counted in its own statement: the refusal changes nothing else. (SET
+                // assigns left to right: both read the count before this failure.)
+                sqlx::query(
+                    "UPDATE users SET \
+                       totp_locked_until = IF(totp_failures + 1 >= ?, CURRENT_TIMESTAMP(3) + INTERVAL 15 MINUTE, totp_locked_until), \
+                       totp_failures = IF(totp_failures + 1 >= ?, 0, totp_failures + 1) \
+                     WHERE id = ?",
+                )
+                .bind(TWO_FACTOR_ATTEMPTS)
+                .bind(TWO_FACTOR_ATTEMPTS)
+                .bind(user.get())
+                .execute(pool)
+                .await
+                .map_err(place)?;
+                return Err(FundingError::TwoFactorInvalid);
+            }
+        }
     } else {
         None
     };
@@ -549,7 +579,7 @@ async fn request_once(
     if let Some(step) = step {
         // a code is good once: its step must be later than the last one accepted
         let fresh =
-            sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")
+            sqlx::query("UPDATE users SET totp_last_step = ?, totp_failures = 0 WHERE id = ? AND totp_last_step < ?")
                 .bind(step)
                 .bind(user.get())
                 .bind(step)

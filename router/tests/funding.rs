@@ -453,6 +453,67 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
     .await
     .expect("a fresh code");
     assert_eq!(balance(&env, 1, "BTC").await, (amt("12"), amt("8")));
+    // wrong codes: the fifth in a row locks 2FA actions, even for the right code
+    let later = now + 3_600;
+    for i in 0..funding::TWO_FACTOR_ATTEMPTS {
+        let wrong = funding::request_withdrawal(
+            &env.map,
+            8100 + u64::from(i),
+            uid(1),
+            "BTC",
+            "BTC",
+            "bc1ok",
+            "1",
+            Some("000000"),
+            later,
+        )
+        .await;
+        assert!(
+            matches!(wrong, Err(FundingError::TwoFactorInvalid)),
+            "attempt {i}: {wrong:?}"
+        );
+    }
+    let good = format!("{:06}", funding::totp_at(secret, later / 30).expect("code"));
+    let locked = funding::request_withdrawal(
+        &env.map,
+        8200,
+        uid(1),
+        "BTC",
+        "BTC",
+        "bc1ok",
+        "1",
+        Some(&good),
+        later,
+    )
+    .await;
+    assert!(
+        matches!(locked, Err(FundingError::TwoFactorLocked)),
+        "{locked:?}"
+    );
+    assert_eq!(
+        balance(&env, 1, "BTC").await,
+        (amt("12"), amt("8")),
+        "nothing changed"
+    );
+    // the lock expires
+    sqlx::query("UPDATE users SET totp_locked_until = CURRENT_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE id = 1")
+        .execute(env.map.pool_for(uid(1)))
+        .await
+        .expect("expire");
+    funding::request_withdrawal(
+        &env.map,
+        8201,
+        uid(1),
+        "BTC",
+        "BTC",
+        "bc1ok",
+        "1",
+        Some(&good),
+        later,
+    )
+    .await
+    .expect("after the lock");
+    assert_eq!(balance(&env, 1, "BTC").await, (amt("11"), amt("9")));
     audits_hold(&env).await;
     env.drop_all().await;
 }
