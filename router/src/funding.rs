@@ -603,7 +603,10 @@ async fn request_once(
     if allowed.is_none() {
         return Err(FundingError::AddressNotAllowed(address.to_owned()));
     }
-    // serialise this user's requests on the balance row, then the rolling limit
+    // serialise this user's requests on the balance row, then the rolling limit: the
+    // SUM below runs after the lock, and under READ COMMITTED (the servers' isolation,
+    // set by scripts/stack.sh) it sees every request committed before it. Under
+    // REPEATABLE READ the snapshot would predate the lock: keep READ COMMITTED.
     let locked: Option<(u64,)> = sqlx::query_as(
         "SELECT version FROM account_balances WHERE user_id = ? AND currency = ? AND account_type = 'spot' FOR UPDATE",
     )
