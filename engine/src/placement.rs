@@ -530,7 +530,7 @@ pub struct GroupCommit {
     /// Batches in flight at once: while one commits (waits for its fsync), the next
     /// is collected and written. Batches lock balances in key order and take the
     /// outbox counter last, so they cannot deadlock each other. Default 1: measured
-    /// on this machine, 2 or 4 gave the same throughput and a worse latency at half
+    /// on this machine, 2 or 4 gave the same throughput and no better latency at half
     /// load (the outbox counter serialises their commits anyway, and they wait on each
     /// other's balance locks).
     pub writers: usize,
