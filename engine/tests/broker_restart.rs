@@ -162,25 +162,10 @@ async fn a_broker_crash_mid_load_loses_nothing_and_doubles_nothing() {
             5 + i
         );
     }
-    let conservation = router::audit::conservation(&h.env.map)
-        .await
-        .expect("audit");
-    for (asset, t) in &conservation {
-        assert!(t.holds(), "{asset}: {t:?}");
-    }
-    let frozen = router::audit::frozen_vs_open_orders(&h.env.map)
-        .await
-        .expect("frozen audit");
-    assert!(frozen.holds(), "{frozen:?}");
-    let halves = router::audit::trade_halves(&h.env.map)
-        .await
-        .expect("halves audit");
-    assert!(halves.holds(), "{:?}", halves.offenders);
     assert_eq!(
-        halves.buy_halves(),
-        pairs,
+        common::all_audits_hold(&h.env).await,
+        (pairs, pairs),
         "one trade per pair, each settled once on each side"
     );
-    assert_eq!(halves.sell_halves(), pairs);
     h.env.drop_all().await;
 }

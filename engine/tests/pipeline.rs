@@ -517,14 +517,7 @@ async fn users_on_four_shards_trade_three_symbols_and_every_unit_is_where_it_sho
     for s in settlers {
         s.await.expect("settler");
     }
-    audit_holds(env).await;
-    let frozen = router::audit::frozen_vs_open_orders(&env.map)
-        .await
-        .expect("frozen audit");
-    assert!(frozen.holds(), "{frozen:?}");
-    let halves = router::audit::trade_halves(&env.map).await.expect("halves");
-    assert!(halves.holds(), "{:?}", halves.offenders);
-    assert_eq!((halves.buy_halves(), halves.sell_halves()), (3, 3));
+    assert_eq!(common::all_audits_hold(env).await, (3, 3));
     h.env.drop_all().await;
 }
 

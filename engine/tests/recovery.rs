@@ -102,12 +102,6 @@ async fn the_recovery_role_finishes_what_a_crashed_coordinator_left() {
     child.wait().expect("reap");
     assert_eq!(balance(&env, 1, "USDT").await, (amt("7"), Amount::ZERO));
     assert_eq!(balance(&env, 2, "USDT").await, (amt("3"), Amount::ZERO));
-    for (asset, t) in router::audit::conservation(&env.map).await.expect("audit") {
-        assert!(t.holds(), "{asset}: {t:?}");
-    }
-    let frozen = router::audit::frozen_vs_open_orders(&env.map)
-        .await
-        .expect("frozen");
-    assert!(frozen.holds(), "{frozen:?}");
+    common::all_audits_hold(&env).await;
     env.drop_all().await;
 }

@@ -272,3 +272,20 @@ pub async fn subscribe(
     });
     rx
 }
+
+/// The three money audits hold (conservation, frozen vs holds, trade halves); returns
+/// (buy halves, sell halves) for the caller's own count checks.
+pub async fn all_audits_hold(env: &TestEnv) -> (u64, u64) {
+    for (asset, t) in router::audit::conservation(&env.map).await.expect("audit") {
+        assert!(t.holds(), "{asset}: {t:?}");
+    }
+    let frozen = router::audit::frozen_vs_open_orders(&env.map)
+        .await
+        .expect("frozen audit");
+    assert!(frozen.holds(), "{frozen:?}");
+    let halves = router::audit::trade_halves(&env.map)
+        .await
+        .expect("halves audit");
+    assert!(halves.holds(), "{:?}", halves.offenders);
+    (halves.buy_halves(), halves.sell_halves())
+}
