@@ -231,32 +231,11 @@ pub async fn credit_deposit(
         Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Ok(false),
         Err(e) => return Err(place(e)),
     };
-    sqlx::query(
-        "INSERT INTO account_balances (user_id, currency, available) VALUES (?, ?, ?) \
-         ON DUPLICATE KEY UPDATE available = available + CAST(? AS DECIMAL(36,18)), version = version + 1",
+    let after = credit_on(&mut tx, shard, user, asset, amount).await?;
+    ledger_on(
+        &mut tx, shard, user, asset, "deposit", amount, after, "deposit", deposit_id,
     )
-    .bind(user.get())
-    .bind(asset.as_str())
-    .bind(&amount_sql)
-    .bind(&amount_sql)
-    .execute(&mut *tx)
-    .await
-    .map_err(place)?;
-    let after = balance(&mut *tx, shard, user, asset)
-        .await?
-        .ok_or_else(|| RouterError::InvalidInput("balance vanished".into()))?;
-    sqlx::query(
-        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
-         VALUES (?, ?, 'deposit', ?, ?, 'deposit', ?)",
-    )
-    .bind(user.get())
-    .bind(asset.as_str())
-    .bind(&amount_sql)
-    .bind(after.available.to_db_string())
-    .bind(deposit_id)
-    .execute(&mut *tx)
-    .await
-    .map_err(place)?;
+    .await?;
     tx.commit().await.map_err(place)?;
     Ok(true)
 }
