@@ -413,7 +413,10 @@ impl Tcc {
         Ok(())
     }
 
-    /// One local transaction for two users of one shard.
+    /// One local transaction for two users of one shard, in SQL text: both balance
+    /// rows locked in user order (two opposite transfers on one shard must not
+    /// deadlock), then the payer's optimistic-lock debit, the payee's credit, the
+    /// `local` row and both ledger rows.
     async fn local(
         &self,
         gid: u64,
@@ -422,46 +425,58 @@ impl Tcc {
         asset: &Asset,
         amount: Amount,
     ) -> Result<(), TransferError> {
-        let shard = self.shards.shard_of(from).get();
-        let place = |e| RouterError::db_on_shard(shard, e);
-        let mut tx = self.shards.pool_for(from).begin().await.map_err(place)?;
-        // lock both balance rows in user order: two opposite transfers on one shard
-        // must not deadlock
+        let (shard, mut tx) = self.text_tx(from).await?;
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION;\n");
         let (first, second) = if from < to { (from, to) } else { (to, from) };
-        for u in [first, second] {
-            sqlx::query(
-                "SELECT version FROM account_balances \
-                 WHERE user_id = ? AND currency = ? AND account_type = 'spot' FOR UPDATE",
-            )
-            .bind(u.get())
-            .bind(asset.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(place)?;
+        balance_sql(&mut sql, first, asset);
+        balance_sql(&mut sql, second, asset);
+        let ran = run(&mut tx, shard, &sql).await?;
+        let payer = balance_of(&ran, from)?;
+        let (available, _, version) = payer.unwrap_or((Amount::ZERO, Amount::ZERO, 0));
+        if payer.is_none() || available.get() < amount.get() {
+            finish(&mut tx, shard, "ROLLBACK").await?;
+            return Err(TransferError::Insufficient {
+                asset: *asset,
+                available,
+            });
         }
-        let available = debit_available(&mut tx, shard, from, asset, amount).await?;
-        let credited = crate::accounts::credit_on(&mut tx, shard, to, asset, amount).await?;
-        insert_transfer(
-            &mut tx,
-            shard,
-            gid,
-            "local",
+        let payee = balance_of(&ran, to)?.map_or(Amount::ZERO, |b| b.0);
+        let mut sql = Sql::new();
+        sql.raw("UPDATE account_balances SET available = available - ")
+            .dec(amount)
+            .raw(", version = version + 1 WHERE user_id = ")
+            .int(from.get())
+            .raw(" AND currency = ")
+            .str(asset.as_str())
+            .raw(" AND account_type = 'spot' AND version = ")
+            .int(version)
+            .raw(" AND available >= ")
+            .dec(amount)
+            .raw(";\n");
+        credit_sql(&mut sql, to, asset, amount);
+        transfer_row_sql(&mut sql, gid, "local", from, to, asset, amount, "confirmed");
+        ledger_sql(
+            &mut sql,
             from,
+            asset,
+            "transfer",
+            -amount,
+            available.checked_sub(amount)?,
+            gid,
+        );
+        ledger_sql(
+            &mut sql,
             to,
             asset,
+            "transfer",
             amount,
-            "confirmed",
-        )
-        .await?;
-        crate::accounts::ledger_on(
-            &mut tx, shard, from, asset, "transfer", -amount, available, "transfer", gid,
-        )
-        .await?;
-        crate::accounts::ledger_on(
-            &mut tx, shard, to, asset, "transfer", amount, credited, "transfer", gid,
-        )
-        .await?;
-        tx.commit().await.map_err(place)?;
+            payee.checked_add(amount)?,
+            gid,
+        );
+        let ran = run(&mut tx, shard, &sql).await?;
+        expect_one(&ran, 0, gid, "the payer's balance changed under its lock")?;
+        finish(&mut tx, shard, "COMMIT").await?;
         Ok(())
     }
 
@@ -489,7 +504,7 @@ impl Tcc {
             finish(&mut tx, shard, "COMMIT").await?;
             return Ok(r);
         }
-        let balance = balance_of(&ran)?;
+        let balance = balance_of(&ran, leg.from)?;
         let (available, _, version) = balance.unwrap_or((Amount::ZERO, Amount::ZERO, 0));
         if balance.is_none() || available.get() < leg.amount.get() {
             finish(&mut tx, shard, "ROLLBACK").await?;
@@ -567,7 +582,7 @@ impl Tcc {
             finish(&mut tx, shard, "COMMIT").await?;
             return Ok(BranchResult::Repeated);
         }
-        let (available, _, _) = balance_of(&ran)?
+        let (available, _, _) = balance_of(&ran, leg.from)?
             .ok_or_else(|| inconsistent(leg.gid, "the source has no balance row"))?;
         let mut sql = Sql::new();
         transition_sql(&mut sql, leg.gid, SOURCE, "tried", "confirmed");
@@ -612,19 +627,11 @@ impl Tcc {
             finish(&mut tx, shard, "COMMIT").await?;
             return Ok(BranchResult::Repeated);
         }
-        let before = balance_of(&ran)?.map_or(Amount::ZERO, |b| b.0);
+        let before = balance_of(&ran, leg.to)?.map_or(Amount::ZERO, |b| b.0);
         let after = before.checked_add(leg.amount)?;
         let mut sql = Sql::new();
         transition_sql(&mut sql, leg.gid, TARGET, "tried", "confirmed");
-        sql.raw("INSERT INTO account_balances (user_id, currency, available) VALUES (")
-            .int(leg.to.get())
-            .comma()
-            .str(leg.asset.as_str())
-            .comma()
-            .dec(leg.amount)
-            .raw(") ON DUPLICATE KEY UPDATE available = available + ")
-            .dec(leg.amount)
-            .raw(", version = version + 1;\n");
+        credit_sql(&mut sql, leg.to, &leg.asset, leg.amount);
         ledger_sql(
             &mut sql, leg.to, &leg.asset, "transfer", leg.amount, after, leg.gid,
         );
@@ -686,7 +693,7 @@ impl Tcc {
         let mut sql = Sql::new();
         transition_sql(&mut sql, leg.gid, branch, "tried", "cancelled");
         if branch == SOURCE {
-            let (available, _, _) = balance_of(&ran)?
+            let (available, _, _) = balance_of(&ran, user)?
                 .ok_or_else(|| inconsistent(leg.gid, "the source has no balance row"))?;
             sql.raw("UPDATE account_balances SET available = available + ")
                 .dec(leg.amount)
@@ -970,10 +977,7 @@ SELECT 'r', ROW_COUNT(), (SELECT CAST(reason AS CHAR) FROM tcc_branches WHERE gi
         .int(gid)
         .raw(" AND branch_id = ")
         .str(branch)
-        .raw(
-            " AND op = 'try');
-",
-        );
+        .raw(" AND op = 'try');\n");
 }
 
 /// `None` when the barrier row was new (go on); otherwise what the call is: a repeat,
@@ -999,29 +1003,46 @@ fn barrier_outcome(ran: &Ran, is_try: bool) -> Result<Option<BranchResult>, Tran
 
 /// A locking read of a spot balance: `SELECT 'b', available, frozen, version`.
 fn balance_sql(sql: &mut Sql, user: UserId, asset: &Asset) {
-    sql.raw("SELECT 'b', CAST(available AS CHAR), CAST(frozen AS CHAR), version FROM account_balances WHERE user_id = ")
+    sql.raw("SELECT 'b', CAST(available AS CHAR), CAST(frozen AS CHAR), version, user_id FROM account_balances WHERE user_id = ")
         .int(user.get())
         .raw(" AND currency = ")
         .str(asset.as_str())
-        .raw(" AND account_type = 'spot' FOR UPDATE;
-");
+        .raw(" AND account_type = 'spot' FOR UPDATE;\n");
 }
 
-/// (available, frozen, version) of the `'b'` row, if the balance exists.
-fn balance_of(ran: &Ran) -> Result<Option<(Amount, Amount, u64)>, TransferError> {
+/// Adds `amount` to `user`'s available (creating the row), in SQL text.
+fn credit_sql(sql: &mut Sql, user: UserId, asset: &Asset, amount: Amount) {
+    sql.raw("INSERT INTO account_balances (user_id, currency, available) VALUES (")
+        .int(user.get())
+        .comma()
+        .str(asset.as_str())
+        .comma()
+        .dec(amount)
+        .raw(") ON DUPLICATE KEY UPDATE available = available + ")
+        .dec(amount)
+        .raw(", version = version + 1;\n");
+}
+
+/// (available, frozen, version) of `user`'s `'b'` row, if the balance exists.
+fn balance_of(ran: &Ran, user: UserId) -> Result<Option<(Amount, Amount, u64)>, TransferError> {
     use sqlx::Row;
-    let Some(row) = tagged(ran, "b") else {
-        return Ok(None);
-    };
     let bad = |e: sqlx::Error| inconsistent(0, &e.to_string());
-    let available: String = row.try_get(1).map_err(bad)?;
-    let frozen: String = row.try_get(2).map_err(bad)?;
-    let version: u64 = row.try_get(3).map_err(bad)?;
-    Ok(Some((
-        Amount::from_db_str(&available)?,
-        Amount::from_db_str(&frozen)?,
-        version,
-    )))
+    for row in &ran.rows {
+        let mine = row.try_get::<String, _>(0).is_ok_and(|t| t == "b")
+            && row.try_get::<u64, _>(4).is_ok_and(|u| u == user.get());
+        if !mine {
+            continue;
+        }
+        let available: String = row.try_get(1).map_err(bad)?;
+        let frozen: String = row.try_get(2).map_err(bad)?;
+        let version: u64 = row.try_get(3).map_err(bad)?;
+        return Ok(Some((
+            Amount::from_db_str(&available)?,
+            Amount::from_db_str(&frozen)?,
+            version,
+        )));
+    }
+    Ok(None)
 }
 
 /// The `i`-th write statement of a round trip must have changed exactly one row.
@@ -1042,10 +1063,7 @@ fn transition_sql(sql: &mut Sql, gid: u64, branch: &str, from: &str, to: &str) {
         .str(branch)
         .raw(" AND status = ")
         .str(from)
-        .raw(
-            ";
-",
-        );
+        .raw(";\n");
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1073,8 +1091,7 @@ fn transfer_row_sql(
         .dec(amount)
         .comma()
         .str(status)
-        .raw(");
-");
+        .raw(");\n");
 }
 
 fn ledger_sql(
@@ -1098,8 +1115,7 @@ fn ledger_sql(
         .dec(balance_after)
         .raw(", 'transfer', ")
         .int(gid)
-        .raw(");
-");
+        .raw(");\n");
 }
 
 fn parse_payload(gid: u64, payload: &str) -> Result<Leg, RouterError> {
@@ -1135,73 +1151,4 @@ use crate::error::retry_deadlocks as retrying;
 
 fn inconsistent(gid: u64, what: &str) -> TransferError {
     TransferError::Router(RouterError::InvalidInput(format!("transfer {gid}: {what}")))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn insert_transfer(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    gid: u64,
-    branch: &str,
-    user: UserId,
-    counter: UserId,
-    asset: &Asset,
-    amount: Amount,
-    status: &str,
-) -> Result<(), RouterError> {
-    sqlx::query(
-        "INSERT INTO transfers (gid, branch, user_id, counter_user_id, currency, amount, status) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(gid)
-    .bind(branch)
-    .bind(user.get())
-    .bind(counter.get())
-    .bind(asset.as_str())
-    .bind(amount.to_db_string())
-    .bind(status)
-    .execute(conn)
-    .await
-    .map_err(|e| RouterError::db_on_shard(shard, e))?;
-    Ok(())
-}
-
-/// Takes `amount` from available with the optimistic lock (one try: the row is
-/// re-read under the transaction's lock if the version moved); returns available after.
-async fn debit_available(
-    conn: &mut sqlx::MySqlConnection,
-    shard: u16,
-    user: UserId,
-    asset: &Asset,
-    amount: Amount,
-) -> Result<Amount, TransferError> {
-    for _ in 0..8 {
-        let cur = crate::accounts::balance(&mut *conn, shard, user, asset).await?;
-        let available = cur.as_ref().map_or(Amount::ZERO, |b| b.available);
-        let Some(cur) = cur.filter(|b| b.available.get() >= amount.get()) else {
-            return Err(TransferError::Insufficient {
-                asset: *asset,
-                available,
-            });
-        };
-        let r = sqlx::query(
-            "UPDATE account_balances SET available = available - CAST(? AS DECIMAL(36,18)), version = version + 1 \
-             WHERE user_id = ? AND currency = ? AND account_type = 'spot' AND version = ? \
-               AND available >= CAST(? AS DECIMAL(36,18))",
-        )
-        .bind(amount.to_db_string())
-        .bind(user.get())
-        .bind(asset.as_str())
-        .bind(cur.version)
-        .bind(amount.to_db_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| RouterError::db_on_shard(shard, e))?;
-        if r.rows_affected() == 1 {
-            return Ok(cur.available.checked_sub(amount)?);
-        }
-    }
-    Err(TransferError::Router(RouterError::Busy(format!(
-        "balance of user {user} {asset} kept changing"
-    ))))
 }
