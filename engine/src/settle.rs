@@ -77,13 +77,9 @@ pub fn shards_of(event: &Event, count: NonZeroU16) -> Vec<ShardId> {
         Event::Trade { trade, .. } => {
             vec![trade.taker_user.shard(count), trade.maker_user.shard(count)]
         }
-        Event::Accepted { user_id, .. }
-        | Event::Rejected { user_id, .. }
-        | Event::Triggered { user_id, .. }
-        | Event::Cancelled { user_id, .. }
-        | Event::Expired { user_id, .. }
-        | Event::Amended { user_id, .. } => vec![user_id.shard(count)],
-        Event::BookDelta { .. } => vec![],
+        other => event_user(other)
+            .map(|u| vec![u.shard(count)])
+            .unwrap_or_default(),
     };
     v.dedup();
     v
