@@ -99,6 +99,11 @@ async fn main() -> anyhow::Result<()> {
         q(0.99),
         q(0.999)
     );
+    let (batches, calls) = tcc.batch_stats();
+    println!(
+        "group commit    {calls} branch calls in {batches} shard transactions ({:.1} per transaction)",
+        calls as f64 / batches.max(1) as f64
+    );
     // every unit still there
     let totals = router::audit::conservation(&env.map).await?;
     let ok = totals.values().all(|t| t.holds());

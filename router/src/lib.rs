@@ -14,6 +14,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod batch;
 pub mod config;
 pub mod directory;
 pub mod error;

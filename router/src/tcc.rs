@@ -29,12 +29,14 @@
 //! reached the target: never the other way round) — the audit is exact when no global
 //! is `confirming`.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use domain::{Amount, Asset, UserId};
 use sqlx::MySqlPool;
 
+use crate::batch::Batcher;
 use crate::sqltext::{exec, Ran, Sql, TextTx};
 use crate::{RouterError, ShardMap};
 
@@ -157,6 +159,64 @@ pub struct Recovered {
     pub failed: u64,
 }
 
+/// A branch call that goes through the per-shard group commit ([`Tcc::branch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BranchOp {
+    /// [`Tcc::try_source`].
+    TrySource,
+    /// [`Tcc::try_target`].
+    TryTarget,
+    /// [`Tcc::confirm_source`].
+    ConfirmSource,
+    /// [`Tcc::confirm_target`].
+    ConfirmTarget,
+}
+
+impl BranchOp {
+    fn branch(self) -> &'static str {
+        match self {
+            Self::TrySource | Self::ConfirmSource => SOURCE,
+            Self::TryTarget | Self::ConfirmTarget => TARGET,
+        }
+    }
+
+    fn op(self) -> &'static str {
+        match self {
+            Self::TrySource | Self::TryTarget => "try",
+            Self::ConfirmSource | Self::ConfirmTarget => "confirm",
+        }
+    }
+
+    fn user(self, leg: &Leg) -> UserId {
+        match self.branch() {
+            SOURCE => leg.from,
+            _ => leg.to,
+        }
+    }
+}
+
+type BranchReply = Result<BranchResult, TransferError>;
+
+/// A change of `tcc_global` through the meta group commit.
+#[derive(Debug)]
+enum MetaJob {
+    /// A new global, `trying`.
+    Insert { gid: u64, payload: String },
+    /// `from` → `to`; answered `false` when the global was not in `from`.
+    Status {
+        gid: u64,
+        from: &'static str,
+        to: &'static str,
+    },
+}
+
+/// The group-commit queues of one coordinator: one per shard for branch calls, one
+/// for the meta schema's global rows (started on first use).
+struct Batches {
+    shards: Vec<Batcher<(BranchOp, Leg), BranchReply>>,
+    meta: Batcher<MetaJob, Result<bool, RouterError>>,
+}
+
 /// The transfer coordinator.
 #[derive(Clone)]
 pub struct Tcc {
@@ -165,6 +225,10 @@ pub struct Tcc {
     failpoint: Option<String>,
     /// A Try slower than this is given up (and the global cancelled).
     pub try_timeout: Duration,
+    /// Most branch calls (or global-row changes) one group-commit transaction takes.
+    pub batch_max: usize,
+    batches: Arc<OnceLock<Batches>>,
+    precisions: Arc<RwLock<HashMap<Asset, u32>>>,
 }
 
 impl std::fmt::Debug for Tcc {
@@ -191,7 +255,69 @@ impl Tcc {
             next_id,
             failpoint: std::env::var("EXCHANGE_FAILPOINT").ok(),
             try_timeout: Duration::from_secs(5),
+            batch_max: 64,
+            batches: Arc::default(),
+            precisions: Arc::default(),
         }
+    }
+
+    /// The group-commit queues, started on the current runtime on first use. Their
+    /// tasks hold a copy of the coordinator without the queues (no cycle: they end when
+    /// the last copy of this coordinator is dropped).
+    fn batches(&self) -> &Batches {
+        self.batches.get_or_init(|| {
+            let plain = Self {
+                batches: Arc::default(),
+                ..self.clone()
+            };
+            let shards = self
+                .shards
+                .iter()
+                .map(|(shard, _)| {
+                    let tcc = plain.clone();
+                    Batcher::spawn(4096, self.batch_max, move |jobs| {
+                        let tcc = tcc.clone();
+                        async move { tcc.branch_batch(shard.get(), jobs).await }
+                    })
+                })
+                .collect();
+            let tcc = plain;
+            let meta = Batcher::spawn(4096, self.batch_max, move |jobs| {
+                let tcc = tcc.clone();
+                async move { tcc.meta_batch(jobs).await }
+            });
+            Batches { shards, meta }
+        })
+    }
+
+    /// (batches, branch calls) run by the per-shard group commits so far.
+    pub fn batch_stats(&self) -> (u64, u64) {
+        self.batches.get().map_or((0, 0), |b| {
+            b.shards.iter().fold((0, 0), |(n, j), s| {
+                let (bn, bj) = s.stats();
+                (n + bn, j + bj)
+            })
+        })
+    }
+
+    /// A branch call through its shard's group commit: it shares one local
+    /// transaction with the other calls queued on that shard, with the same effect as
+    /// the single call ([`Tcc::try_source`] …): a refused call (insufficient balance)
+    /// writes nothing and does not fail the others.
+    ///
+    /// # Errors
+    /// As the single calls.
+    pub async fn branch(&self, op: BranchOp, leg: &Leg) -> Result<BranchResult, TransferError> {
+        let shard = usize::from(self.shards.shard_of(op.user(leg)).get());
+        let queue = self
+            .batches()
+            .shards
+            .get(shard)
+            .ok_or_else(|| inconsistent(leg.gid, "no queue for the shard"))?;
+        queue
+            .submit((op, *leg))
+            .await
+            .unwrap_or_else(|| Err(gone(leg.gid)))
     }
 
     fn meta(&self) -> &MySqlPool {
@@ -223,13 +349,7 @@ impl Tcc {
         };
         let asset_code =
             Asset::new(asset).map_err(|_| TransferError::UnknownAsset(asset.to_owned()))?;
-        let precision: Option<(u32,)> =
-            sqlx::query_as("SELECT `precision` FROM assets WHERE asset = ?")
-                .bind(asset_code.as_str())
-                .fetch_optional(self.meta())
-                .await
-                .map_err(meta_err)?;
-        let Some((precision,)) = precision else {
+        let Some(precision) = self.precision(asset_code).await? else {
             return Err(TransferError::UnknownAsset(asset.to_owned()));
         };
         let value = amount
@@ -243,18 +363,42 @@ impl Tcc {
                 "{asset_code} has {precision} decimal places"
             )));
         }
+        let found: Vec<(u64,)> = sqlx::query_as(
+            "SELECT id FROM user_directory WHERE id IN (?, ?) AND status = 'active'",
+        )
+        .bind(from.get())
+        .bind(to.get())
+        .fetch_all(self.meta())
+        .await
+        .map_err(meta_err)?;
         for user in [from, to] {
-            let found: Option<(u64,)> =
-                sqlx::query_as("SELECT id FROM user_directory WHERE id = ? AND status = 'active'")
-                    .bind(user.get())
-                    .fetch_optional(self.meta())
-                    .await
-                    .map_err(meta_err)?;
-            if found.is_none() {
+            if !found.iter().any(|(id,)| *id == user.get()) {
                 return Err(TransferError::UnknownUser(user.get()));
             }
         }
         Ok((asset_code, value))
+    }
+
+    /// An asset's decimal places (`None`: not configured). Cached: an asset's precision
+    /// is fixed once it has balances.
+    async fn precision(&self, asset: Asset) -> Result<Option<u32>, TransferError> {
+        if let Some(p) = self
+            .precisions
+            .read()
+            .ok()
+            .and_then(|m| m.get(&asset).copied())
+        {
+            return Ok(Some(p));
+        }
+        let row: Option<(u32,)> = sqlx::query_as("SELECT `precision` FROM assets WHERE asset = ?")
+            .bind(asset.as_str())
+            .fetch_optional(self.meta())
+            .await
+            .map_err(meta_err)?;
+        if let (Some((p,)), Ok(mut m)) = (row, self.precisions.write()) {
+            m.insert(asset, p);
+        }
+        Ok(row.map(|(p,)| p))
     }
 
     /// Transfers `amount` of `asset` from `from` to `to`.
@@ -282,12 +426,11 @@ impl Tcc {
         let payload = serde_json::json!({
             "from": from.get(), "to": to.get(), "asset": asset.as_str(), "amount": amount.to_string(),
         });
-        sqlx::query("INSERT INTO tcc_global (gid, kind, status, payload) VALUES (?, 'transfer', 'trying', ?)")
-            .bind(gid)
-            .bind(payload.to_string())
-            .execute(self.meta())
-            .await
-            .map_err(meta_err)?;
+        self.meta_job(MetaJob::Insert {
+            gid,
+            payload: payload.to_string(),
+        })
+        .await?;
         self.failpoint("tcc.after_global");
         let leg = Leg {
             gid,
@@ -310,8 +453,8 @@ impl Tcc {
                 )),
             };
             let (source, target) = tokio::join!(
-                tokio::time::timeout(self.try_timeout, self.try_source(&leg)),
-                tokio::time::timeout(self.try_timeout, self.try_target(&leg)),
+                tokio::time::timeout(self.try_timeout, self.branch(BranchOp::TrySource, &leg)),
+                tokio::time::timeout(self.try_timeout, self.branch(BranchOp::TryTarget, &leg)),
             );
             judge("source", source).and(judge("target", target))
         };
@@ -368,9 +511,9 @@ impl Tcc {
     /// The source Confirm, then the target's: the payee is never credited before the
     /// payer's frozen amount is spent.
     async fn confirm_both(&self, leg: &Leg) -> Result<(), TransferError> {
-        self.confirm_source(leg).await?;
+        self.branch(BranchOp::ConfirmSource, leg).await?;
         self.failpoint("tcc.after_confirm_source");
-        self.confirm_target(leg).await?;
+        self.branch(BranchOp::ConfirmTarget, leg).await?;
         Ok(())
     }
 
@@ -387,15 +530,49 @@ impl Tcc {
     }
 
     /// Moves a global from `from` to `to` status; `false` if it was not in `from`.
-    async fn set_status(&self, gid: u64, from: &str, to: &str) -> Result<bool, RouterError> {
-        let r = sqlx::query("UPDATE tcc_global SET status = ? WHERE gid = ? AND status = ?")
-            .bind(to)
+    /// Goes through the meta group commit.
+    async fn set_status(
+        &self,
+        gid: u64,
+        from: &'static str,
+        to: &'static str,
+    ) -> Result<bool, RouterError> {
+        self.meta_job(MetaJob::Status { gid, from, to }).await
+    }
+
+    async fn meta_job(&self, job: MetaJob) -> Result<bool, RouterError> {
+        let gid = match &job {
+            MetaJob::Insert { gid, .. } | MetaJob::Status { gid, .. } => *gid,
+        };
+        match self.batches().meta.submit(job).await {
+            Some(r) => r,
+            None => Err(match gone(gid) {
+                TransferError::Router(e) => e,
+                other => RouterError::Busy(other.to_string()),
+            }),
+        }
+    }
+
+    /// The single-statement form of a meta job (the fallback of a failed batch).
+    async fn meta_single(&self, job: &MetaJob) -> Result<bool, RouterError> {
+        let r = match job {
+            MetaJob::Insert { gid, payload } => sqlx::query(
+                "INSERT INTO tcc_global (gid, kind, status, payload) VALUES (?, 'transfer', 'trying', ?)",
+            )
             .bind(gid)
-            .bind(from)
+            .bind(payload)
             .execute(self.meta())
-            .await
-            .map_err(meta_err)?;
-        Ok(r.rows_affected() == 1)
+            .await,
+            MetaJob::Status { gid, from, to } => {
+                sqlx::query("UPDATE tcc_global SET status = ? WHERE gid = ? AND status = ?")
+                    .bind(to)
+                    .bind(gid)
+                    .bind(from)
+                    .execute(self.meta())
+                    .await
+            }
+        };
+        Ok(r.map_err(meta_err)?.rows_affected() == 1)
     }
 
     /// Schedules the next recovery attempt: 100 ms × 2^retries, at most 30 s.
@@ -497,7 +674,7 @@ impl Tcc {
         let (shard, mut tx) = self.text_tx(leg.from).await?;
         let mut sql = Sql::new();
         sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, leg.gid, SOURCE, "try", "normal");
+        barrier_sql(&mut sql, 0, leg.gid, SOURCE, "try", "normal");
         balance_sql(&mut sql, leg.from, &leg.asset);
         let ran = run(&mut tx, shard, &sql).await?;
         if let Some(r) = barrier_outcome(&ran, true)? {
@@ -555,7 +732,7 @@ impl Tcc {
         let (shard, mut tx) = self.text_tx(leg.to).await?;
         let mut sql = Sql::new();
         sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, leg.gid, TARGET, "try", "normal");
+        barrier_sql(&mut sql, 0, leg.gid, TARGET, "try", "normal");
         let ran = run(&mut tx, shard, &sql).await?;
         if let Some(r) = barrier_outcome(&ran, true)? {
             finish(&mut tx, shard, "COMMIT").await?;
@@ -575,7 +752,7 @@ impl Tcc {
         let (shard, mut tx) = self.text_tx(leg.from).await?;
         let mut sql = Sql::new();
         sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, leg.gid, SOURCE, "confirm", "normal");
+        barrier_sql(&mut sql, 0, leg.gid, SOURCE, "confirm", "normal");
         balance_sql(&mut sql, leg.from, &leg.asset);
         let ran = run(&mut tx, shard, &sql).await?;
         if barrier_outcome(&ran, false)?.is_some() {
@@ -620,7 +797,7 @@ impl Tcc {
         let (shard, mut tx) = self.text_tx(leg.to).await?;
         let mut sql = Sql::new();
         sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, leg.gid, TARGET, "confirm", "normal");
+        barrier_sql(&mut sql, 0, leg.gid, TARGET, "confirm", "normal");
         balance_sql(&mut sql, leg.to, &leg.asset);
         let ran = run(&mut tx, shard, &sql).await?;
         if barrier_outcome(&ran, false)?.is_some() {
@@ -658,7 +835,7 @@ impl Tcc {
         let (shard, mut tx) = self.text_tx(user).await?;
         let mut sql = Sql::new();
         sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, leg.gid, branch, "cancel", "normal");
+        barrier_sql(&mut sql, 0, leg.gid, branch, "cancel", "normal");
         sql.raw("INSERT IGNORE INTO tcc_branches (gid, branch_id, op, reason) VALUES (")
             .int(leg.gid)
             .comma()
@@ -920,6 +1097,447 @@ impl Tcc {
     }
 }
 
+/// One balance row as a branch batch sees it: read under its lock, changed in memory
+/// call by call, written once.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    available: Amount,
+    frozen: Amount,
+    /// `None`: no row yet (a payee's first credit inserts it).
+    version: Option<u64>,
+    changed: bool,
+}
+
+/// The rows a branch batch writes besides balances.
+#[derive(Default)]
+struct BranchWrites {
+    /// (gid, branch, user, counterparty, asset, amount)
+    tried: Vec<(u64, &'static str, UserId, UserId, Asset, Amount)>,
+    /// (gid, branch) `tried` → `confirmed`
+    confirmed: Vec<(u64, &'static str)>,
+    /// (user, asset, kind, amount, balance after, gid)
+    ledger: Vec<(UserId, Asset, &'static str, Amount, Amount, u64)>,
+    /// barrier rows of refused calls, taken back: (gid, branch, op)
+    refused: Vec<(u64, &'static str, &'static str)>,
+}
+
+impl Tcc {
+    /// Runs one shard's queued branch calls as one local transaction; if that fails
+    /// as a whole (after its deadlock retries), each call on its own.
+    async fn branch_batch(&self, shard: u16, jobs: Vec<(BranchOp, Leg)>) -> Vec<BranchReply> {
+        match retrying(|| self.branch_batch_once(shard, &jobs)).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(shard, calls = jobs.len(), error = %e, "branch batch failed; running its calls one by one");
+                let mut answers = Vec::with_capacity(jobs.len());
+                for (op, leg) in &jobs {
+                    answers.push(match op {
+                        BranchOp::TrySource => self.try_source(leg).await,
+                        BranchOp::TryTarget => self.try_target(leg).await,
+                        BranchOp::ConfirmSource => self.confirm_source(leg).await,
+                        BranchOp::ConfirmTarget => self.confirm_target(leg).await,
+                    });
+                }
+                answers
+            }
+        }
+    }
+
+    /// The batch in three round trips of SQL text: 1. begin, every call's barrier row,
+    /// one locking read of the balances involved (user order); 2. every write, each
+    /// checked; 3. commit. In between, the calls are judged in arrival order against
+    /// the balances as the calls before them left them, so two Tries of one payer in
+    /// one batch see each other. A refused call's barrier row is deleted again: it
+    /// leaves nothing, as a rolled-back single call would.
+    async fn branch_batch_once(
+        &self,
+        shard: u16,
+        jobs: &[(BranchOp, Leg)],
+    ) -> Result<Vec<BranchReply>, TransferError> {
+        use sqlx::Row;
+        let pool = self
+            .shards
+            .pool(domain::ShardId::new(shard))
+            .map_err(TransferError::Router)?;
+        let mut tx = TextTx::acquire(pool)
+            .await
+            .map_err(|e| text_err(shard, e))?;
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION;\n");
+        let mut wanted: BTreeMap<Asset, BTreeSet<u64>> = BTreeMap::new();
+        for (i, (op, leg)) in jobs.iter().enumerate() {
+            barrier_sql(&mut sql, i, leg.gid, op.branch(), op.op(), "normal");
+            if *op != BranchOp::TryTarget {
+                wanted
+                    .entry(leg.asset)
+                    .or_default()
+                    .insert(op.user(leg).get());
+            }
+        }
+        for (asset, users) in &wanted {
+            sql.raw("SELECT 'b', CAST(available AS CHAR), CAST(frozen AS CHAR), version, user_id, CAST(currency AS CHAR) FROM account_balances WHERE currency = ")
+                .str(asset.as_str())
+                .raw(" AND account_type = 'spot' AND user_id IN (");
+            for (k, u) in users.iter().enumerate() {
+                if k > 0 {
+                    sql.comma();
+                }
+                sql.int(*u);
+            }
+            sql.raw(") ORDER BY user_id FOR UPDATE;\n");
+        }
+        let ran = run(&mut tx, shard, &sql).await?;
+
+        // what was read: barrier outcomes by call, balances by (user, asset)
+        let bad = |e: sqlx::Error| inconsistent(0, &e.to_string());
+        let mut barriers: HashMap<usize, (i64, Option<String>)> = HashMap::new();
+        let mut held: HashMap<(UserId, Asset), Held> = HashMap::new();
+        for row in &ran.rows {
+            match row.try_get::<String, _>(0).map_err(bad)?.as_str() {
+                "r" => {
+                    let i: i64 = row.try_get(3).map_err(bad)?;
+                    barriers.insert(
+                        usize::try_from(i).unwrap_or(usize::MAX),
+                        (row.try_get(1).map_err(bad)?, row.try_get(2).map_err(bad)?),
+                    );
+                }
+                _ => {
+                    let user = UserId::new(row.try_get::<u64, _>(4).map_err(bad)?)
+                        .map_err(|e| inconsistent(0, &e.to_string()))?;
+                    let a: String = row.try_get(5).map_err(bad)?;
+                    let a = Asset::new(&a).map_err(|e| inconsistent(0, &e.to_string()))?;
+                    let available: String = row.try_get(1).map_err(bad)?;
+                    let frozen: String = row.try_get(2).map_err(bad)?;
+                    held.insert(
+                        (user, a),
+                        Held {
+                            available: Amount::from_db_str(&available)?,
+                            frozen: Amount::from_db_str(&frozen)?,
+                            version: Some(row.try_get(3).map_err(bad)?),
+                            changed: false,
+                        },
+                    );
+                }
+            }
+        }
+
+        // judge each call in arrival order
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut w = BranchWrites::default();
+        for (i, (op, leg)) in jobs.iter().enumerate() {
+            let (inserted, reason) = barriers
+                .get(&i)
+                .ok_or_else(|| inconsistent(leg.gid, "barrier result missing"))?;
+            if *inserted != 1 {
+                let hanging = op.op() == "try" && reason.as_deref() == Some("rollback");
+                answers.push(Ok(if hanging {
+                    BranchResult::Hanging
+                } else {
+                    BranchResult::Repeated
+                }));
+                continue;
+            }
+            let user = op.user(leg);
+            let answer = match op {
+                BranchOp::TrySource => match held.get_mut(&(user, leg.asset)) {
+                    Some(b) if b.available.get() >= leg.amount.get() => {
+                        b.available = b.available.checked_sub(leg.amount)?;
+                        b.frozen = b.frozen.checked_add(leg.amount)?;
+                        b.changed = true;
+                        w.tried
+                            .push((leg.gid, SOURCE, user, leg.to, leg.asset, leg.amount));
+                        w.ledger.push((
+                            user,
+                            leg.asset,
+                            "freeze",
+                            -leg.amount,
+                            b.available,
+                            leg.gid,
+                        ));
+                        Ok(BranchResult::Done)
+                    }
+                    b => Err(TransferError::Insufficient {
+                        asset: leg.asset,
+                        available: b.map_or(Amount::ZERO, |b| b.available),
+                    }),
+                },
+                BranchOp::TryTarget => {
+                    w.tried
+                        .push((leg.gid, TARGET, user, leg.from, leg.asset, leg.amount));
+                    Ok(BranchResult::Done)
+                }
+                BranchOp::ConfirmSource => match held.get_mut(&(user, leg.asset)) {
+                    Some(b) if b.frozen.get() >= leg.amount.get() => {
+                        b.frozen = b.frozen.checked_sub(leg.amount)?;
+                        b.changed = true;
+                        w.confirmed.push((leg.gid, SOURCE));
+                        w.ledger.push((
+                            user,
+                            leg.asset,
+                            "transfer",
+                            -leg.amount,
+                            b.available,
+                            leg.gid,
+                        ));
+                        Ok(BranchResult::Done)
+                    }
+                    Some(_) => Err(inconsistent(
+                        leg.gid,
+                        "the source frozen balance is short of the transfer",
+                    )),
+                    None => Err(inconsistent(leg.gid, "the source has no balance row")),
+                },
+                BranchOp::ConfirmTarget => {
+                    let b = held.entry((user, leg.asset)).or_insert(Held {
+                        available: Amount::ZERO,
+                        frozen: Amount::ZERO,
+                        version: None,
+                        changed: false,
+                    });
+                    b.available = b.available.checked_add(leg.amount)?;
+                    b.changed = true;
+                    w.confirmed.push((leg.gid, TARGET));
+                    w.ledger.push((
+                        user,
+                        leg.asset,
+                        "transfer",
+                        leg.amount,
+                        b.available,
+                        leg.gid,
+                    ));
+                    Ok(BranchResult::Done)
+                }
+            };
+            if answer.is_err() {
+                w.refused.push((leg.gid, op.branch(), op.op()));
+            }
+            answers.push(answer);
+        }
+
+        // every write, each checked before the commit
+        let mut sql = Sql::new();
+        let mut expect: Vec<(u64, &str)> = Vec::new();
+        let mut changed: Vec<_> = held.iter().filter(|(_, b)| b.changed).collect();
+        changed.sort_by_key(|((u, a), _)| (*u, *a));
+        for ((user, asset), b) in changed {
+            match b.version {
+                Some(version) => {
+                    sql.raw("UPDATE account_balances SET available = ")
+                        .dec(b.available)
+                        .raw(", frozen = ")
+                        .dec(b.frozen)
+                        .raw(", version = version + 1 WHERE user_id = ")
+                        .int(user.get())
+                        .raw(" AND currency = ")
+                        .str(asset.as_str())
+                        .raw(" AND account_type = 'spot' AND version = ")
+                        .int(version)
+                        .raw(";\n");
+                    expect.push((1, "a balance changed under its lock"));
+                }
+                None => {
+                    sql.raw("INSERT INTO account_balances (user_id, currency, available) VALUES (")
+                        .int(user.get())
+                        .comma()
+                        .str(asset.as_str())
+                        .comma()
+                        .dec(b.available)
+                        .raw(");\n");
+                    expect.push((1, "a new balance row"));
+                }
+            }
+        }
+        if !w.tried.is_empty() {
+            sql.raw("INSERT INTO transfers (gid, branch, user_id, counter_user_id, currency, amount, status) VALUES ")
+                .tuples(&w.tried, |sql, (gid, branch, user, counter, asset, amount)| {
+                    sql.int(*gid)
+                        .comma()
+                        .str(branch)
+                        .comma()
+                        .int(user.get())
+                        .comma()
+                        .int(counter.get())
+                        .comma()
+                        .str(asset.as_str())
+                        .comma()
+                        .dec(*amount)
+                        .raw(", 'tried'");
+                })
+                .raw(";\n");
+            expect.push((w.tried.len() as u64, "transfer rows"));
+        }
+        for (gid, branch) in &w.confirmed {
+            transition_sql(&mut sql, *gid, branch, "tried", "confirmed");
+            expect.push((1, "a branch to confirm is not tried"));
+        }
+        if !w.ledger.is_empty() {
+            sql.raw("INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES ")
+                .tuples(&w.ledger, |sql, (user, asset, kind, amount, after, gid)| {
+                    sql.int(user.get())
+                        .comma()
+                        .str(asset.as_str())
+                        .comma()
+                        .str(kind)
+                        .comma()
+                        .dec(*amount)
+                        .comma()
+                        .dec(*after)
+                        .raw(", 'transfer', ")
+                        .int(*gid);
+                })
+                .raw(";\n");
+            expect.push((w.ledger.len() as u64, "ledger rows"));
+        }
+        for (gid, branch, op) in &w.refused {
+            sql.raw("DELETE FROM tcc_branches WHERE gid = ")
+                .int(*gid)
+                .raw(" AND branch_id = ")
+                .str(branch)
+                .raw(" AND op = ")
+                .str(op)
+                .raw(";\n");
+            expect.push((1, "a refused call's barrier row"));
+        }
+        if !sql.is_empty() {
+            let ran = run(&mut tx, shard, &sql).await?;
+            for (k, (n, what)) in expect.iter().enumerate() {
+                if ran.affected.get(k) != Some(n) {
+                    return Err(inconsistent(0, &format!("branch batch: {what}")));
+                }
+            }
+        }
+        finish(&mut tx, shard, "COMMIT").await?;
+        Ok(answers)
+    }
+
+    /// Runs queued global-row changes: new globals in one multi-row insert, status
+    /// changes in one transaction (locking read, then one update); a batch that fails
+    /// as a whole falls back to one statement per job.
+    async fn meta_batch(&self, jobs: Vec<MetaJob>) -> Vec<Result<bool, RouterError>> {
+        let mut answers: Vec<Option<Result<bool, RouterError>>> =
+            jobs.iter().map(|_| None).collect();
+        let inserts: Vec<usize> = (0..jobs.len())
+            .filter(|i| matches!(jobs[*i], MetaJob::Insert { .. }))
+            .collect();
+        let statuses: Vec<usize> = (0..jobs.len())
+            .filter(|i| matches!(jobs[*i], MetaJob::Status { .. }))
+            .collect();
+        if !inserts.is_empty() {
+            let mut sql = Sql::new();
+            sql.raw("INSERT INTO tcc_global (gid, kind, status, payload) VALUES ")
+                .tuples(&inserts, |sql, i| {
+                    if let MetaJob::Insert { gid, payload } = &jobs[*i] {
+                        sql.int(*gid).raw(", 'transfer', 'trying', ").str(payload);
+                    }
+                });
+            let done = match self.meta().acquire().await {
+                Ok(mut conn) => sql.run(&mut conn).await.map(|r| r.affected),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(affected) if affected.first() == Some(&(inserts.len() as u64)) => {
+                    for i in &inserts {
+                        answers[*i] = Some(Ok(true));
+                    }
+                }
+                other => tracing::warn!(?other, "global insert batch failed; one by one"),
+            }
+        }
+        if !statuses.is_empty() {
+            match retrying(|| self.status_batch(&jobs, &statuses)).await {
+                Ok(done) => {
+                    for (i, r) in statuses.iter().zip(done) {
+                        answers[*i] = Some(Ok(r));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "global status batch failed; one by one"),
+            }
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for (job, answer) in jobs.iter().zip(answers) {
+            out.push(match answer {
+                Some(a) => a,
+                None => self.meta_single(job).await,
+            });
+        }
+        out
+    }
+
+    /// Status changes of `jobs[statuses]` in one transaction, in arrival order.
+    async fn status_batch(
+        &self,
+        jobs: &[MetaJob],
+        statuses: &[usize],
+    ) -> Result<Vec<bool>, RouterError> {
+        use sqlx::Row;
+        let mut tx = TextTx::acquire(self.meta()).await.map_err(meta_err)?;
+        let gids: BTreeSet<u64> = statuses
+            .iter()
+            .filter_map(|i| match &jobs[*i] {
+                MetaJob::Status { gid, .. } => Some(*gid),
+                MetaJob::Insert { .. } => None,
+            })
+            .collect();
+        let mut sql = Sql::new();
+        sql.raw(
+            "START TRANSACTION;\nSELECT gid, CAST(status AS CHAR) FROM tcc_global WHERE gid IN (",
+        );
+        for (k, g) in gids.iter().enumerate() {
+            if k > 0 {
+                sql.comma();
+            }
+            sql.int(*g);
+        }
+        sql.raw(") ORDER BY gid FOR UPDATE;\n");
+        let conn = tx.conn().map_err(meta_err)?;
+        let ran = sql.run(conn).await.map_err(meta_err)?;
+        let mut current: HashMap<u64, String> = HashMap::new();
+        for row in &ran.rows {
+            current.insert(
+                row.try_get(0).map_err(meta_err)?,
+                row.try_get(1).map_err(meta_err)?,
+            );
+        }
+        let before = current.clone();
+        let mut done = Vec::with_capacity(statuses.len());
+        for i in statuses {
+            if let MetaJob::Status { gid, from, to } = &jobs[*i] {
+                let moved = current.get_mut(gid).filter(|s| s.as_str() == *from);
+                done.push(moved.map(|s| *s = (*to).to_owned()).is_some());
+            }
+        }
+        let changed: Vec<(u64, &String)> = current
+            .iter()
+            .filter(|(g, s)| before.get(g) != Some(s))
+            .map(|(g, s)| (*g, s))
+            .collect();
+        let mut sql = Sql::new();
+        if !changed.is_empty() {
+            sql.raw("UPDATE tcc_global SET status = CASE gid");
+            for (g, s) in &changed {
+                sql.raw(" WHEN ").int(*g).raw(" THEN ").str(s);
+            }
+            sql.raw(" END WHERE gid IN (");
+            for (k, (g, _)) in changed.iter().enumerate() {
+                if k > 0 {
+                    sql.comma();
+                }
+                sql.int(*g);
+            }
+            sql.raw(");\n");
+        }
+        sql.raw("COMMIT");
+        let conn = tx.conn().map_err(meta_err)?;
+        let ran = sql.run(conn).await.map_err(meta_err)?;
+        tx.finish();
+        if !changed.is_empty() && ran.affected.first() != Some(&(changed.len() as u64)) {
+            // the rows were locked: cannot happen; say so loudly if it does
+            tracing::error!(?ran.affected, expected = changed.len(), "global status batch changed an unexpected number of rows");
+        }
+        Ok(done)
+    }
+}
+
 /// One cross-shard transfer's parameters, as its branches see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leg {
@@ -961,7 +1579,7 @@ fn tagged<'a>(ran: &'a Ran, tag: &str) -> Option<&'a sqlx::mysql::MySqlRow> {
 }
 
 /// `INSERT IGNORE` of a barrier row, then `SELECT 'r', inserted, try reason`.
-fn barrier_sql(sql: &mut Sql, gid: u64, branch: &str, op: &str, reason: &str) {
+fn barrier_sql(sql: &mut Sql, idx: usize, gid: u64, branch: &str, op: &str, reason: &str) {
     sql.raw("INSERT IGNORE INTO tcc_branches (gid, branch_id, op, reason) VALUES (")
         .int(gid)
         .comma()
@@ -977,7 +1595,9 @@ SELECT 'r', ROW_COUNT(), (SELECT CAST(reason AS CHAR) FROM tcc_branches WHERE gi
         .int(gid)
         .raw(" AND branch_id = ")
         .str(branch)
-        .raw(" AND op = 'try');\n");
+        .raw(" AND op = 'try'), ")
+        .int(idx as u64)
+        .raw(";\n");
 }
 
 /// `None` when the barrier row was new (go on); otherwise what the call is: a repeat,
@@ -1148,6 +1768,13 @@ impl crate::error::Retryable for TransferError {
 }
 
 use crate::error::retry_deadlocks as retrying;
+
+/// The group-commit task is gone (its runtime is shutting down).
+fn gone(gid: u64) -> TransferError {
+    TransferError::Router(RouterError::Busy(format!(
+        "transfer {gid}: the group commit stopped; the call's outcome is unknown"
+    )))
+}
 
 fn inconsistent(gid: u64, what: &str) -> TransferError {
     TransferError::Router(RouterError::InvalidInput(format!("transfer {gid}: {what}")))
