@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use domain::{Amount, Asset};
-use router::tcc::{BranchResult, Leg, Outcome, Tcc, TransferError};
+use router::tcc::{BranchOp, BranchResult, Leg, Outcome, Tcc, TransferError};
 use router::testing::TestEnv;
 use router::Snowflake;
 
@@ -227,6 +227,108 @@ async fn branch_calls_are_idempotent_and_a_cancel_before_try_blocks_the_late_try
     // a Confirm of a cancelled branch is refused (a coordinator bug), nothing changes
     assert!(t.confirm_source(&c).await.is_err());
     assert_eq!(balance(&env, 1, "BTC").await, (amt("0.75"), Amount::ZERO));
+    audits_hold(&env).await;
+    env.drop_all().await;
+}
+
+/// Branch calls queued together on one shard share one transaction, but each is
+/// judged alone, against the balances the calls before it left: a payer's second Try
+/// that no longer fits is refused (and leaves no barrier), a repeat is a repeat, a
+/// late Try after its Cancel hangs, and a call that is not allowed (Confirm without
+/// Try) fails without taking the others in its batch down.
+#[tokio::test]
+async fn batched_branch_calls_are_judged_one_by_one() {
+    let env = TestEnv::new("tccbatch").await;
+    users(&env, 6).await;
+    deposit(&env, 1, "BTC", "1").await;
+    deposit(&env, 5, "BTC", "0.1").await;
+    let t = tcc(&env, 4);
+    let leg = |gid, from, amount: &str| Leg {
+        gid,
+        from: uid(from),
+        to: uid(2),
+        asset: Asset::new("BTC").expect("asset"),
+        amount: amt(amount),
+    };
+    let (a, b, e) = (
+        leg(2001, 1, "0.75"),
+        leg(2002, 1, "0.5"),
+        leg(2003, 5, "0.1"),
+    );
+    // users 1 and 5 live on shard 1: the four calls are queued before the shard's
+    // batch task runs (one runtime thread), so they form one batch
+    let (ra, rb, ra2, re) = tokio::join!(
+        t.branch(BranchOp::TrySource, &a),
+        t.branch(BranchOp::TrySource, &b),
+        t.branch(BranchOp::TrySource, &a),
+        t.branch(BranchOp::TrySource, &e),
+    );
+    assert_eq!(
+        t.batch_stats(),
+        (1, 4),
+        "one transaction for the four calls"
+    );
+    assert_eq!(ra.expect("a"), BranchResult::Done);
+    match rb {
+        Err(TransferError::Insufficient { available, .. }) => {
+            assert_eq!(available, amt("0.25"), "b is judged after a")
+        }
+        other => panic!("b must be refused, got {other:?}"),
+    }
+    assert_eq!(ra2.expect("a again"), BranchResult::Repeated);
+    assert_eq!(re.expect("e"), BranchResult::Done);
+    assert_eq!(balance(&env, 1, "BTC").await, (amt("0.25"), amt("0.75")));
+    assert_eq!(balance(&env, 5, "BTC").await, (Amount::ZERO, amt("0.1")));
+    // the refused Try left nothing: with the funds there, the same call goes through
+    deposit(&env, 1, "BTC", "0.25").await;
+    assert_eq!(
+        t.branch(BranchOp::TrySource, &b).await.expect("b"),
+        BranchResult::Done
+    );
+    assert_eq!(balance(&env, 1, "BTC").await, (Amount::ZERO, amt("1.25")));
+
+    // a Try after its Cancel hangs, next to a call that goes through
+    let c = leg(2004, 1, "0.1");
+    assert_eq!(
+        t.cancel_target(&c).await.expect("cancel"),
+        BranchResult::EmptyRollback
+    );
+    let (rc, ra) = tokio::join!(
+        t.branch(BranchOp::TryTarget, &c),
+        t.branch(BranchOp::TryTarget, &a),
+    );
+    assert_eq!(rc.expect("late try"), BranchResult::Hanging);
+    assert_eq!(ra.expect("a"), BranchResult::Done);
+
+    // a Confirm without its Try (a coordinator bug) fails alone; the payee's first
+    // credit creates the balance row
+    let d = leg(2005, 1, "0.3");
+    let (rd, ra) = tokio::join!(
+        t.branch(BranchOp::ConfirmTarget, &d),
+        t.branch(BranchOp::ConfirmTarget, &a),
+    );
+    assert!(rd.is_err(), "a Confirm without Try is refused: {rd:?}");
+    assert_eq!(ra.expect("a"), BranchResult::Done);
+    assert_eq!(balance(&env, 2, "BTC").await, (amt("0.75"), Amount::ZERO));
+    assert_eq!(
+        t.branch(BranchOp::ConfirmSource, &a).await.expect("a"),
+        BranchResult::Done
+    );
+    assert_eq!(
+        t.branch(BranchOp::ConfirmSource, &a).await.expect("again"),
+        BranchResult::Repeated
+    );
+    assert_eq!(balance(&env, 1, "BTC").await, (Amount::ZERO, amt("0.5")));
+    // what is left: b and e hold their Tries, counted by the frozen audit
+    audits_hold(&env).await;
+    for l in [b, e] {
+        assert_eq!(
+            t.cancel_source(&l).await.expect("cancel"),
+            BranchResult::Done
+        );
+    }
+    assert_eq!(balance(&env, 1, "BTC").await, (amt("0.5"), Amount::ZERO));
+    assert_eq!(balance(&env, 5, "BTC").await, (amt("0.1"), Amount::ZERO));
     audits_hold(&env).await;
     env.drop_all().await;
 }
