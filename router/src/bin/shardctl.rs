@@ -331,10 +331,57 @@ async fn run(cli: Cli) -> Result<bool> {
     }
 }
 
+/// Progress of a scan over the shards, on stderr: a bar redrawn in place on a
+/// terminal, one line per step otherwise (CI logs, pipes).
+struct Progress {
+    bar: indicatif::ProgressBar,
+    what: &'static str,
+}
+
+impl Progress {
+    fn new(what: &'static str, shards: u64) -> Self {
+        use std::io::IsTerminal;
+        let bar = if std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::new(shards)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "[{prefix}] {elapsed_precise} [{bar:24}] {pos}/{len} shards  {wide_msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(what);
+        bar.tick();
+        Self { bar, what }
+    }
+
+    /// One shard done (`step`), or a note about the scan in between.
+    fn report(&self, shard: ShardId, msg: &str, step: bool) {
+        if self.bar.is_hidden() {
+            eprintln!("[{}] shard {shard}: {msg}", self.what);
+            return;
+        }
+        if step {
+            self.bar.set_message(format!("shard {shard}: {msg}"));
+            self.bar.inc(1);
+        } else {
+            self.bar
+                .println(format!("[{}] shard {shard}: {msg}", self.what));
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// `shardctl audit`: the three money checks; `Ok(false)` when one fails.
 async fn audit(settings: &Settings) -> Result<bool> {
     let map = ShardMap::connect_lazy(settings)?;
-    let progress = |shard: ShardId, msg: &str| eprintln!("[audit] shard {shard}: {msg}");
+    let shards = u64::from(map.count());
 
     // 1. conservation
     println!("conservation: Σ(available + frozen) = Σ deposits − Σ withdrawals, per asset");
@@ -360,7 +407,10 @@ async fn audit(settings: &Settings) -> Result<bool> {
     }
 
     // 2. frozen balances vs open orders and withdrawals, per shard
-    let frozen = router::audit::frozen_vs_open_orders_with(&map, progress).await?;
+    let frozen = {
+        let bar = Progress::new("audit frozen", shards);
+        router::audit::frozen_vs_open_orders_with(&map, |s, m| bar.report(s, m, true)).await?
+    };
     println!();
     println!(
         "frozen vs open orders: {} (user, asset) checked on {} shards ({} order tables, {} open orders, {} withdrawals and {} transfers holding funds): {}",
@@ -397,7 +447,14 @@ async fn audit(settings: &Settings) -> Result<bool> {
     }
 
     // 3. trade halves
-    let halves = router::audit::trade_halves_with(&map, progress).await?;
+    let halves = {
+        let bar = Progress::new("audit trades", shards);
+        // a step per shard's totals; a mismatching table's per-trade check is a note
+        router::audit::trade_halves_with(&map, |s, m| {
+            bar.report(s, m, m.starts_with("trade halves:"))
+        })
+        .await?
+    };
     println!();
     println!(
         "trade halves: {} trades tables, {} buy halves, {} sell halves, {} tables checked trade by trade: {}",
