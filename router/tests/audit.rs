@@ -496,3 +496,101 @@ async fn shardctl_audit_exits_zero_when_clean_and_non_zero_on_a_defect() {
     assert!(stdout.contains("order 105"), "{stdout}");
     env.drop_all().await;
 }
+
+#[tokio::test]
+async fn shardctl_json_audit_holds_when_clean_and_names_the_offenders_of_a_corrupted_balance() {
+    let (env, _tables) = clean_state("auditjson").await;
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardctl"))
+            .args(args)
+            .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
+            .env("EXCHANGE_META", &env.settings.meta)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run shardctl");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {stdout}"));
+        (out.status.code(), report, stdout)
+    };
+    // an exact decimal string (never a JSON number)
+    let money = |v: &serde_json::Value| amt(v.as_str().unwrap_or_else(|| panic!("string: {v}")));
+
+    let (code, r, stdout) = run(&["--json", "audit"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(r["holds"], true, "{r:#}");
+    let c = &r["conservation"];
+    assert_eq!(c["holds"], true, "{c:#}");
+    let btc = &c["assets"]["BTC"];
+    assert_eq!(
+        (
+            money(&btc["balances"]),
+            money(&btc["deposits"]),
+            money(&btc["withdrawals"])
+        ),
+        (amt("5"), amt("5"), Amount::ZERO)
+    );
+    assert_eq!(btc["holds"], true);
+    assert_eq!(money(&c["assets"]["USDT"]["balances"]), amt("1000"));
+    let f = &r["frozen"];
+    assert_eq!(f["holds"], true, "{f:#}");
+    assert_eq!(f["shards"], env.map.count());
+    assert_eq!(f["pairs_checked"], 2);
+    assert_eq!(f["open_orders"], 1);
+    assert_eq!(f["holding_withdrawals"], 1);
+    assert_eq!(f["mismatches"], serde_json::json!([]));
+    assert_eq!(f["bad_orders"], serde_json::json!([]));
+    let h = &r["trade_halves"];
+    assert_eq!(h["holds"], true, "{h:#}");
+    assert_eq!(h["tables"], 2, "trades tables of both symbols");
+    assert_eq!(h["buy_halves"], 1);
+    assert_eq!(h["sell_halves"], 1);
+    assert_eq!(h["offenders"], serde_json::json!([]));
+    // the flag after the subcommand works as well
+    let (code, after, _) = run(&["audit", "--json"]);
+    assert_eq!((code, &after), (Some(0), &r));
+
+    // one atom moves from the buyer's available to frozen (no open order holds it),
+    // and the seller's BTC gains an atom out of nowhere
+    exec(
+        &env,
+        BUYER,
+        &format!(
+            "UPDATE account_balances SET available = available - {ATOM}, frozen = frozen + {ATOM} \
+             WHERE user_id = {BUYER} AND currency = 'USDT'"
+        ),
+    )
+    .await;
+    exec(
+        &env,
+        SELLER,
+        &format!(
+            "UPDATE account_balances SET available = available + {ATOM} \
+             WHERE user_id = {SELLER} AND currency = 'BTC'"
+        ),
+    )
+    .await;
+    let (code, r, stdout) = run(&["--json", "audit"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(r["holds"], false, "{r:#}");
+    let c = &r["conservation"];
+    assert_eq!(c["holds"], false, "{c:#}");
+    let btc = &c["assets"]["BTC"];
+    assert_eq!(btc["holds"], false);
+    assert_eq!(money(&btc["balances"]), amt("5.000000000000000001"));
+    assert_eq!(money(&btc["deposits"]), amt("5"));
+    assert_eq!(c["assets"]["USDT"]["holds"], true, "{c:#}");
+    let f = &r["frozen"];
+    assert_eq!(f["holds"], false, "{f:#}");
+    let mismatches = f["mismatches"].as_array().expect("mismatches");
+    assert_eq!(mismatches.len(), 1, "{f:#}");
+    let m = &mismatches[0];
+    assert_eq!(m["shard"], shard_of(&env, BUYER).get());
+    assert_eq!(m["user_id"], BUYER);
+    assert_eq!(m["asset"], "USDT");
+    assert_eq!(money(&m["frozen_balance"]), amt("100.000000000000000001"));
+    assert_eq!(money(&m["expected"]), amt("100"));
+    assert_eq!(money(&m["orders_part"]), amt("100"));
+    assert_eq!(r["trade_halves"]["holds"], true);
+    env.drop_all().await;
+}

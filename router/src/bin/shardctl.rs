@@ -3,15 +3,21 @@
 //! Configuration comes from the same layered settings as every service
 //! (`EXCHANGE_CONFIG`, `EXCHANGE_*` env, defaults). Exit code 0 on success, 1 when a
 //! check fails (e.g. a shard is down in `status`), 2 on usage errors.
+//!
+//! Every command prints human tables by default; with the global `--json` (before or
+//! after the subcommand) it prints JSON on stdout instead: one object for `status`,
+//! `audit` and `locate`, one object per result line for the others. Money amounts are
+//! exact decimal strings. Refusals and progress stay on stderr.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use domain::{OrderId, ShardId, UserId};
+use domain::{Amount, OrderId, ShardId, UserId};
 use router::directory::{redis_pool, NO_PASSWORD};
 use router::{decode, Settings, ShardMap, TableRouter, UserDirectory, WorkerLease};
+use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,6 +26,9 @@ use router::{decode, Settings, ShardMap, TableRouter, UserDirectory, WorkerLease
     about = "Shard admin for the exchange: status, migrations, month tables, locating users and orders"
 )]
 struct Cli {
+    /// Machine-readable output: JSON on stdout instead of the human tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -132,11 +141,10 @@ enum WithdrawAction {
         code: Option<String>,
     },
     /// Withdrawals (optionally in one status), every shard.
+    /// `--json`: one JSON object per line.
     List {
         #[arg(long)]
         status: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Approve a withdrawal under review.
     Approve {
@@ -172,13 +180,11 @@ enum WithdrawAction {
 
 #[derive(Debug, Subcommand)]
 enum TccAction {
-    /// Unfinished globals (`--stuck`: older than 60 s or already retried).
+    /// Unfinished globals (`--stuck`: older than 60 s or already retried); `--json`:
+    /// one JSON object per line.
     List {
         #[arg(long)]
         stuck: bool,
-        /// JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Finish one global now: confirming → confirmed, cancelling → cancelled, trying →
     /// cancelled once older than the Try timeout (5 s).
@@ -256,30 +262,67 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `value` as one line of JSON (`json`), or the human way.
+fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        human(value);
+    }
+    Ok(())
+}
+
 /// Returns `Ok(false)` when a check ran and failed.
 async fn run(cli: Cli) -> Result<bool> {
     let settings = Settings::load().context("loading settings")?;
     tracing::debug!(settings = ?settings.redacted(), "effective settings");
+    let json = cli.json;
     match cli.command {
-        Command::Status => status(&settings).await,
+        Command::Status => status(&settings, json).await,
         Command::Migrate { action } => {
+            #[derive(Serialize)]
+            struct Migrated {
+                action: &'static str,
+                to: Option<i64>,
+                shards: u16,
+            }
             let map = ShardMap::connect_creating(&settings).await?;
-            match action.unwrap_or(MigrateAction::Up) {
+            let done = match action.unwrap_or(MigrateAction::Up) {
                 MigrateAction::Up => {
                     map.migrate_up().await?;
-                    println!("migrations applied on meta and {} shards", map.count());
+                    Migrated {
+                        action: "up",
+                        to: None,
+                        shards: map.count(),
+                    }
                 }
                 MigrateAction::Down { to } => {
                     map.migrate_down(to).await?;
-                    println!(
-                        "migrations reverted to version {to} on {} shards and meta",
-                        map.count()
-                    );
+                    Migrated {
+                        action: "down",
+                        to: Some(to),
+                        shards: map.count(),
+                    }
                 }
-            }
+            };
+            emit(json, &done, |m| match m.to {
+                None => println!("migrations applied on meta and {} shards", m.shards),
+                Some(to) => println!(
+                    "migrations reverted to version {to} on {} shards and meta",
+                    m.shards
+                ),
+            })?;
             Ok(true)
         }
         Command::EnsureTables { months_ahead } => {
+            #[derive(Serialize)]
+            struct Ensured {
+                symbols: usize,
+                months: u32,
+                shards: u16,
+                tables_created: u32,
+                partitions_added: u32,
+            }
             let map = ShardMap::connect_lazy(&settings)?;
             let router = TableRouter::new(&settings.symbols)?;
             let ahead = months_ahead.unwrap_or(settings.months_ahead);
@@ -289,42 +332,61 @@ async fn run(cli: Cli) -> Result<bool> {
             let report = map
                 .ensure_tables(&router, chrono::Utc::now(), ahead)
                 .await?;
-            println!(
-                "ensure-tables: {} symbols x {} months on {} shards: {} tables created, {} ledger partitions added",
-                settings.symbols.len(),
-                ahead + 1,
-                map.count(),
-                report.tables_created,
-                report.partitions_added
-            );
+            let done = Ensured {
+                symbols: settings.symbols.len(),
+                months: ahead + 1,
+                shards: map.count(),
+                tables_created: report.tables_created,
+                partitions_added: report.partitions_added,
+            };
+            emit(json, &done, |e| {
+                println!(
+                    "ensure-tables: {} symbols x {} months on {} shards: {} tables created, {} ledger partitions added",
+                    e.symbols, e.months, e.shards, e.tables_created, e.partitions_added
+                );
+            })?;
             Ok(true)
         }
-        Command::Locate { what } => locate(&settings, what).await,
-        Command::Ids { count } => issue_ids(&settings, count).await,
+        Command::Locate { what } => locate(&settings, what, json).await,
+        Command::Ids { count } => issue_ids(&settings, count, json).await,
         Command::Transfer {
             from,
             to,
             asset,
             amount,
-        } => transfer(&settings, from, to, &asset, &amount).await,
-        Command::Tcc { action } => tcc(&settings, action).await,
-        Command::Chain { action } => chain(&settings, action).await,
-        Command::Withdraw { action } => withdraw(&settings, action).await,
-        Command::Audit => audit(&settings).await,
+        } => transfer(&settings, from, to, &asset, &amount, json).await,
+        Command::Tcc { action } => tcc(&settings, action, json).await,
+        Command::Chain { action } => chain(&settings, action, json).await,
+        Command::Withdraw { action } => withdraw(&settings, action, json).await,
+        Command::Audit => audit(&settings, json).await,
         Command::User {
             action: UserAction::Add { emails },
         } => {
+            #[derive(Serialize)]
+            struct Added {
+                email: String,
+                #[serde(flatten)]
+                registered: router::directory::Registered,
+            }
             let dir = directory(&settings)?;
-            println!("{:<32} {:>8} {:>6} new", "email", "user_id", "shard");
+            if !json {
+                println!("{:<32} {:>8} {:>6} new", "email", "user_id", "shard");
+            }
             for email in emails {
-                let r = dir.register(&email, NO_PASSWORD).await?;
-                println!(
-                    "{:<32} {:>8} {:>6} {}",
-                    email,
-                    r.user_id,
-                    r.shard,
-                    if r.created { "yes" } else { "no (existed)" }
-                );
+                let registered = dir.register(&email, NO_PASSWORD).await?;
+                emit(json, &Added { email, registered }, |a| {
+                    println!(
+                        "{:<32} {:>8} {:>6} {}",
+                        a.email,
+                        a.registered.user_id,
+                        a.registered.shard,
+                        if a.registered.created {
+                            "yes"
+                        } else {
+                            "no (existed)"
+                        }
+                    );
+                })?;
             }
             Ok(true)
         }
@@ -378,73 +440,77 @@ impl Drop for Progress {
     }
 }
 
+/// What `shardctl audit` found.
+#[derive(Debug, Serialize)]
+struct AuditReport {
+    /// All three checks hold (else exit 1).
+    holds: bool,
+    conservation: ConservationSection,
+    frozen: FrozenSection,
+    trade_halves: HalvesSection,
+}
+
+#[derive(Debug, Serialize)]
+struct ConservationSection {
+    holds: bool,
+    /// Per asset.
+    assets: std::collections::BTreeMap<String, AssetConservation>,
+}
+
+#[derive(Debug, Serialize)]
+struct AssetConservation {
+    balances: Amount,
+    deposits: Amount,
+    withdrawals: Amount,
+    holds: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct FrozenSection {
+    holds: bool,
+    #[serde(flatten)]
+    report: router::audit::FrozenReport,
+}
+
+#[derive(Debug, Serialize)]
+struct HalvesSection {
+    holds: bool,
+    tables: usize,
+    buy_halves: u64,
+    sell_halves: u64,
+    tables_checked_per_trade: usize,
+    offenders: Vec<router::audit::TradeHalfOffender>,
+}
+
 /// `shardctl audit`: the three money checks; `Ok(false)` when one fails.
-async fn audit(settings: &Settings) -> Result<bool> {
+async fn audit(settings: &Settings, json: bool) -> Result<bool> {
     let map = ShardMap::connect_lazy(settings)?;
     let shards = u64::from(map.count());
 
     // 1. conservation
-    println!("conservation: Σ(available + frozen) = Σ deposits − Σ withdrawals, per asset");
-    let totals = router::audit::conservation(&map).await?;
-    println!(
-        "{:<8} {:>30} {:>30} {:>30}  verdict",
-        "asset", "balances", "deposits", "withdrawals"
-    );
-    let mut conserved = true;
-    for (asset, t) in &totals {
-        println!(
-            "{:<8} {:>30} {:>30} {:>30}  {}",
-            asset,
-            t.balances.to_string(),
-            t.deposits.to_string(),
-            t.withdrawals.to_string(),
-            if t.holds() { "holds" } else { "BROKEN" }
-        );
-        conserved &= t.holds();
-    }
-    if totals.is_empty() {
-        println!("no balances yet");
-    }
+    let assets: std::collections::BTreeMap<_, _> = router::audit::conservation(&map)
+        .await?
+        .into_iter()
+        .map(|(asset, t)| {
+            let line = AssetConservation {
+                balances: t.balances,
+                deposits: t.deposits,
+                withdrawals: t.withdrawals,
+                holds: t.holds(),
+            };
+            (asset, line)
+        })
+        .collect();
+    let conservation = ConservationSection {
+        holds: assets.values().all(|a| a.holds),
+        assets,
+    };
 
     // 2. frozen balances vs open orders and withdrawals, per shard
     let frozen = {
         let bar = Progress::new("audit frozen", shards);
         router::audit::frozen_vs_open_orders_with(&map, |s, m| bar.report(s, m, true)).await?
     };
-    println!();
-    println!(
-        "frozen vs open orders: {} (user, asset) checked on {} shards ({} order tables, {} open orders, {} withdrawals and {} transfers holding funds): {}",
-        frozen.pairs_checked,
-        frozen.shards,
-        frozen.order_tables,
-        frozen.open_orders,
-        frozen.holding_withdrawals,
-        frozen.holding_transfers,
-        if frozen.holds() { "holds" } else { "BROKEN" }
-    );
-    for m in &frozen.mismatches {
-        println!(
-            "  MISMATCH shard {} user {} {}: frozen {}, expected {} (orders {}, withdrawals {}, transfers {})",
-            m.shard,
-            m.user_id,
-            m.asset,
-            m.frozen_balance,
-            m.expected,
-            m.orders_part,
-            m.withdrawals_part,
-            m.transfers_part
-        );
-    }
-    for o in &frozen.bad_orders {
-        let what = match o.problem {
-            router::audit::OrderHoldProblem::NegativeOpen => "open order holds a negative amount",
-            router::audit::OrderHoldProblem::FinalStillHolds => "final order still holds funds",
-        };
-        println!(
-            "  BAD ORDER shard {} {} order {} user {} ({}): frozen {} {}: {what}",
-            o.shard, o.table, o.order_id, o.user_id, o.status, o.frozen_amount, o.asset
-        );
-    }
 
     // 3. trade halves
     let halves = {
@@ -455,41 +521,123 @@ async fn audit(settings: &Settings) -> Result<bool> {
         })
         .await?
     };
-    println!();
-    println!(
-        "trade halves: {} trades tables, {} buy halves, {} sell halves, {} tables checked trade by trade: {}",
-        halves.tables.len(),
-        halves.buy_halves(),
-        halves.sell_halves(),
-        halves.tables.iter().filter(|t| t.checked_per_trade).count(),
-        if halves.holds() { "holds" } else { "BROKEN" }
-    );
-    for o in &halves.offenders {
-        let rows: Vec<String> = o
-            .halves
-            .iter()
-            .map(|h| {
-                format!(
-                    "{} on shard {} user {} price {} qty {} amount {}",
-                    h.side, h.shard, h.user_id, h.price, h.quantity, h.amount
-                )
-            })
-            .collect();
+
+    let report = AuditReport {
+        holds: conservation.holds && frozen.holds() && halves.holds(),
+        conservation,
+        frozen: FrozenSection {
+            holds: frozen.holds(),
+            report: frozen,
+        },
+        trade_halves: HalvesSection {
+            holds: halves.holds(),
+            tables: halves.tables.len(),
+            buy_halves: halves.buy_halves(),
+            sell_halves: halves.sell_halves(),
+            tables_checked_per_trade: halves.tables.iter().filter(|t| t.checked_per_trade).count(),
+            offenders: halves.offenders,
+        },
+    };
+    emit(json, &report, AuditReport::print)?;
+    Ok(report.holds)
+}
+
+impl AuditReport {
+    fn print(&self) {
+        let verdict = |holds: bool| if holds { "holds" } else { "BROKEN" };
+        println!("conservation: Σ(available + frozen) = Σ deposits − Σ withdrawals, per asset");
         println!(
-            "  TRADE {} {}: {:?}: {}",
-            o.table,
-            o.trade_id,
-            o.problem,
-            rows.join("; ")
+            "{:<8} {:>30} {:>30} {:>30}  verdict",
+            "asset", "balances", "deposits", "withdrawals"
         );
-    }
-    if !(conserved && frozen.holds() && halves.holds()) {
+        for (asset, t) in &self.conservation.assets {
+            println!(
+                "{:<8} {:>30} {:>30} {:>30}  {}",
+                asset,
+                t.balances.to_string(),
+                t.deposits.to_string(),
+                t.withdrawals.to_string(),
+                verdict(t.holds)
+            );
+        }
+        if self.conservation.assets.is_empty() {
+            println!("no balances yet");
+        }
+
+        let frozen = &self.frozen.report;
         println!();
         println!(
-            "the audit FAILED (conservation and trade halves are exact only while the pipeline is quiescent: rerun once the settlers have caught up)"
+            "frozen vs open orders: {} (user, asset) checked on {} shards ({} order tables, {} open orders, {} withdrawals and {} transfers holding funds): {}",
+            frozen.pairs_checked,
+            frozen.shards,
+            frozen.order_tables,
+            frozen.open_orders,
+            frozen.holding_withdrawals,
+            frozen.holding_transfers,
+            verdict(self.frozen.holds)
         );
+        for m in &frozen.mismatches {
+            println!(
+                "  MISMATCH shard {} user {} {}: frozen {}, expected {} (orders {}, withdrawals {}, transfers {})",
+                m.shard,
+                m.user_id,
+                m.asset,
+                m.frozen_balance,
+                m.expected,
+                m.orders_part,
+                m.withdrawals_part,
+                m.transfers_part
+            );
+        }
+        for o in &frozen.bad_orders {
+            let what = match o.problem {
+                router::audit::OrderHoldProblem::NegativeOpen => {
+                    "open order holds a negative amount"
+                }
+                router::audit::OrderHoldProblem::FinalStillHolds => "final order still holds funds",
+            };
+            println!(
+                "  BAD ORDER shard {} {} order {} user {} ({}): frozen {} {}: {what}",
+                o.shard, o.table, o.order_id, o.user_id, o.status, o.frozen_amount, o.asset
+            );
+        }
+
+        let halves = &self.trade_halves;
+        println!();
+        println!(
+            "trade halves: {} trades tables, {} buy halves, {} sell halves, {} tables checked trade by trade: {}",
+            halves.tables,
+            halves.buy_halves,
+            halves.sell_halves,
+            halves.tables_checked_per_trade,
+            verdict(halves.holds)
+        );
+        for o in &halves.offenders {
+            let rows: Vec<String> = o
+                .halves
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} on shard {} user {} price {} qty {} amount {}",
+                        h.side, h.shard, h.user_id, h.price, h.quantity, h.amount
+                    )
+                })
+                .collect();
+            println!(
+                "  TRADE {} {}: {:?}: {}",
+                o.table,
+                o.trade_id,
+                o.problem,
+                rows.join("; ")
+            );
+        }
+        if !self.holds {
+            println!();
+            println!(
+                "the audit FAILED (conservation and trade halves are exact only while the pipeline is quiescent: rerun once the settlers have caught up)"
+            );
+        }
     }
-    Ok(conserved && frozen.holds() && halves.holds())
 }
 
 fn directory(settings: &Settings) -> Result<UserDirectory> {
@@ -536,30 +684,71 @@ async fn id_source(settings: &Settings) -> Result<(Option<WorkerLease>, IdSource
     Ok((lease, next))
 }
 
-async fn issue_ids(settings: &Settings, count: u32) -> Result<bool> {
+/// The fields of a snowflake id, as `ids` and `locate id` print them.
+#[derive(Debug, Serialize)]
+struct IdFields {
+    id: u64,
+    /// UTC, RFC 3339 with milliseconds.
+    time: String,
+    unix_ms: u64,
+    datacenter: u8,
+    worker: u8,
+    sequence: u16,
+    /// `YYYY-MM`: the month of its order/trade table.
+    month: String,
+}
+
+impl From<router::Decoded> for IdFields {
+    fn from(d: router::Decoded) -> Self {
+        Self {
+            id: d.id,
+            time: d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            unix_ms: d.unix_ms,
+            datacenter: d.datacenter,
+            worker: d.worker,
+            sequence: d.sequence,
+            month: d.month().to_string(),
+        }
+    }
+}
+
+async fn issue_ids(settings: &Settings, count: u32, json: bool) -> Result<bool> {
+    #[derive(Serialize)]
+    struct Issued {
+        #[serde(flatten)]
+        fields: IdFields,
+        /// `leased` (in Redis) or `config`.
+        worker_id_source: &'static str,
+    }
     let (lease, next) = id_source(settings).await?;
-    let source = if lease.is_some() {
-        "leased in redis"
+    let (source, told) = if lease.is_some() {
+        ("leased", "leased in redis")
     } else {
-        "from config"
+        ("config", "from config")
     };
-    println!(
-        "{:<20} {:<24} {:>3} {:>3} {:>5} month",
-        "id", "time (UTC)", "dc", "wk", "seq"
-    );
-    for _ in 0..count {
-        let d = decode(next()?)?;
+    if !json {
         println!(
-            "{:<20} {:<24} {:>3} {:>3} {:>5} {}",
-            d.id,
-            d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-            d.datacenter,
-            d.worker,
-            d.sequence,
-            d.month()
+            "{:<20} {:<24} {:>3} {:>3} {:>5} month",
+            "id", "time (UTC)", "dc", "wk", "seq"
         );
     }
-    println!("worker id {source}");
+    for _ in 0..count {
+        let fields = IdFields::from(decode(next()?)?);
+        let issued = Issued {
+            fields,
+            worker_id_source: source,
+        };
+        emit(json, &issued, |i| {
+            let d = &i.fields;
+            println!(
+                "{:<20} {:<24} {:>3} {:>3} {:>5} {}",
+                d.id, d.time, d.datacenter, d.worker, d.sequence, d.month
+            );
+        })?;
+    }
+    if !json {
+        println!("worker id {told}");
+    }
     drop(next);
     if let Some(lease) = lease {
         lease.release().await?;
@@ -573,7 +762,20 @@ async fn transfer(
     to: u64,
     asset: &str,
     amount: &str,
+    json: bool,
 ) -> Result<bool> {
+    #[derive(Serialize)]
+    struct Transferred<'a> {
+        gid: u64,
+        /// Both users on one shard: one local transaction, no TCC.
+        local: bool,
+        from: u64,
+        to: u64,
+        asset: &'a str,
+        amount: &'a str,
+        /// `confirmed`, or `confirming` (the recovery loop finishes it).
+        outcome: &'static str,
+    }
     let map = ShardMap::connect_lazy(settings)?;
     let (lease, next) = id_source(settings).await?;
     let tcc = router::tcc::Tcc::new(map, next);
@@ -585,16 +787,33 @@ async fn transfer(
     }
     match result {
         Ok(t) => {
-            println!(
-                "transfer {} {} {amount} {asset} from user {from} to user {to}: {}",
-                t.gid,
-                if t.local { "(one shard)" } else { "(TCC)" },
-                match t.outcome {
+            let done = Transferred {
+                gid: t.gid,
+                local: t.local,
+                from,
+                to,
+                asset,
+                amount,
+                outcome: match t.outcome {
                     router::tcc::Outcome::Confirmed => "confirmed",
-                    router::tcc::Outcome::Confirming =>
-                        "confirming (the recovery loop finishes it)",
-                }
-            );
+                    router::tcc::Outcome::Confirming => "confirming",
+                },
+            };
+            emit(json, &done, |t| {
+                println!(
+                    "transfer {} {} {} {} from user {} to user {}: {}",
+                    t.gid,
+                    if t.local { "(one shard)" } else { "(TCC)" },
+                    t.amount,
+                    t.asset,
+                    t.from,
+                    t.to,
+                    match t.outcome {
+                        "confirming" => "confirming (the recovery loop finishes it)",
+                        other => other,
+                    }
+                );
+            })?;
             Ok(true)
         }
         Err(router::tcc::TransferError::Router(e)) => Err(e.into()),
@@ -605,13 +824,13 @@ async fn transfer(
     }
 }
 
-async fn tcc(settings: &Settings, action: TccAction) -> Result<bool> {
+async fn tcc(settings: &Settings, action: TccAction, json: bool) -> Result<bool> {
     let map = ShardMap::connect_lazy(settings)?;
     // resolving and recovering issue no ids
     let no_ids: IdSource = std::sync::Arc::new(|| Err(router::SnowflakeError::LeaseLost));
     let mut tcc = router::tcc::Tcc::new(map, no_ids);
     match action {
-        TccAction::List { stuck, json } => {
+        TccAction::List { stuck } => {
             let globals = tcc.list(stuck.then_some(Duration::from_secs(60))).await?;
             if json {
                 for g in &globals {
@@ -632,24 +851,39 @@ async fn tcc(settings: &Settings, action: TccAction) -> Result<bool> {
             }
             Ok(true)
         }
-        TccAction::Resolve { gid } => match tcc.resolve(gid).await? {
-            Some(true) => {
-                println!("transfer {gid}: confirmed");
-                Ok(true)
+        TccAction::Resolve { gid } => {
+            #[derive(Serialize)]
+            struct Resolved {
+                gid: u64,
+                /// `confirmed`, `cancelled`, or `nothing_to_do` (unknown, final, or
+                /// moved on meanwhile).
+                result: &'static str,
             }
-            Some(false) => {
-                println!("transfer {gid}: cancelled");
-                Ok(true)
-            }
-            None => {
-                println!("transfer {gid}: nothing to do (unknown, final, or moved on meanwhile)");
-                Ok(true)
-            }
-        },
+            let result = match tcc.resolve(gid).await? {
+                Some(true) => "confirmed",
+                Some(false) => "cancelled",
+                None => "nothing_to_do",
+            };
+            emit(json, &Resolved { gid, result }, |r| match r.result {
+                "nothing_to_do" => println!(
+                    "transfer {}: nothing to do (unknown, final, or moved on meanwhile)",
+                    r.gid
+                ),
+                done => println!("transfer {}: {done}", r.gid),
+            })?;
+            Ok(true)
+        }
         TccAction::Recover {
             try_timeout_ms,
             watch,
         } => {
+            #[derive(Serialize)]
+            struct Pass {
+                confirmed: u64,
+                cancelled: u64,
+                /// Retried later, with backoff.
+                failed: u64,
+            }
             tcc.try_timeout = Duration::from_millis(try_timeout_ms);
             loop {
                 let r = match tcc.recover().await {
@@ -663,10 +897,17 @@ async fn tcc(settings: &Settings, action: TccAction) -> Result<bool> {
                     Err(e) => return Err(e.into()),
                 };
                 if r != router::tcc::Recovered::default() || !watch {
-                    println!(
-                        "recovered: {} confirmed, {} cancelled, {} failed (retried later)",
-                        r.confirmed, r.cancelled, r.failed
-                    );
+                    let pass = Pass {
+                        confirmed: r.confirmed,
+                        cancelled: r.cancelled,
+                        failed: r.failed,
+                    };
+                    emit(json, &pass, |p| {
+                        println!(
+                            "recovered: {} confirmed, {} cancelled, {} failed (retried later)",
+                            p.confirmed, p.cancelled, p.failed
+                        );
+                    })?;
                 }
                 if !watch {
                     return Ok(r.failed == 0);
@@ -677,68 +918,137 @@ async fn tcc(settings: &Settings, action: TccAction) -> Result<bool> {
     }
 }
 
-async fn status(settings: &Settings) -> Result<bool> {
+/// Reachable or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    Up,
+    Down,
+}
+
+/// What `shardctl status` found.
+#[derive(Debug, Serialize)]
+struct StatusReport {
+    /// Meta, every shard and Redis are up (else exit 1).
+    ok: bool,
+    meta: PlaceStatus,
+    shards: Vec<ShardStatus>,
+    tcc: TccStatus,
+    redis: RedisStatus,
+}
+
+/// A database: reachable?, version, migration level, row counts.
+#[derive(Debug, Serialize)]
+struct PlaceStatus {
+    /// `meta`, `shard0`, …
+    place: String,
+    state: State,
+    /// Password masked.
+    url: String,
+    version: Option<String>,
+    /// Highest applied migration (`null`: unknown).
+    migration: Option<i64>,
+    /// Users (meta: directory entries).
+    users: Option<i64>,
+    month_tables: Option<usize>,
+    /// Why it is down.
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ShardStatus {
+    shard: ShardId,
+    #[serde(flatten)]
+    db: PlaceStatus,
+    /// Outbox events the relay has not published yet (`null`: unknown).
+    relay_backlog: Option<i64>,
+    /// Withdrawals waiting for review (`null`: unknown).
+    withdrawals_reviewing: Option<i64>,
+    /// See [`replication_lag`] (`null`: no replica).
+    replication_lag: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TccStatus {
+    /// Unfinished transfers (`null`: meta could not be read, see `error`).
+    unfinished: Option<usize>,
+    /// Older than 60 s or already retried.
+    stuck: Option<usize>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct RedisStatus {
+    state: State,
+    /// Password masked.
+    url: String,
+    /// The answer to `PING`.
+    reply: Option<String>,
+    error: Option<String>,
+}
+
+/// The replication lag of `shard` for `status`: `None` when it has no replica (none
+/// is configured here), printed as `no replica` (JSON `null`).
+async fn replication_lag(_map: &ShardMap, _shard: ShardId) -> Option<String> {
+    None
+}
+
+async fn status(settings: &Settings, json: bool) -> Result<bool> {
     let mut short = settings.clone();
     short.pool.acquire_timeout_ms = 2_000;
     let map = ShardMap::connect_lazy(&short)?;
-    let mut all_ok = true;
-    println!(
-        "{:<6} {:<5} {:<52} {:<22} {:>9} {:>7} {:>12}",
-        "place", "state", "url", "version", "migration", "users", "month_tables"
-    );
     let meta = probe(map.meta(), "SELECT COUNT(*) FROM user_directory").await;
-    all_ok &= print_probe("meta", map.meta_url(), &meta, None);
+    let meta = PlaceStatus::new("meta".into(), map.meta_url(), meta, None);
+    let mut shards = Vec::new();
     for (id, pool) in map.iter() {
         let p = probe(pool, "SELECT COUNT(*) FROM users").await;
         let tables = match &p {
             Ok(_) => map.month_tables(id).await.ok().map(|t| t.len()),
             Err(_) => None,
         };
-        all_ok &= print_probe(&format!("shard{}", id.get()), map.url(id), &p, tables);
-    }
-    // the flow per shard: what the relay still has to publish, withdrawals waiting
-    // for review; replication lag needs a replica, none is configured here
-    println!();
-    println!(
-        "{:<6} {:>13} {:>22} {:>16}",
-        "place", "relay_backlog", "withdrawals_reviewing", "replication_lag"
-    );
-    for (id, pool) in map.iter() {
-        let backlog: Option<(i64,)> = sqlx::query_as(
-            "SELECT COUNT(*) FROM outbox o JOIN outbox_relay r ON r.id = 1 WHERE o.seq > r.published_seq",
-        )
-        .fetch_optional(pool)
-        .await
-        .ok()
-        .flatten();
-        let reviewing: Option<(i64,)> =
-            sqlx::query_as("SELECT COUNT(*) FROM withdrawals WHERE status = 'reviewing'")
+        let db = PlaceStatus::new(format!("shard{}", id.get()), map.url(id), p, tables);
+        // the flow: what the relay still has to publish, withdrawals waiting for review
+        let count = |sql: &'static str| async move {
+            sqlx::query_as::<_, (i64,)>(sql)
                 .fetch_optional(pool)
                 .await
                 .ok()
-                .flatten();
-        let show = |v: Option<(i64,)>| v.map_or_else(|| "?".to_owned(), |(n,)| n.to_string());
-        println!(
-            "{:<6} {:>13} {:>22} {:>16}",
-            format!("shard{}", id.get()),
-            show(backlog),
-            show(reviewing),
-            "no replica"
-        );
+                .flatten()
+                .map(|(n,)| n)
+        };
+        shards.push(ShardStatus {
+            shard: id,
+            db,
+            relay_backlog: count(
+                "SELECT COUNT(*) FROM outbox o JOIN outbox_relay r ON r.id = 1 WHERE o.seq > r.published_seq",
+            )
+            .await,
+            withdrawals_reviewing: count(
+                "SELECT COUNT(*) FROM withdrawals WHERE status = 'reviewing'",
+            )
+            .await,
+            replication_lag: replication_lag(&map, id).await,
+        });
     }
     let tcc = router::tcc::Tcc::new(
         map.clone(),
         std::sync::Arc::new(|| Err(router::SnowflakeError::LeaseLost)),
     );
-    match (tcc.list(None).await, tcc.list(Some(Duration::from_secs(60))).await) {
-        (Ok(all), Ok(stuck)) => println!(
-            "tcc    {} unfinished transfers, {} stuck (older than 60 s or retried): shardctl tcc list",
-            all.len(),
-            stuck.len()
-        ),
-        (Err(e), _) | (_, Err(e)) => println!("tcc    ? ({e})"),
-    }
-    println!();
+    let tcc = match (
+        tcc.list(None).await,
+        tcc.list(Some(Duration::from_secs(60))).await,
+    ) {
+        (Ok(all), Ok(stuck)) => TccStatus {
+            unfinished: Some(all.len()),
+            stuck: Some(stuck.len()),
+            error: None,
+        },
+        (Err(e), _) | (_, Err(e)) => TccStatus {
+            unfinished: None,
+            stuck: None,
+            error: Some(e.to_string()),
+        },
+    };
     let redis = async {
         let pool = redis_pool(&settings.redis)?;
         let mut conn = tokio::time::timeout(Duration::from_secs(2), pool.get())
@@ -750,25 +1060,88 @@ async fn status(settings: &Settings) -> Result<bool> {
         anyhow::Ok(pong)
     }
     .await;
-    match redis {
-        Ok(p) => println!(
-            "{:<6} {:<5} {:<52} {}",
-            "redis",
-            "up",
-            router::config::redact_url(&settings.redis.url),
-            p
-        ),
-        Err(e) => {
-            all_ok = false;
+    let url = router::config::redact_url(&settings.redis.url);
+    let redis = match redis {
+        Ok(reply) => RedisStatus {
+            state: State::Up,
+            url,
+            reply: Some(reply),
+            error: None,
+        },
+        Err(e) => RedisStatus {
+            state: State::Down,
+            url,
+            reply: None,
+            error: Some(format!("{e:#}")),
+        },
+    };
+    let report = StatusReport {
+        ok: meta.state == State::Up
+            && shards.iter().all(|s| s.db.state == State::Up)
+            && redis.state == State::Up,
+        meta,
+        shards,
+        tcc,
+        redis,
+    };
+    emit(json, &report, StatusReport::print)?;
+    Ok(report.ok)
+}
+
+impl StatusReport {
+    fn print(&self) {
+        println!(
+            "{:<6} {:<5} {:<52} {:<22} {:>9} {:>7} {:>12}",
+            "place", "state", "url", "version", "migration", "users", "month_tables"
+        );
+        self.meta.print();
+        for s in &self.shards {
+            s.db.print();
+        }
+        // replication lag needs a replica, none is configured here
+        println!();
+        println!(
+            "{:<6} {:>13} {:>22} {:>16}",
+            "place", "relay_backlog", "withdrawals_reviewing", "replication_lag"
+        );
+        let show = |v: Option<i64>| v.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        for s in &self.shards {
             println!(
-                "{:<6} {:<5} {:<52} {e:#}",
-                "redis",
-                "DOWN",
-                router::config::redact_url(&settings.redis.url)
+                "{:<6} {:>13} {:>22} {:>16}",
+                s.db.place,
+                show(s.relay_backlog),
+                show(s.withdrawals_reviewing),
+                s.replication_lag.as_deref().unwrap_or("no replica")
             );
         }
+        match (self.tcc.unfinished, self.tcc.stuck) {
+            (Some(all), Some(stuck)) => println!(
+                "tcc    {all} unfinished transfers, {stuck} stuck (older than 60 s or retried): shardctl tcc list"
+            ),
+            _ => println!(
+                "tcc    ? ({})",
+                self.tcc.error.as_deref().unwrap_or("unknown")
+            ),
+        }
+        println!();
+        let r = &self.redis;
+        match r.state {
+            State::Up => println!(
+                "{:<6} {:<5} {:<52} {}",
+                "redis",
+                "up",
+                r.url,
+                r.reply.as_deref().unwrap_or("")
+            ),
+            State::Down => println!(
+                "{:<6} {:<5} {:<52} {}",
+                "redis",
+                "DOWN",
+                r.url,
+                r.error.as_deref().unwrap_or("")
+            ),
+        }
     }
-    Ok(all_ok)
 }
 
 struct Probe {
@@ -791,49 +1164,113 @@ async fn probe(pool: &sqlx::MySqlPool, count_sql: &str) -> Result<Probe> {
         .ok()
         .flatten();
     Ok(Probe {
-        version: version.chars().take(22).collect(),
+        version,
         migration: migration.map(|(v,)| v),
         rows: rows.map(|(r,)| r),
     })
 }
 
-fn print_probe(place: &str, url: &str, p: &Result<Probe>, tables: Option<usize>) -> bool {
-    let dash = || "-".to_owned();
-    match p {
-        Ok(p) => {
-            println!(
+impl PlaceStatus {
+    fn new(place: String, url: &str, p: Result<Probe>, month_tables: Option<usize>) -> Self {
+        match p {
+            Ok(p) => Self {
+                place,
+                state: State::Up,
+                url: url.to_owned(),
+                version: Some(p.version),
+                migration: p.migration,
+                users: p.rows,
+                month_tables,
+                error: None,
+            },
+            Err(e) => Self {
+                place,
+                state: State::Down,
+                url: url.to_owned(),
+                version: None,
+                migration: None,
+                users: None,
+                month_tables: None,
+                error: Some(format!("{e:#}")),
+            },
+        }
+    }
+
+    fn print(&self) {
+        let dash = || "-".to_owned();
+        let (place, url) = (&self.place, &self.url);
+        match self.state {
+            State::Up => println!(
                 "{:<6} {:<5} {:<52} {:<22} {:>9} {:>7} {:>12}",
                 place,
                 "up",
                 url,
-                p.version,
-                p.migration.map_or_else(|| "none".into(), |v| v.to_string()),
-                p.rows.map_or_else(dash, |v| v.to_string()),
-                tables.map_or_else(dash, |v| v.to_string()),
-            );
-            true
-        }
-        Err(e) => {
-            println!("{place:<6} {:<5} {url:<52} {e:#}", "DOWN");
-            false
+                self.version
+                    .as_deref()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(22)
+                    .collect::<String>(),
+                self.migration
+                    .map_or_else(|| "none".into(), |v| v.to_string()),
+                self.users.map_or_else(dash, |v| v.to_string()),
+                self.month_tables.map_or_else(dash, |v| v.to_string()),
+            ),
+            State::Down => println!(
+                "{place:<6} {:<5} {url:<52} {}",
+                "DOWN",
+                self.error.as_deref().unwrap_or_default()
+            ),
         }
     }
 }
 
-async fn locate(settings: &Settings, what: Locate) -> Result<bool> {
+/// Where a user lives (`locate user`, `locate email`).
+#[derive(Debug, Serialize)]
+struct UserLocation {
+    user_id: UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    shard: ShardId,
+    /// The shard's URL, password masked.
+    url: String,
+    /// Its row is on that shard (else exit 1).
+    present: bool,
+}
+
+/// Where an order lives (`locate order`).
+#[derive(Debug, Serialize)]
+struct OrderLocation {
+    order_id: u64,
+    /// When its id was issued (UTC).
+    issued: String,
+    symbol: String,
+    table: String,
+    /// The shards searched (all, or the `--user`'s).
+    shards_searched: Vec<ShardId>,
+    /// Found at least once (else exit 1).
+    found: bool,
+    rows: Vec<OrderRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct OrderRow {
+    shard: ShardId,
+    user_id: u64,
+    status: String,
+}
+
+async fn locate(settings: &Settings, what: Locate, json: bool) -> Result<bool> {
     match what {
         Locate::Id { id } => {
-            let d = decode(id)?;
-            println!("id          {}", d.id);
-            println!(
-                "time        {} ({} ms)",
-                d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                d.unix_ms
-            );
-            println!("datacenter  {}", d.datacenter);
-            println!("worker      {}", d.worker);
-            println!("sequence    {}", d.sequence);
-            println!("month       {}", d.month());
+            emit(json, &IdFields::from(decode(id)?), |d| {
+                println!("id          {}", d.id);
+                println!("time        {} ({} ms)", d.time, d.unix_ms);
+                println!("datacenter  {}", d.datacenter);
+                println!("worker      {}", d.worker);
+                println!("sequence    {}", d.sequence);
+                println!("month       {}", d.month);
+            })?;
             Ok(true)
         }
         Locate::Order {
@@ -846,16 +1283,13 @@ async fn locate(settings: &Settings, what: Locate) -> Result<bool> {
             let oid = OrderId::new(order_id)?;
             let table = router.orders_table(&sym, oid)?;
             let d = decode(order_id)?;
-            println!("order_id    {order_id}");
-            println!("issued      {}", d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ"));
-            println!("table       {table}");
             let map = ShardMap::connect_lazy(settings)?;
             let shards: Vec<ShardId> = match user {
                 Some(u) => vec![map.shard_of(UserId::new(u)?)],
                 None => map.iter().map(|(s, _)| s).collect(),
             };
-            let mut found = false;
-            for shard in shards {
+            let mut rows = Vec::new();
+            for &shard in &shards {
                 map.require_tables(shard, std::slice::from_ref(&table))
                     .await?;
                 let sql = format!(
@@ -867,45 +1301,84 @@ async fn locate(settings: &Settings, what: Locate) -> Result<bool> {
                     .fetch_optional(map.pool(shard)?)
                     .await
                     .map_err(|e| router::RouterError::db_on_shard(shard.get(), e))?;
-                if let Some((uid, status)) = row {
-                    println!("shard       {shard} (user {uid}, status {status})");
-                    found = true;
+                if let Some((user_id, status)) = row {
+                    rows.push(OrderRow {
+                        shard,
+                        user_id,
+                        status,
+                    });
                 }
             }
-            if !found {
-                println!("shard       not found in {table} on the shards searched");
-            }
-            Ok(found)
+            let located = OrderLocation {
+                order_id,
+                issued: d.time().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                symbol: sym.to_string(),
+                table: table.to_string(),
+                shards_searched: shards,
+                found: !rows.is_empty(),
+                rows,
+            };
+            emit(json, &located, |o| {
+                println!("order_id    {}", o.order_id);
+                println!("issued      {}", o.issued);
+                println!("table       {}", o.table);
+                for r in &o.rows {
+                    println!(
+                        "shard       {} (user {}, status {})",
+                        r.shard, r.user_id, r.status
+                    );
+                }
+                if !o.found {
+                    println!(
+                        "shard       not found in {} on the shards searched",
+                        o.table
+                    );
+                }
+            })?;
+            Ok(located.found)
         }
         Locate::User { user_id } => {
             let dir = directory(settings)?;
             let uid = UserId::new(user_id)?;
-            print_user(&dir, uid).await
+            locate_user(&dir, uid, None, json).await
         }
         Locate::Email { email } => {
             let dir = directory(settings)?;
             match dir.lookup_email(&email).await? {
-                Some(uid) => print_user(&dir, uid).await,
+                Some(uid) => locate_user(&dir, uid, Some(email), json).await,
                 None => bail!("no user with email {email:?}"),
             }
         }
     }
 }
 
-async fn print_user(dir: &UserDirectory, uid: UserId) -> Result<bool> {
+async fn locate_user(
+    dir: &UserDirectory,
+    uid: UserId,
+    email: Option<String>,
+    json: bool,
+) -> Result<bool> {
     let shard = dir.shards().shard_of(uid);
-    let present = dir.exists_on_shard(uid).await?;
-    println!("user_id     {uid}");
-    println!("shard       {shard} ({})", dir.shards().url(shard));
-    println!(
-        "row         {}",
-        if present {
-            "present"
-        } else {
-            "MISSING on its shard"
-        }
-    );
-    Ok(present)
+    let located = UserLocation {
+        user_id: uid,
+        email,
+        shard,
+        url: dir.shards().url(shard).to_owned(),
+        present: dir.exists_on_shard(uid).await?,
+    };
+    emit(json, &located, |u| {
+        println!("user_id     {}", u.user_id);
+        println!("shard       {} ({})", u.shard, u.url);
+        println!(
+            "row         {}",
+            if u.present {
+                "present"
+            } else {
+                "MISSING on its shard"
+            }
+        );
+    })?;
+    Ok(located.present)
 }
 
 /// A refusal is printed and exits 1; infrastructure errors propagate.
@@ -919,7 +1392,7 @@ fn refused(e: router::funding::FundingError) -> Result<bool> {
     }
 }
 
-async fn chain(settings: &Settings, action: ChainAction) -> Result<bool> {
+async fn chain(settings: &Settings, action: ChainAction, json: bool) -> Result<bool> {
     use router::funding;
     let map = ShardMap::connect_lazy(settings)?;
     let result = match action {
@@ -963,25 +1436,41 @@ async fn chain(settings: &Settings, action: ChainAction) -> Result<bool> {
     };
     match result {
         Ok(d) => {
-            println!(
-                "deposit {} {} {} for user {}: {} ({}/{} confirmations){}",
-                d.txid,
-                d.amount,
-                d.asset,
-                d.user_id,
-                d.status,
-                d.confirmations,
-                d.required,
-                if d.credited { ", credited now" } else { "" }
-            );
+            emit(json, &d, |d| {
+                println!(
+                    "deposit {} {} {} for user {}: {} ({}/{} confirmations){}",
+                    d.txid,
+                    d.amount,
+                    d.asset,
+                    d.user_id,
+                    d.status,
+                    d.confirmations,
+                    d.required,
+                    if d.credited { ", credited now" } else { "" }
+                );
+            })?;
             Ok(true)
         }
         Err(e) => refused(e),
     }
 }
 
-async fn withdraw(settings: &Settings, action: WithdrawAction) -> Result<bool> {
+async fn withdraw(settings: &Settings, action: WithdrawAction, json: bool) -> Result<bool> {
     use router::funding;
+    #[derive(Serialize)]
+    struct Allowed<'a> {
+        user_id: u64,
+        asset: &'a str,
+        chain: &'a str,
+        address: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Changed<'a> {
+        #[serde(flatten)]
+        withdrawal: &'a funding::Withdrawal,
+        /// `false`: it was not in the required status; nothing changed (exit 1).
+        changed: bool,
+    }
     let map = ShardMap::connect_lazy(settings)?;
     let show = |w: &funding::Withdrawal| {
         println!(
@@ -998,16 +1487,33 @@ async fn withdraw(settings: &Settings, action: WithdrawAction) -> Result<bool> {
     };
     let transition = |r: Result<funding::Transition, funding::FundingError>| match r {
         Ok(t) => {
+            let w = &t.withdrawal;
             if t.changed {
-                println!(
-                    "withdrawal {}: now {}",
-                    t.withdrawal.withdrawal_id, t.withdrawal.status
-                );
+                emit(
+                    json,
+                    &Changed {
+                        withdrawal: w,
+                        changed: true,
+                    },
+                    |c| {
+                        println!(
+                            "withdrawal {}: now {}",
+                            c.withdrawal.withdrawal_id, c.withdrawal.status
+                        );
+                    },
+                )?;
                 Ok(true)
             } else {
+                if json {
+                    let unchanged = Changed {
+                        withdrawal: w,
+                        changed: false,
+                    };
+                    println!("{}", serde_json::to_string(&unchanged)?);
+                }
                 eprintln!(
                     "withdrawal {} is {}: nothing changed",
-                    t.withdrawal.withdrawal_id, t.withdrawal.status
+                    w.withdrawal_id, w.status
                 );
                 Ok(false)
             }
@@ -1024,7 +1530,18 @@ async fn withdraw(settings: &Settings, action: WithdrawAction) -> Result<bool> {
             .await
         {
             Ok(()) => {
-                println!("user {user} may withdraw {asset} on {chain} to {address}");
+                let allowed = Allowed {
+                    user_id: user,
+                    asset: &asset,
+                    chain: &chain,
+                    address: &address,
+                };
+                emit(json, &allowed, |a| {
+                    println!(
+                        "user {} may withdraw {} on {} to {}",
+                        a.user_id, a.asset, a.chain, a.address
+                    );
+                })?;
                 Ok(true)
             }
             Err(e) => refused(e),
@@ -1057,13 +1574,13 @@ async fn withdraw(settings: &Settings, action: WithdrawAction) -> Result<bool> {
             }
             match r {
                 Ok(w) => {
-                    show(&w);
+                    emit(json, &w, show)?;
                     Ok(true)
                 }
                 Err(e) => refused(e),
             }
         }
-        WithdrawAction::List { status, json } => {
+        WithdrawAction::List { status } => {
             let all = match funding::list_withdrawals(&map, status.as_deref()).await {
                 Ok(all) => all,
                 Err(e) => return refused(e),
