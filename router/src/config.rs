@@ -26,6 +26,11 @@ pub struct Settings {
     pub shards: Vec<String>,
     /// URL of the meta schema (user directory, api keys, TCC globals).
     pub meta: String,
+    /// A read replica per shard, by index (an empty string: none), for `shardctl
+    /// status` to show replication lag; set with `EXCHANGE_REPLICA_URLS` (comma
+    /// separated, positional: `,,,mysql://…` is a replica of shard 3 only).
+    #[serde(default)]
+    pub replicas: Vec<String>,
     /// Pool sizes and timeouts, the same for every shard pool and the meta pool.
     pub pool: PoolSettings,
     /// Redis used for lookup caches and snowflake worker leases.
@@ -83,6 +88,7 @@ impl Default for Settings {
         Self {
             shards,
             meta: "mysql://exchange:exchange@127.0.0.1:3307/exchange_meta".to_owned(),
+            replicas: Vec::new(),
             pool: PoolSettings {
                 max_connections: 32,
                 min_connections: 0,
@@ -156,7 +162,7 @@ impl Settings {
                     .split("__")
                     // `shards` is a list: EXCHANGE_SHARD_URLS below. (The scripts'
                     // EXCHANGE_SHARDS is a count and must not land here.)
-                    .ignore(&["config", "shards", "shard_urls"]),
+                    .ignore(&["config", "shards", "shard_urls", "replicas", "replica_urls"]),
             );
         }
         let mut settings: Settings = figment
@@ -173,8 +179,23 @@ impl Settings {
                 .map(str::to_owned)
                 .collect();
         }
+        if let Some(urls) = with_env
+            .then(|| std::env::var("EXCHANGE_REPLICA_URLS").ok())
+            .flatten()
+        {
+            // positional: an empty entry is a shard without a replica
+            settings.replicas = urls.split(',').map(|u| u.trim().to_owned()).collect();
+        }
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The replica URL configured for shard `index`, if any.
+    pub fn replica(&self, index: usize) -> Option<&str> {
+        self.replicas
+            .get(index)
+            .map(String::as_str)
+            .filter(|u| !u.is_empty())
     }
 
     /// Checks every value; called by the loaders.
@@ -197,6 +218,18 @@ impl Settings {
         {
             if !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
                 return bad(format!("database url #{i} must start with mysql://"));
+            }
+        }
+        if self.replicas.len() > self.shards.len() {
+            return bad(format!(
+                "{} replica urls for {} shards (one per shard, by position)",
+                self.replicas.len(),
+                self.shards.len()
+            ));
+        }
+        for (i, url) in self.replicas.iter().enumerate() {
+            if !url.is_empty() && !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
+                return bad(format!("replica url of shard {i} must start with mysql://"));
             }
         }
         if self.pool.max_connections == 0 || self.pool.min_connections > self.pool.max_connections {

@@ -20,6 +20,7 @@ pub mod directory;
 pub mod error;
 pub mod funding;
 pub mod lease;
+pub mod replication;
 pub mod shards;
 pub mod snowflake;
 pub mod sqltext;

@@ -966,6 +966,8 @@ struct ShardStatus {
     withdrawals_reviewing: Option<i64>,
     /// See [`replication_lag`] (`null`: no replica).
     replication_lag: Option<String>,
+    /// The configured replica (`null`: none).
+    replica: Option<ReplicaInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -987,10 +989,64 @@ struct RedisStatus {
     error: Option<String>,
 }
 
-/// The replication lag of `shard` for `status`: `None` when it has no replica (none
-/// is configured here), printed as `no replica` (JSON `null`).
-async fn replication_lag(_map: &ShardMap, _shard: ShardId) -> Option<String> {
-    None
+/// A shard's configured read replica, as `status` found it.
+#[derive(Debug, Serialize)]
+struct ReplicaInfo {
+    /// Password masked.
+    url: String,
+    /// What the replica reports (`null`: unreachable, or not a replica).
+    status: Option<router::replication::ReplicaStatus>,
+    /// Why there is no status.
+    error: Option<String>,
+}
+
+impl ReplicaInfo {
+    /// Replicating, both threads running.
+    fn healthy(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(router::replication::ReplicaStatus::replicating)
+    }
+}
+
+/// The replication lag of shard `index` for `status`, from its configured replica
+/// (`EXCHANGE_REPLICA_URLS`): `(None, None)` without one, printed as `no replica`
+/// (JSON `null`); otherwise the lag cell (`0 s`, `stopped (sql)`, `down: …`, `not a
+/// replica`) and what the replica said.
+async fn replication_lag(
+    settings: &Settings,
+    index: usize,
+) -> (Option<String>, Option<ReplicaInfo>) {
+    let Some(url) = settings.replica(index) else {
+        return (None, None);
+    };
+    let shown = router::config::redact_url(url);
+    match router::replication::replica_status(url, Duration::from_secs(2)).await {
+        Ok(Some(st)) => (
+            Some(st.describe()),
+            Some(ReplicaInfo {
+                url: shown,
+                status: Some(st),
+                error: None,
+            }),
+        ),
+        Ok(None) => (
+            Some("not a replica".to_owned()),
+            Some(ReplicaInfo {
+                url: shown,
+                status: None,
+                error: Some("the server has no primary configured".to_owned()),
+            }),
+        ),
+        Err(e) => (
+            Some(format!("down: {e}")),
+            Some(ReplicaInfo {
+                url: shown,
+                status: None,
+                error: Some(e.to_string()),
+            }),
+        ),
+    }
 }
 
 async fn status(settings: &Settings, json: bool) -> Result<bool> {
@@ -1007,6 +1063,7 @@ async fn status(settings: &Settings, json: bool) -> Result<bool> {
             Err(_) => None,
         };
         let db = PlaceStatus::new(format!("shard{}", id.get()), map.url(id), p, tables);
+        let (lag, replica) = replication_lag(settings, usize::from(id.get())).await;
         // the flow: what the relay still has to publish, withdrawals waiting for review
         let count = |sql: &'static str| async move {
             sqlx::query_as::<_, (i64,)>(sql)
@@ -1027,7 +1084,8 @@ async fn status(settings: &Settings, json: bool) -> Result<bool> {
                 "SELECT COUNT(*) FROM withdrawals WHERE status = 'reviewing'",
             )
             .await,
-            replication_lag: replication_lag(&map, id).await,
+            replication_lag: lag,
+            replica,
         });
     }
     let tcc = router::tcc::Tcc::new(
@@ -1078,6 +1136,9 @@ async fn status(settings: &Settings, json: bool) -> Result<bool> {
     let report = StatusReport {
         ok: meta.state == State::Up
             && shards.iter().all(|s| s.db.state == State::Up)
+            && shards
+                .iter()
+                .all(|s| s.replica.as_ref().is_none_or(ReplicaInfo::healthy))
             && redis.state == State::Up,
         meta,
         shards,
@@ -1098,7 +1159,6 @@ impl StatusReport {
         for s in &self.shards {
             s.db.print();
         }
-        // replication lag needs a replica, none is configured here
         println!();
         println!(
             "{:<6} {:>13} {:>22} {:>16}",

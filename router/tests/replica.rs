@@ -1,0 +1,280 @@
+//! A real primary and replica pair (two fresh MariaDB servers this test starts in a
+//! temporary directory, the same binaries as the stack): `router::replication` reads
+//! the replica's state and lag, says "not a replica" for the primary, sees a stopped
+//! SQL thread; `shardctl status` shows it in the shard's `replication_lag` column.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use router::replication::replica_status;
+use router::testing::TestEnv;
+
+/// A MariaDB server of this test; killed and removed when dropped.
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A MariaDB program, from PATH or the Debian package's sbin.
+fn program(name: &str) -> String {
+    let on_path = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if on_path {
+        return name.to_owned();
+    }
+    ["/usr/sbin", "/usr/bin"]
+        .iter()
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| name.to_owned())
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Server {
+    fn start(name: &str, server_id: u32, extra: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "exchange-replica-test-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let port = free_port();
+        let d = dir.display();
+        let cnf = format!(
+            "[mysqld]\nuser = {user}\ndatadir = {d}/data\nport = {port}\nbind-address = 127.0.0.1\n\
+             socket = {d}/sock\npid-file = {d}/pid\nlog-error = {d}/err.log\nserver-id = {server_id}\n\
+             skip-name-resolve\ninnodb_buffer_pool_size = 32M\ninnodb_log_file_size = 16M\n\
+             performance_schema = OFF\n{extra}\n",
+            user = whoami()
+        );
+        std::fs::write(dir.join("my.cnf"), cnf).expect("my.cnf");
+        let cnf = format!("--defaults-file={d}/my.cnf");
+        let init = Command::new(program("mariadb-install-db"))
+            .args([
+                cnf.as_str(),
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .output()
+            .expect("mariadb-install-db (installed by scripts/install.sh)");
+        assert!(
+            init.status.success(),
+            "install-db: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let child = Command::new(program("mariadbd"))
+            .arg(&cnf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let server = Self { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.sql("SELECT 1").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not start: {}",
+                std::fs::read_to_string(server.dir.join("err.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        server
+    }
+
+    /// Runs SQL as root over the socket; stdout.
+    fn sql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new(program("mariadb"))
+            .args([
+                "--no-defaults",
+                &format!("--socket={}/sock", self.dir.display()),
+                "-uroot",
+                "-N",
+                "-e",
+                sql,
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn url(&self, user: &str) -> String {
+        format!("mysql://{user}:{user}@127.0.0.1:{}", self.port)
+    }
+}
+
+/// Polls until `f` is true (a real replica needs a moment).
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn shardctl_status(env: &TestEnv, replicas: &str) -> (bool, String, String) {
+    shardctl(env, replicas, &["status"])
+}
+
+fn shardctl(env: &TestEnv, replicas: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        .args(args)
+        .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
+        .env("EXCHANGE_META", &env.settings.meta)
+        .env("EXCHANGE_REPLICA_URLS", replicas)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run shardctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `replication_lag` cell of a shard's line in `shardctl status`.
+fn lag_cell(stdout: &str, shard: &str) -> String {
+    stdout
+        .lines()
+        .skip_while(|l| !l.contains("relay_backlog"))
+        .find(|l| l.starts_with(shard))
+        .map(|l| {
+            // place, backlog, reviewing, then the lag (which may contain spaces)
+            l.split_whitespace().skip(3).collect::<Vec<_>>().join(" ")
+        })
+        .unwrap_or_else(|| panic!("no {shard} line:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_replica_shows_its_lag_and_a_stopped_thread() {
+    let primary = Server::start("primary", 91, "log-bin = bin\nbinlog_format = ROW");
+    let replica = Server::start("replica", 92, "read_only = ON");
+    primary
+        .sql(
+            "CREATE USER repl@'127.0.0.1' IDENTIFIED BY 'repl'; \
+             GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'; \
+             CREATE USER mon@'127.0.0.1' IDENTIFIED BY 'mon'; \
+             GRANT SLAVE MONITOR ON *.* TO mon@'127.0.0.1'",
+        )
+        .expect("users on the primary");
+    replica
+        .sql(&format!(
+            "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
+             MASTER_USER = 'repl', MASTER_PASSWORD = 'repl', MASTER_USE_GTID = slave_pos; \
+             START SLAVE",
+            primary.port
+        ))
+        .expect("replica set up");
+    let (p_url, r_url) = (primary.url("mon"), replica.url("mon"));
+    let t = Duration::from_secs(5);
+
+    // the monitoring user reaches the replica through replication itself
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = replica_status(&r_url, t).await;
+        if matches!(&now, Ok(Some(s)) if s.replicating() && s.lag_s.is_some()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica is not replicating: {now:?}; as root: {:?}",
+            replica.sql("SHOW SLAVE STATUS\\G")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = replica_status(&r_url, t)
+        .await
+        .expect("status")
+        .expect("a replica");
+    assert_eq!(s.primary, format!("127.0.0.1:{}", primary.port));
+    assert_eq!(s.lag_s, Some(0));
+    assert_eq!(s.describe(), "0 s");
+    assert!(!s.url.contains(":mon@"), "password redacted: {}", s.url);
+    assert_eq!(s.last_error, None);
+    // the primary is not a replica
+    assert_eq!(replica_status(&p_url, t).await.expect("primary"), None);
+    // rows really travel
+    primary
+        .sql("CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY); INSERT INTO r.t VALUES (7)")
+        .expect("write on the primary");
+    eventually("the row on the replica", || async {
+        replica
+            .sql("SELECT id FROM r.t")
+            .is_ok_and(|o| o.trim() == "7")
+    })
+    .await;
+
+    // shardctl status: shard 3's replica is this one, the others have none
+    let env = TestEnv::new("replica").await;
+    let (ok, out, err) = shardctl_status(&env, &format!(",,,{r_url}"));
+    assert!(ok, "status: {out}\n{err}");
+    assert_eq!(lag_cell(&out, "shard3"), "0 s", "{out}");
+    assert_eq!(lag_cell(&out, "shard0"), "no replica", "{out}");
+    assert!(!out.contains(":mon@"), "password redacted: {out}");
+    let (ok, out, err) = shardctl(&env, &format!(",,,{r_url}"), &["--json", "status"]);
+    assert!(ok, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let s3 = &v["shards"][3];
+    assert_eq!(s3["replication_lag"], "0 s", "{v}");
+    assert_eq!(s3["replica"]["status"]["lag_s"], 0, "{v}");
+    assert_eq!(s3["replica"]["status"]["sql_running"], true, "{v}");
+    assert_eq!(v["shards"][0]["replica"], serde_json::Value::Null, "{v}");
+
+    // a stopped SQL thread: no lag to show, and status fails
+    replica
+        .sql("STOP SLAVE SQL_THREAD")
+        .expect("stop sql thread");
+    let s = replica_status(&r_url, t)
+        .await
+        .expect("status")
+        .expect("a replica");
+    assert!(s.io_running && !s.sql_running, "{s:?}");
+    assert_eq!(s.lag_s, None);
+    assert_eq!(s.describe(), "stopped (sql)");
+    let (ok, out, _) = shardctl_status(&env, &format!(",,,{r_url}"));
+    assert!(!ok, "a stopped replica fails status: {out}");
+    assert_eq!(lag_cell(&out, "shard3"), "stopped (sql)", "{out}");
+
+    // an unreachable replica is an error in the cell, not a crash
+    drop(replica);
+    assert!(replica_status(&r_url, t).await.is_err());
+    let (ok, out, _) = shardctl_status(&env, &format!(",,,{r_url}"));
+    assert!(!ok, "{out}");
+    assert!(lag_cell(&out, "shard3").starts_with("down"), "{out}");
+
+    // more replica urls than shards: a configuration error naming the problem
+    let (ok, _, err) = shardctl_status(&env, ",,,,mysql://x@127.0.0.1:1/y");
+    assert!(!ok);
+    assert!(err.contains("5 replica urls for 4 shards"), "{err}");
+    env.drop_all().await;
+}
