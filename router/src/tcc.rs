@@ -1111,12 +1111,11 @@ struct Held {
 /// The rows a branch batch writes besides balances.
 #[derive(Default)]
 struct BranchWrites {
-    /// (gid, branch, user, counterparty, asset, amount)
-    tried: Vec<(u64, &'static str, UserId, UserId, Asset, Amount)>,
+    /// new `transfers` rows, `tried`
+    tried: Vec<TransferRow>,
     /// (gid, branch) `tried` → `confirmed`
     confirmed: Vec<(u64, &'static str)>,
-    /// (user, asset, kind, amount, balance after, gid)
-    ledger: Vec<(UserId, Asset, &'static str, Amount, Amount, u64)>,
+    ledger: Vec<LedgerRow>,
     /// barrier rows of refused calls, taken back: (gid, branch, op)
     refused: Vec<(u64, &'static str, &'static str)>,
 }
@@ -1244,16 +1243,9 @@ impl Tcc {
                         b.available = b.available.checked_sub(leg.amount)?;
                         b.frozen = b.frozen.checked_add(leg.amount)?;
                         b.changed = true;
-                        w.tried
-                            .push((leg.gid, SOURCE, user, leg.to, leg.asset, leg.amount));
-                        w.ledger.push((
-                            user,
-                            leg.asset,
-                            "freeze",
-                            -leg.amount,
-                            b.available,
-                            leg.gid,
-                        ));
+                        w.tried.push(leg.row(SOURCE, "tried"));
+                        w.ledger
+                            .push(leg.ledger(user, "freeze", -leg.amount, b.available));
                         Ok(BranchResult::Done)
                     }
                     b => Err(TransferError::Insufficient {
@@ -1262,8 +1254,7 @@ impl Tcc {
                     }),
                 },
                 BranchOp::TryTarget => {
-                    w.tried
-                        .push((leg.gid, TARGET, user, leg.from, leg.asset, leg.amount));
+                    w.tried.push(leg.row(TARGET, "tried"));
                     Ok(BranchResult::Done)
                 }
                 BranchOp::ConfirmSource => match held.get_mut(&(user, leg.asset)) {
@@ -1271,14 +1262,8 @@ impl Tcc {
                         b.frozen = b.frozen.checked_sub(leg.amount)?;
                         b.changed = true;
                         w.confirmed.push((leg.gid, SOURCE));
-                        w.ledger.push((
-                            user,
-                            leg.asset,
-                            "transfer",
-                            -leg.amount,
-                            b.available,
-                            leg.gid,
-                        ));
+                        w.ledger
+                            .push(leg.ledger(user, "transfer", -leg.amount, b.available));
                         Ok(BranchResult::Done)
                     }
                     Some(_) => Err(inconsistent(
@@ -1297,14 +1282,8 @@ impl Tcc {
                     b.available = b.available.checked_add(leg.amount)?;
                     b.changed = true;
                     w.confirmed.push((leg.gid, TARGET));
-                    w.ledger.push((
-                        user,
-                        leg.asset,
-                        "transfer",
-                        leg.amount,
-                        b.available,
-                        leg.gid,
-                    ));
+                    w.ledger
+                        .push(leg.ledger(user, "transfer", leg.amount, b.available));
                     Ok(BranchResult::Done)
                 }
             };
@@ -1348,22 +1327,7 @@ impl Tcc {
             }
         }
         if !w.tried.is_empty() {
-            sql.raw("INSERT INTO transfers (gid, branch, user_id, counter_user_id, currency, amount, status) VALUES ")
-                .tuples(&w.tried, |sql, (gid, branch, user, counter, asset, amount)| {
-                    sql.int(*gid)
-                        .comma()
-                        .str(branch)
-                        .comma()
-                        .int(user.get())
-                        .comma()
-                        .int(counter.get())
-                        .comma()
-                        .str(asset.as_str())
-                        .comma()
-                        .dec(*amount)
-                        .raw(", 'tried'");
-                })
-                .raw(";\n");
+            transfers_sql(&mut sql, &w.tried);
             expect.push((w.tried.len() as u64, "transfer rows"));
         }
         for (gid, branch) in &w.confirmed {
@@ -1371,21 +1335,7 @@ impl Tcc {
             expect.push((1, "a branch to confirm is not tried"));
         }
         if !w.ledger.is_empty() {
-            sql.raw("INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES ")
-                .tuples(&w.ledger, |sql, (user, asset, kind, amount, after, gid)| {
-                    sql.int(user.get())
-                        .comma()
-                        .str(asset.as_str())
-                        .comma()
-                        .str(kind)
-                        .comma()
-                        .dec(*amount)
-                        .comma()
-                        .dec(*after)
-                        .raw(", 'transfer', ")
-                        .int(*gid);
-                })
-                .raw(";\n");
+            ledgers_sql(&mut sql, &w.ledger);
             expect.push((w.ledger.len() as u64, "ledger rows"));
         }
         for (gid, branch, op) in &w.refused {
@@ -1553,6 +1503,44 @@ pub struct Leg {
     pub amount: Amount,
 }
 
+impl Leg {
+    /// This transfer's `transfers` row on `branch`'s side.
+    fn row(&self, branch: &'static str, status: &'static str) -> TransferRow {
+        let (user, counter) = if branch == SOURCE {
+            (self.from, self.to)
+        } else {
+            (self.to, self.from)
+        };
+        TransferRow {
+            gid: self.gid,
+            branch,
+            user,
+            counter,
+            asset: self.asset,
+            amount: self.amount,
+            status,
+        }
+    }
+
+    /// A ledger row of this transfer for `user`.
+    fn ledger(
+        &self,
+        user: UserId,
+        kind: &'static str,
+        amount: Amount,
+        balance_after: Amount,
+    ) -> LedgerRow {
+        LedgerRow {
+            user,
+            asset: self.asset,
+            kind,
+            amount,
+            balance_after,
+            gid: self.gid,
+        }
+    }
+}
+
 fn text_err(shard: u16, e: sqlx::Error) -> TransferError {
     TransferError::Router(RouterError::db_on_shard(shard, e))
 }
@@ -1686,56 +1674,114 @@ fn transition_sql(sql: &mut Sql, gid: u64, branch: &str, from: &str, to: &str) {
         .raw(";\n");
 }
 
+/// A `transfers` row.
+#[derive(Debug, Clone, Copy)]
+struct TransferRow {
+    gid: u64,
+    branch: &'static str,
+    user: UserId,
+    counter: UserId,
+    asset: Asset,
+    amount: Amount,
+    status: &'static str,
+}
+
+/// A transfer's ledger row (`ref_type` `transfer`, `ref_id` the transfer id).
+#[derive(Debug, Clone, Copy)]
+struct LedgerRow {
+    user: UserId,
+    asset: Asset,
+    kind: &'static str,
+    amount: Amount,
+    balance_after: Amount,
+    gid: u64,
+}
+
+/// One multi-row insert of `rows` into `transfers`.
+fn transfers_sql(sql: &mut Sql, rows: &[TransferRow]) {
+    sql.raw("INSERT INTO transfers (gid, branch, user_id, counter_user_id, currency, amount, status) VALUES ")
+        .tuples(rows, |sql, r| {
+            sql.int(r.gid)
+                .comma()
+                .str(r.branch)
+                .comma()
+                .int(r.user.get())
+                .comma()
+                .int(r.counter.get())
+                .comma()
+                .str(r.asset.as_str())
+                .comma()
+                .dec(r.amount)
+                .comma()
+                .str(r.status);
+        })
+        .raw(";\n");
+}
+
 #[allow(clippy::too_many_arguments)]
 fn transfer_row_sql(
     sql: &mut Sql,
     gid: u64,
-    branch: &str,
+    branch: &'static str,
     user: UserId,
     counter: UserId,
     asset: &Asset,
     amount: Amount,
-    status: &str,
+    status: &'static str,
 ) {
-    sql.raw("INSERT INTO transfers (gid, branch, user_id, counter_user_id, currency, amount, status) VALUES (")
-        .int(gid)
-        .comma()
-        .str(branch)
-        .comma()
-        .int(user.get())
-        .comma()
-        .int(counter.get())
-        .comma()
-        .str(asset.as_str())
-        .comma()
-        .dec(amount)
-        .comma()
-        .str(status)
-        .raw(");\n");
+    transfers_sql(
+        sql,
+        &[TransferRow {
+            gid,
+            branch,
+            user,
+            counter,
+            asset: *asset,
+            amount,
+            status,
+        }],
+    );
+}
+
+/// One multi-row insert of `rows` into the ledger.
+fn ledgers_sql(sql: &mut Sql, rows: &[LedgerRow]) {
+    sql.raw("INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES ")
+        .tuples(rows, |sql, r| {
+            sql.int(r.user.get())
+                .comma()
+                .str(r.asset.as_str())
+                .comma()
+                .str(r.kind)
+                .comma()
+                .dec(r.amount)
+                .comma()
+                .dec(r.balance_after)
+                .raw(", 'transfer', ")
+                .int(r.gid);
+        })
+        .raw(";\n");
 }
 
 fn ledger_sql(
     sql: &mut Sql,
     user: UserId,
     asset: &Asset,
-    kind: &str,
+    kind: &'static str,
     amount: Amount,
     balance_after: Amount,
     gid: u64,
 ) {
-    sql.raw("INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES (")
-        .int(user.get())
-        .comma()
-        .str(asset.as_str())
-        .comma()
-        .str(kind)
-        .comma()
-        .dec(amount)
-        .comma()
-        .dec(balance_after)
-        .raw(", 'transfer', ")
-        .int(gid)
-        .raw(");\n");
+    ledgers_sql(
+        sql,
+        &[LedgerRow {
+            user,
+            asset: *asset,
+            kind,
+            amount,
+            balance_after,
+            gid,
+        }],
+    );
 }
 
 fn parse_payload(gid: u64, payload: &str) -> Result<Leg, RouterError> {
