@@ -4,7 +4,8 @@
 //! by a pending withdrawal, a trade with its halves on two shards), checks that every
 //! audit passes, plants one defect and checks that exactly it is reported.
 
-use std::process::Command;
+mod common;
+
 use std::str::FromStr;
 
 use chrono::Utc;
@@ -441,11 +442,8 @@ async fn missing_and_disagreeing_trade_halves_are_reported() {
 }
 
 fn shardctl_audit(env: &TestEnv) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_shardctl"))
+    common::shardctl(env)
         .arg("audit")
-        .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
-        .env("EXCHANGE_META", &env.settings.meta)
-        .env("RUST_LOG", "warn")
         .output()
         .expect("run shardctl")
 }
@@ -501,11 +499,8 @@ async fn shardctl_audit_exits_zero_when_clean_and_non_zero_on_a_defect() {
 async fn shardctl_json_audit_holds_when_clean_and_names_the_offenders_of_a_corrupted_balance() {
     let (env, _tables) = clean_state("auditjson").await;
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        let out = common::shardctl(&env)
             .args(args)
-            .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
-            .env("EXCHANGE_META", &env.settings.meta)
-            .env("RUST_LOG", "warn")
             .output()
             .expect("run shardctl");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

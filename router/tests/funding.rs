@@ -519,12 +519,9 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
 }
 
 fn shardctl(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardctl"))
+    let out = common::shardctl(env)
         .args(args)
-        .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
-        .env("EXCHANGE_META", &env.settings.meta)
         .env("EXCHANGE_SNOWFLAKE__WORKER_ID", "28")
-        .env("RUST_LOG", "warn")
         .output()
         .expect("run shardctl");
     (

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use router::replication::replica_status;
 use router::testing::TestEnv;
 
@@ -147,12 +149,9 @@ fn shardctl_status(env: &TestEnv, replicas: &str) -> (bool, String, String) {
 }
 
 fn shardctl(env: &TestEnv, replicas: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardctl"))
+    let out = common::shardctl(env)
         .args(args)
-        .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
-        .env("EXCHANGE_META", &env.settings.meta)
         .env("EXCHANGE_REPLICA_URLS", replicas)
-        .env("RUST_LOG", "warn")
         .output()
         .expect("run shardctl");
     (

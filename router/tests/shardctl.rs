@@ -20,12 +20,8 @@ const WORKER: u8 = 27;
 
 /// `shardctl` against `env` (its databases and Redis prefix); add args and run.
 fn shardctl(env: &TestEnv) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shardctl"));
-    c.env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
-        .env("EXCHANGE_META", &env.settings.meta)
-        .env("EXCHANGE_REDIS__KEY_PREFIX", &env.prefix)
-        .env("EXCHANGE_SNOWFLAKE__WORKER_ID", WORKER.to_string())
-        .env("RUST_LOG", "warn");
+    let mut c = common::shardctl(env);
+    c.env("EXCHANGE_SNOWFLAKE__WORKER_ID", WORKER.to_string());
     c
 }
 

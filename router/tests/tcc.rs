@@ -9,7 +9,6 @@ mod common;
 
 use common::{amt, audits_hold, balance, deposit, uid, users};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -335,12 +334,8 @@ async fn batched_branch_calls_are_judged_one_by_one() {
 
 /// Runs `shardctl` against `env` with a fixed worker id and `failpoint` armed.
 fn shardctl(env: &TestEnv, args: &[&str], failpoint: Option<&str>) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shardctl"));
-    c.args(args)
-        .env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
-        .env("EXCHANGE_META", &env.settings.meta)
-        .env("EXCHANGE_SNOWFLAKE__WORKER_ID", "29")
-        .env("RUST_LOG", "warn");
+    let mut c = common::shardctl(env);
+    c.args(args).env("EXCHANGE_SNOWFLAKE__WORKER_ID", "29");
     if let Some(f) = failpoint {
         c.env("EXCHANGE_FAILPOINT", f);
     }

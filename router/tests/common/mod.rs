@@ -65,3 +65,14 @@ pub async fn audits_hold(env: &TestEnv) {
         .expect("frozen audit");
     assert!(frozen.holds(), "{frozen:?}");
 }
+
+/// `shardctl` pointed at `env`'s databases and Redis prefix, with quiet logs: add
+/// arguments (and environment), then run it.
+pub fn shardctl(env: &TestEnv) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_shardctl"));
+    c.env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
+        .env("EXCHANGE_META", &env.settings.meta)
+        .env("EXCHANGE_REDIS__KEY_PREFIX", &env.prefix)
+        .env("RUST_LOG", "warn");
+    c
+}
