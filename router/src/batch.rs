@@ -7,6 +7,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tokio::sync::{mpsc, oneshot};
 
 /// A queue of jobs `J` answered by `R`, run in batches by one task.
@@ -60,10 +62,17 @@ impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
                     }
                 }
                 let n = jobs.len();
-                let answers = run(jobs).await;
-                debug_assert_eq!(answers.len(), n, "one answer per job");
-                counters.batches.fetch_add(1, Ordering::Relaxed);
-                counters.jobs.fetch_add(n as u64, Ordering::Relaxed);
+                // a panic in one batch answers none of its callers (they see the batcher
+                // gone: outcome unknown) and the queue goes on with the next batch
+                let answers = match AssertUnwindSafe(run(jobs)).catch_unwind().await {
+                    Ok(answers) => {
+                        debug_assert_eq!(answers.len(), n, "one answer per job");
+                        counters.batches.fetch_add(1, Ordering::Relaxed);
+                        counters.jobs.fetch_add(n as u64, Ordering::Relaxed);
+                        answers
+                    }
+                    Err(_) => Vec::new(),
+                };
                 // a job without an answer (a bug in `run`) drops its reply: the caller
                 // sees the batcher gone, never somebody else's answer
                 for (reply, answer) in replies.drain(..).zip(answers) {
@@ -122,13 +131,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_panicking_batch_is_reported_as_gone() {
-        let b = Batcher::spawn(4, 4, |_jobs: Vec<u32>| async move {
-            if true {
+    async fn a_panicking_batch_answers_none_of_its_callers_and_the_queue_goes_on() {
+        let b = Batcher::spawn(4, 4, |jobs: Vec<u32>| async move {
+            if jobs.contains(&13) {
                 panic!("boom");
             }
-            Vec::<u32>::new()
+            jobs
         });
-        assert_eq!(b.submit(1).await, None);
+        assert_eq!(b.submit(13).await, None);
+        assert_eq!(b.submit(1).await, Some(1));
+        assert_eq!(b.stats(), (1, 1), "the panicked batch is not counted");
     }
 }

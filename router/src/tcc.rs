@@ -29,12 +29,14 @@
 //! reached the target: never the other way round) — the audit is exact when no global
 //! is `confirming`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use domain::{Amount, Asset, UserId};
 use sqlx::MySqlPool;
+
+use futures_util::StreamExt;
 
 use crate::batch::Batcher;
 use crate::sqltext::{exec, Ran, Sql, TextTx};
@@ -160,7 +162,7 @@ pub struct Recovered {
 }
 
 /// A branch call that goes through the per-shard group commit ([`Tcc::branch`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BranchOp {
     /// [`Tcc::try_source`].
     TrySource,
@@ -1017,8 +1019,15 @@ impl Tcc {
         .await
         .map_err(meta_err)?;
         let mut done = Recovered::default();
-        for (gid,) in rows {
-            match self.resolve(gid).await {
+        // up to 64 at once: their branch calls share the shards' group commits
+        let results: Vec<(u64, Result<Option<bool>, TransferError>)> =
+            futures_util::stream::iter(rows)
+                .map(|(gid,)| async move { (gid, self.resolve(gid).await) })
+                .buffer_unordered(64)
+                .collect()
+                .await;
+        for (gid, result) in results {
+            match result {
                 Ok(Some(true)) => done.confirmed += 1,
                 Ok(Some(false)) => done.cancelled += 1,
                 Ok(None) => {}
@@ -1128,16 +1137,17 @@ impl Tcc {
             Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(shard, calls = jobs.len(), error = %e, "branch batch failed; running its calls one by one");
-                let mut answers = Vec::with_capacity(jobs.len());
-                for (op, leg) in &jobs {
-                    answers.push(match op {
+                // each in its own transaction, at once (their barrier rows serialise
+                // copies of one call)
+                futures_util::future::join_all(jobs.iter().map(|(op, leg)| async move {
+                    match op {
                         BranchOp::TrySource => self.try_source(leg).await,
                         BranchOp::TryTarget => self.try_target(leg).await,
                         BranchOp::ConfirmSource => self.confirm_source(leg).await,
                         BranchOp::ConfirmTarget => self.confirm_target(leg).await,
-                    });
-                }
-                answers
+                    }
+                }))
+                .await
             }
         }
     }
@@ -1161,29 +1171,40 @@ impl Tcc {
         let mut tx = TextTx::acquire(pool)
             .await
             .map_err(|e| text_err(shard, e))?;
-        let mut sql = Sql::new();
-        sql.raw("START TRANSACTION;\n");
-        let mut wanted: BTreeMap<Asset, BTreeSet<u64>> = BTreeMap::new();
+        // a call queued twice in one batch (the same gid, branch and op) is judged once:
+        // the copy gets the first one's answer
+        let mut first_of: HashMap<(u64, BranchOp), usize> = HashMap::new();
+        let mut copy_of: Vec<Option<usize>> = Vec::with_capacity(jobs.len());
         for (i, (op, leg)) in jobs.iter().enumerate() {
-            barrier_sql(&mut sql, i, leg.gid, op.branch(), op.op(), "normal");
-            if *op != BranchOp::TryTarget {
-                wanted
-                    .entry(leg.asset)
-                    .or_default()
-                    .insert(op.user(leg).get());
+            match first_of.get(&(leg.gid, *op)) {
+                Some(first) => copy_of.push(Some(*first)),
+                None => {
+                    first_of.insert((leg.gid, *op), i);
+                    copy_of.push(None);
+                }
             }
         }
-        for (asset, users) in &wanted {
-            sql.raw("SELECT 'b', CAST(available AS CHAR), CAST(frozen AS CHAR), version, user_id, CAST(currency AS CHAR) FROM account_balances WHERE currency = ")
-                .str(asset.as_str())
-                .raw(" AND account_type = 'spot' AND user_id IN (");
-            for (k, u) in users.iter().enumerate() {
-                if k > 0 {
-                    sql.comma();
-                }
-                sql.int(*u);
+        let mut sql = Sql::new();
+        // a batch waits for a row lock 5 s at most (not InnoDB's 50 s): the calls queued
+        // behind it have their own Try timeout
+        sql.raw("SET SESSION innodb_lock_wait_timeout = 5;\nSTART TRANSACTION;\n");
+        // balances locked in (user, asset) order, as placement and settlement do
+        let mut wanted: BTreeSet<(u64, Asset)> = BTreeSet::new();
+        for (i, (op, leg)) in jobs.iter().enumerate() {
+            if copy_of[i].is_some() {
+                continue;
             }
-            sql.raw(") ORDER BY user_id FOR UPDATE;\n");
+            barrier_sql(&mut sql, i, leg.gid, op.branch(), op.op(), "normal");
+            if *op != BranchOp::TryTarget {
+                wanted.insert((op.user(leg).get(), leg.asset));
+            }
+        }
+        if !wanted.is_empty() {
+            sql.raw("SELECT 'b', CAST(available AS CHAR), CAST(frozen AS CHAR), version, user_id, CAST(currency AS CHAR) FROM account_balances WHERE account_type = 'spot' AND (user_id, currency) IN (")
+                .tuples(&wanted, |sql, (u, a)| {
+                    sql.int(*u).comma().str(a.as_str());
+                })
+                .raw(") ORDER BY user_id, currency FOR UPDATE;\n");
         }
         let ran = run(&mut tx, shard, &sql).await?;
 
@@ -1224,6 +1245,21 @@ impl Tcc {
         let mut answers = Vec::with_capacity(jobs.len());
         let mut w = BranchWrites::default();
         for (i, (op, leg)) in jobs.iter().enumerate() {
+            if let Some(first) = copy_of[i] {
+                let echo = match &answers[first] {
+                    Ok(BranchResult::Done) => Ok(BranchResult::Repeated),
+                    Ok(r) => Ok(*r),
+                    Err(TransferError::Insufficient { asset, available }) => {
+                        Err(TransferError::Insufficient {
+                            asset: *asset,
+                            available: *available,
+                        })
+                    }
+                    Err(e) => Err(inconsistent(leg.gid, &e.to_string())),
+                };
+                answers.push(echo);
+                continue;
+            }
             let (inserted, reason) = barriers
                 .get(&i)
                 .ok_or_else(|| inconsistent(leg.gid, "barrier result missing"))?;
@@ -1315,12 +1351,14 @@ impl Tcc {
                     expect.push((1, "a balance changed under its lock"));
                 }
                 None => {
-                    sql.raw("INSERT INTO account_balances (user_id, currency, available) VALUES (")
+                    sql.raw("INSERT INTO account_balances (user_id, currency, available, frozen) VALUES (")
                         .int(user.get())
                         .comma()
                         .str(asset.as_str())
                         .comma()
                         .dec(b.available)
+                        .comma()
+                        .dec(b.frozen)
                         .raw(");\n");
                     expect.push((1, "a new balance row"));
                 }
@@ -1349,6 +1387,9 @@ impl Tcc {
             expect.push((1, "a refused call's barrier row"));
         }
         if !sql.is_empty() {
+            // only DML in this round trip: one affected count per statement, in order
+            // (a SELECT here would add an entry of its own and shift them); an UPDATE
+            // counts matched rows, the same as changed ones since `version` always moves
             let ran = run(&mut tx, shard, &sql).await?;
             for (k, (n, what)) in expect.iter().enumerate() {
                 if ran.affected.get(k) != Some(n) {
@@ -1400,7 +1441,18 @@ impl Tcc {
                         answers[*i] = Some(Ok(r));
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "global status batch failed; one by one"),
+                // no fallback here: the update and its commit travel together, so a lost
+                // reply may hide a committed change, which a second attempt would report
+                // as "not in `from`" — each caller is told the outcome is unknown, as a
+                // single statement's lost reply would tell it
+                Err(e) => {
+                    tracing::warn!(error = %e, "global status batch failed");
+                    for i in &statuses {
+                        answers[*i] = Some(Err(RouterError::Busy(format!(
+                            "global status change: outcome unknown ({e})"
+                        ))));
+                    }
+                }
             }
         }
         let mut out = Vec::with_capacity(jobs.len());

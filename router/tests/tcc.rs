@@ -329,6 +329,65 @@ async fn batched_branch_calls_are_judged_one_by_one() {
     assert_eq!(balance(&env, 1, "BTC").await, (amt("0.5"), Amount::ZERO));
     assert_eq!(balance(&env, 5, "BTC").await, (amt("0.1"), Amount::ZERO));
     audits_hold(&env).await;
+
+    // a payee's first credit (no balance row yet) and that payee's own Try in one
+    // batch: the new row carries both the credit and the hold
+    let f = Leg {
+        gid: 2006,
+        to: uid(3),
+        ..leg(2006, 1, "0.2")
+    };
+    for op in [
+        BranchOp::TrySource,
+        BranchOp::TryTarget,
+        BranchOp::ConfirmSource,
+    ] {
+        assert_eq!(t.branch(op, &f).await.expect("f"), BranchResult::Done);
+    }
+    let h = Leg {
+        gid: 2007,
+        from: uid(3),
+        to: uid(2),
+        ..leg(2007, 3, "0.15")
+    };
+    let (rf, rh) = tokio::join!(
+        t.branch(BranchOp::ConfirmTarget, &f),
+        t.branch(BranchOp::TrySource, &h),
+    );
+    assert_eq!(rf.expect("f"), BranchResult::Done);
+    assert_eq!(rh.expect("h"), BranchResult::Done);
+    assert_eq!(balance(&env, 3, "BTC").await, (amt("0.05"), amt("0.15")));
+    audits_hold(&env).await;
+
+    // two assets of one user in one batch, and a refused call queued twice: both
+    // copies are refused and nothing of it stays
+    deposit(&env, 5, "USDT", "100").await;
+    let usdt = Leg {
+        gid: 2008,
+        asset: Asset::new("USDT").expect("asset"),
+        ..leg(2008, 5, "60")
+    };
+    let x = leg(2009, 5, "0.2");
+    let (ru, rx1, rx2) = tokio::join!(
+        t.branch(BranchOp::TrySource, &usdt),
+        t.branch(BranchOp::TrySource, &x),
+        t.branch(BranchOp::TrySource, &x),
+    );
+    assert_eq!(ru.expect("usdt"), BranchResult::Done);
+    for r in [rx1, rx2] {
+        assert!(
+            matches!(r, Err(TransferError::Insufficient { .. })),
+            "both copies refused: {r:?}"
+        );
+    }
+    assert_eq!(balance(&env, 5, "USDT").await, (amt("40"), amt("60")));
+    assert_eq!(balance(&env, 5, "BTC").await, (amt("0.1"), Amount::ZERO));
+    let (barriers,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tcc_branches WHERE gid = 2009")
+        .fetch_one(env.map.pool_for(uid(5)))
+        .await
+        .expect("barriers");
+    assert_eq!(barriers, 0, "a refused Try leaves no barrier row");
+    audits_hold(&env).await;
     env.drop_all().await;
 }
 
