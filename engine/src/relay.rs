@@ -10,7 +10,10 @@
 //! 1. **read** the rows after `outbox_relay.published_seq`, in `seq` order, and keep
 //!    only the gap-free run from the mark: a missing seq is a committed row this read
 //!    view does not show yet, never one to skip;
-//! 2. **publish** them with the idempotent producer, keyed by the row's key (the
+//! 2. make them **durable**: commit `outbox_relay.durable_seq` = the last seq read
+//!    (InnoDB shows a commit to readers before its redo is flushed; this commit's
+//!    flush covers every commit it could see), then
+//!    **publish** them with the idempotent producer, keyed by the row's key (the
 //!    symbol): the rows of one key go out as one message ([`frame_many`]: source shard,
 //!    then `seq | payload` per row), at most [`ROWS_PER_MESSAGE`] rows each;
 //! 3. **mark**: once the broker acked every one, move `published_seq` (one row);
@@ -394,6 +397,17 @@ impl Relay {
             return Ok(round);
         };
         let last = rows.last().map_or(first, |r| r.0);
+        // 2a. durability barrier: InnoDB makes a commit visible before its redo is
+        //     flushed, so these rows may not be on disk yet. A commit of our own flushes
+        //     the redo up to it, which covers every commit we could see; without it, a
+        //     shard server crashing now could lose an order the matcher already has.
+        //     (No change when an earlier round already covered `last`: nothing to wait.)
+        sqlx::query("UPDATE outbox_relay SET durable_seq = ? WHERE id = 1 AND durable_seq < ?")
+            .bind(last)
+            .bind(last)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.db(e))?;
         let source = u32::from(self.shard.get());
         // one message per (topic, key) run of rows, in seq order within each key
         // (topic, key, rows, payload bytes)

@@ -120,9 +120,20 @@ async fn every_order_is_published_in_shard_order_and_redeliveries_are_dropped() 
             )
         })
         .collect();
-    for r in &relays {
+    let marks = |pool: sqlx::MySqlPool| async move {
+        sqlx::query_as::<_, (u64, u64)>(
+            "SELECT durable_seq, published_seq FROM outbox_relay WHERE id = 1",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("marks")
+    };
+    for (r, (_, pool)) in relays.iter().zip(env.map.iter()) {
+        assert_eq!(marks(pool.clone()).await, (0, 0));
         let round = r.round().await.expect("round");
         assert_eq!(round.published, 5);
+        // the durability barrier was committed for the five rows before they went out
+        assert_eq!(marks(pool.clone()).await, (5, 5));
         assert_eq!(
             r.round().await.expect("idle round").published,
             0,
