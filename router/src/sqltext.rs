@@ -36,13 +36,19 @@ impl Sql {
         self
     }
 
-    /// An exact decimal literal.
+    /// An exact decimal literal, without trailing fraction zeros (`1.5`, `50000`: the
+    /// server parses fewer digits; an integer literal converts exactly too).
     pub fn dec(&mut self, a: Amount) -> &mut Self {
         let s = a.to_db_string();
         if s.bytes()
             .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
         {
-            self.0.push_str(&s);
+            let short = if s.contains('.') {
+                s.trim_end_matches('0').trim_end_matches('.')
+            } else {
+                &s
+            };
+            self.0.push_str(short);
         } else {
             // unreachable for an Amount; quoted text still converts exactly on insert
             self.str(&s);
@@ -239,6 +245,12 @@ mod tests {
         let mut s = Sql::new();
         s.dec(Amount::from_str("-0.000000000000000001").expect("a"))
             .comma()
+            .dec(Amount::from_str("50000.000").expect("a"))
+            .comma()
+            .dec(Amount::from_str("10.50").expect("a"))
+            .comma()
+            .dec(Amount::ZERO)
+            .comma()
             .str("BTCUSDT")
             .comma()
             .str("it's")
@@ -252,7 +264,7 @@ mod tests {
             .opt_dec(None);
         assert_eq!(
             s.as_str(),
-            "-0.000000000000000001, 'BTCUSDT', _utf8mb4 X'69742773', _utf8mb4 X'615c62', X'00ff', 7, NULL"
+            "-0.000000000000000001, 50000, 10.5, 0, 'BTCUSDT', _utf8mb4 X'69742773', _utf8mb4 X'615c62', X'00ff', 7, NULL"
         );
     }
 }
