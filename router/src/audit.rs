@@ -136,6 +136,10 @@ pub enum OrderHoldProblem {
     NegativeOpen,
     /// A final order (filled, canceled, rejected, expired) still holds funds.
     FinalStillHolds,
+    /// An open order holds other than what its remaining quantity needs (`needs`): a
+    /// limit-priced buy price × (quantity − filled), a sell quantity − filled, a
+    /// market or stop buy its quote amount − what it spent.
+    NotWhatItNeeds,
 }
 
 /// An order whose own `frozen_amount` is impossible for its status.
@@ -155,6 +159,9 @@ pub struct BadOrderHold {
     pub asset: String,
     /// `frozen_amount`.
     pub frozen_amount: Amount,
+    /// What it should hold, for [`OrderHoldProblem::NotWhatItNeeds`] (`None`: the
+    /// order's fields do not say, e.g. a quantity missing).
+    pub needs: Option<Amount>,
     /// Which rule it breaks.
     pub problem: OrderHoldProblem,
 }
@@ -297,21 +304,42 @@ pub async fn frozen_on_shard(
             let slot = holds.entry((user, asset)).or_default();
             slot.0 = slot.0.checked_add(Amount::from_db_str(&sum)?)?;
         }
-        type Bad = (u64, u64, String, String, String);
+        // what an open order still needs, by the placement's freezing rules (the
+        // settlers keep it so: a buy filled below its limit gets the difference back)
+        let needs = "CASE WHEN type IN ('limit', 'limit_maker', 'stop_loss_limit', 'take_profit_limit') \
+                       THEN IF(side = 'buy', price * (quantity - filled_quantity), quantity - filled_quantity) \
+                     WHEN side = 'sell' THEN quantity - filled_quantity \
+                     ELSE quote_quantity - filled_amount END";
+        type Bad = (u64, u64, String, String, String, Option<String>);
         let bad: Vec<Bad> = sqlx::query_as(&format!(
-            "SELECT order_id, user_id, CAST(status AS CHAR), frozen_currency, CAST(frozen_amount AS CHAR) \
-             FROM `{table}` WHERE (status IN ({open}) AND frozen_amount < 0) \
+            "SELECT order_id, user_id, CAST(status AS CHAR), frozen_currency, CAST(frozen_amount AS CHAR), \
+                    CAST(({needs}) AS CHAR) \
+             FROM `{table}` WHERE (status IN ({open}) AND (frozen_amount < 0 \
+                    OR NOT (frozen_amount <=> ({needs})))) \
                 OR (status IN ({fin}) AND frozen_amount <> 0) ORDER BY order_id"
         ))
         .fetch_all(&mut *tx)
         .await
         .map_err(place)?;
-        for (order_id, user_id, status, asset, frozen) in bad {
+        for (order_id, user_id, status, asset, frozen, needs) in bad {
             let frozen_amount = Amount::from_db_str(&frozen)?;
-            let problem = if OPEN_ORDER_STATUSES.contains(&status.as_str()) {
+            let open = OPEN_ORDER_STATUSES.contains(&status.as_str());
+            let problem = if !open {
+                OrderHoldProblem::FinalStillHolds
+            } else if frozen_amount.is_negative() {
                 OrderHoldProblem::NegativeOpen
             } else {
-                OrderHoldProblem::FinalStillHolds
+                OrderHoldProblem::NotWhatItNeeds
+            };
+            // a product finer than the ledger's 18 places is not a valid hold either:
+            // shown as it is, not rounded
+            let needs = match needs.filter(|_| problem == OrderHoldProblem::NotWhatItNeeds) {
+                // a product has 36 places: its trailing zeros go, nothing else
+                Some(n) if n.contains('.') => {
+                    Amount::from_db_str(n.trim_end_matches('0').trim_end_matches('.')).ok()
+                }
+                Some(n) => Amount::from_db_str(&n).ok(),
+                None => None,
             };
             report.bad_orders.push(BadOrderHold {
                 shard,
@@ -321,6 +349,7 @@ pub async fn frozen_on_shard(
                 status,
                 asset,
                 frozen_amount,
+                needs,
                 problem,
             });
         }

@@ -262,7 +262,7 @@ async fn a_frozen_balance_one_atom_off_its_open_orders_is_reported_exactly() {
         "sell",
         "partially_filled",
         "ETH",
-        "2",
+        "0.002",
     )
     .await;
     for (asset, t) in conservation(&env.map).await.expect("conservation") {
@@ -289,8 +289,8 @@ async fn a_frozen_balance_one_atom_off_its_open_orders_is_reported_exactly() {
                 user_id: 6,
                 asset: "ETH".into(),
                 frozen_balance: Amount::ZERO,
-                expected: amt("2"),
-                orders_part: amt("2"),
+                expected: amt("0.002"),
+                orders_part: amt("0.002"),
                 withdrawals_part: Amount::ZERO,
                 transfers_part: Amount::ZERO,
             },
@@ -355,6 +355,7 @@ async fn a_final_order_holding_funds_and_a_negative_open_hold_are_reported() {
             status: "canceled".into(),
             asset: "USDT".into(),
             frozen_amount: amt("3"),
+            needs: None,
             problem: OrderHoldProblem::FinalStillHolds,
         }]
     );
@@ -387,6 +388,85 @@ async fn a_final_order_holding_funds_and_a_negative_open_hold_are_reported() {
     assert_eq!(frozen.mismatches.len(), 1, "{frozen:#?}");
     assert_eq!(frozen.mismatches[0].user_id, SELLER);
     assert_eq!(frozen.mismatches[0].expected, amt("0.5"));
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn an_open_order_holding_other_than_its_remaining_quantity_needs_is_reported() {
+    let (env, tables) = clean_state("auditneeds").await;
+    // 101 (clean state) is a limit buy of 0.002 at 50000 holding 100 USDT: right.
+    // A partly filled limit buy holding the whole price × quantity still, and a sell
+    // holding an atom more than its remaining base
+    for (id, user, side, asset, frozen) in [
+        (301u64, BUYER, "buy", "USDT", "100"),
+        (302, SELLER, "sell", "BTC", "0.001000000000000001"),
+    ] {
+        insert_order(
+            &env,
+            &tables.orders,
+            id,
+            user,
+            side,
+            "partially_filled",
+            asset,
+            frozen,
+        )
+        .await;
+    }
+    exec(
+        &env,
+        BUYER,
+        &format!(
+            "UPDATE `{}` SET filled_quantity = 0.001 WHERE order_id IN (301, 302)",
+            tables.orders
+        ),
+    )
+    .await;
+    exec(
+        &env,
+        SELLER,
+        &format!(
+            "UPDATE `{}` SET filled_quantity = 0.001 WHERE order_id IN (301, 302)",
+            tables.orders
+        ),
+    )
+    .await;
+    let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
+    let found: Vec<(u64, OrderHoldProblem, Option<Amount>)> = frozen
+        .bad_orders
+        .iter()
+        .map(|o| (o.order_id, o.problem, o.needs))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (301, OrderHoldProblem::NotWhatItNeeds, Some(amt("50"))),
+            (302, OrderHoldProblem::NotWhatItNeeds, Some(amt("0.001"))),
+        ],
+        "{frozen:#?}"
+    );
+    assert!(!frozen.holds());
+    // put right, the orders pass (the balances still disagree: another check)
+    exec(
+        &env,
+        BUYER,
+        &format!(
+            "UPDATE `{}` SET frozen_amount = 50 WHERE order_id = 301",
+            tables.orders
+        ),
+    )
+    .await;
+    exec(
+        &env,
+        SELLER,
+        &format!(
+            "UPDATE `{}` SET frozen_amount = 0.001 WHERE order_id = 302",
+            tables.orders
+        ),
+    )
+    .await;
+    let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
+    assert!(frozen.bad_orders.is_empty(), "{frozen:#?}");
     env.drop_all().await;
 }
 

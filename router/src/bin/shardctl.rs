@@ -592,9 +592,15 @@ impl AuditReport {
         for o in &frozen.bad_orders {
             let what = match o.problem {
                 router::audit::OrderHoldProblem::NegativeOpen => {
-                    "open order holds a negative amount"
+                    "open order holds a negative amount".to_owned()
                 }
-                router::audit::OrderHoldProblem::FinalStillHolds => "final order still holds funds",
+                router::audit::OrderHoldProblem::FinalStillHolds => {
+                    "final order still holds funds".to_owned()
+                }
+                router::audit::OrderHoldProblem::NotWhatItNeeds => match o.needs {
+                    Some(n) => format!("its remaining quantity needs {n}"),
+                    None => "its fields do not say what it needs".to_owned(),
+                },
             };
             println!(
                 "  BAD ORDER shard {} {} order {} user {} ({}): frozen {} {}: {what}",
