@@ -525,12 +525,33 @@ pub struct TradeHalvesReport {
     pub tables: Vec<TableHalves>,
     /// Trades whose halves do not pair up, by table and trade id.
     pub offenders: Vec<TradeHalfOffender>,
+    /// Halves stored on another shard than their user's (at most 100 per table and
+    /// shard are listed).
+    pub misplaced: Vec<MisplacedHalf>,
+}
+
+/// A trade half on a shard its user does not live on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MisplacedHalf {
+    /// Where it is.
+    pub shard: ShardId,
+    /// The `trades_{SYMBOL}_{YYYYMM}` table.
+    pub table: String,
+    /// Trade id.
+    pub trade_id: u64,
+    /// `buy` / `sell`.
+    pub side: String,
+    /// Its user.
+    pub user_id: u64,
+    /// The user's shard (`user_id % shard count`).
+    pub belongs_on: ShardId,
 }
 
 impl TradeHalvesReport {
-    /// Whether every trade has exactly one matching buy and sell half.
+    /// Whether every trade has exactly one matching buy and sell half, each on its
+    /// user's shard.
     pub fn holds(&self) -> bool {
-        self.offenders.is_empty()
+        self.offenders.is_empty() && self.misplaced.is_empty()
     }
 
     /// `buy` rows over all tables and shards.
@@ -611,6 +632,7 @@ pub async fn trade_halves_with(
     // table → (buy, sell) over all shards
     let mut totals: BTreeMap<String, (Option<HalfTotals>, Option<HalfTotals>)> = BTreeMap::new();
     let mut present: BTreeMap<String, BTreeSet<ShardId>> = BTreeMap::new();
+    let mut misplaced: Vec<MisplacedHalf> = Vec::new();
     for (shard, pool) in shards.iter() {
         let place = |e| RouterError::db_on_shard(shard.get(), e);
         let tables: Vec<String> = shards
@@ -636,6 +658,29 @@ pub async fn trade_halves_with(
                 rows_here += count;
                 sides.insert(side, parse_totals(count, &ids, &price, &qty, &amount));
             }
+            let count = shards.count();
+            let wrong: Vec<(u64, String, u64)> = sqlx::query_as(&format!(
+                "SELECT trade_id, CAST(side AS CHAR), user_id FROM `{table}` \
+                 WHERE user_id % {count} <> {} ORDER BY trade_id LIMIT 100",
+                shard.get()
+            ))
+            .fetch_all(pool)
+            .await
+            .map_err(place)?;
+            misplaced.extend(
+                wrong
+                    .into_iter()
+                    .map(|(trade_id, side, user_id)| MisplacedHalf {
+                        shard,
+                        table: table.clone(),
+                        trade_id,
+                        side,
+                        user_id,
+                        belongs_on: ShardId::new(
+                            u16::try_from(user_id % u64::from(count.max(1))).unwrap_or(u16::MAX),
+                        ),
+                    }),
+            );
             let entry = totals
                 .entry(table.clone())
                 .or_insert((Some(HalfTotals::default()), Some(HalfTotals::default())));
@@ -652,7 +697,10 @@ pub async fn trade_halves_with(
         );
     }
 
-    let mut report = TradeHalvesReport::default();
+    let mut report = TradeHalvesReport {
+        misplaced,
+        ..TradeHalvesReport::default()
+    };
     for (table, (buy, sell)) in totals {
         let agree = matches!((buy, sell), (Some(b), Some(s)) if b == s);
         if !agree {

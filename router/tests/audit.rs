@@ -13,7 +13,7 @@ use domain::{Amount, Asset, ShardId, UserId};
 use router::accounts::{credit_deposit, freeze, Freeze};
 use router::audit::{
     conservation, frozen_vs_open_orders, trade_halves, BadOrderHold, FrozenMismatch, HalfProblem,
-    OrderHoldProblem,
+    MisplacedHalf, OrderHoldProblem,
 };
 use router::testing::TestEnv;
 use router::{Month, TableKind, TableRouter};
@@ -467,6 +467,52 @@ async fn an_open_order_holding_other_than_its_remaining_quantity_needs_is_report
     .await;
     let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
     assert!(frozen.bad_orders.is_empty(), "{frozen:#?}");
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_trade_half_on_another_shard_than_its_users_is_reported() {
+    let (env, tables) = clean_state("auditplace").await;
+    // trade 4: both halves agree, but the buyer's half was written on the seller's shard
+    insert_half(
+        &env,
+        &tables.trades,
+        4,
+        "sell",
+        SELLER,
+        BUYER,
+        "0.001",
+        "50",
+    )
+    .await;
+    exec(
+        &env,
+        SELLER,
+        &format!(
+            "INSERT INTO `{}` (trade_id, side, symbol, order_id, user_id, counter_order_id, \
+               counter_user_id, price, quantity, amount, is_maker, fee, fee_currency, seq) \
+             VALUES (4, 'buy', 'BTCUSDT', 41, {BUYER}, 42, {SELLER}, 50000, 0.001, 50, 0, 0, 'USDT', 4)",
+            tables.trades
+        ),
+    )
+    .await;
+    let halves = trade_halves(&env.map).await.expect("halves");
+    assert!(
+        halves.offenders.is_empty(),
+        "the halves pair up: {halves:#?}"
+    );
+    assert!(!halves.holds());
+    assert_eq!(
+        halves.misplaced,
+        vec![MisplacedHalf {
+            shard: shard_of(&env, SELLER),
+            table: tables.trades.clone(),
+            trade_id: 4,
+            side: "buy".into(),
+            user_id: BUYER,
+            belongs_on: shard_of(&env, BUYER),
+        }]
+    );
     env.drop_all().await;
 }
 

@@ -480,6 +480,7 @@ struct HalvesSection {
     sell_halves: u64,
     tables_checked_per_trade: usize,
     offenders: Vec<router::audit::TradeHalfOffender>,
+    misplaced: Vec<router::audit::MisplacedHalf>,
 }
 
 /// `shardctl audit`: the three money checks; `Ok(false)` when one fails.
@@ -536,6 +537,7 @@ async fn audit(settings: &Settings, json: bool) -> Result<bool> {
             sell_halves: halves.sell_halves(),
             tables_checked_per_trade: halves.tables.iter().filter(|t| t.checked_per_trade).count(),
             offenders: halves.offenders,
+            misplaced: halves.misplaced,
         },
     };
     emit(json, &report, AuditReport::print)?;
@@ -635,6 +637,12 @@ impl AuditReport {
                 o.trade_id,
                 o.problem,
                 rows.join("; ")
+            );
+        }
+        for m in &halves.misplaced {
+            println!(
+                "  MISPLACED {} trade {} {} half of user {} is on shard {}, belongs on shard {}",
+                m.table, m.trade_id, m.side, m.user_id, m.shard, m.belongs_on
             );
         }
         if !self.holds {
