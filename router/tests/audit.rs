@@ -413,24 +413,13 @@ async fn an_open_order_holding_other_than_its_remaining_quantity_needs_is_report
         )
         .await;
     }
-    exec(
-        &env,
-        BUYER,
-        &format!(
-            "UPDATE `{}` SET filled_quantity = 0.001 WHERE order_id IN (301, 302)",
+    for (user, id) in [(BUYER, 301), (SELLER, 302)] {
+        let sql = format!(
+            "UPDATE `{}` SET filled_quantity = 0.001 WHERE order_id = {id}",
             tables.orders
-        ),
-    )
-    .await;
-    exec(
-        &env,
-        SELLER,
-        &format!(
-            "UPDATE `{}` SET filled_quantity = 0.001 WHERE order_id IN (301, 302)",
-            tables.orders
-        ),
-    )
-    .await;
+        );
+        exec(&env, user, &sql).await;
+    }
     let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
     let found: Vec<(u64, OrderHoldProblem, Option<Amount>)> = frozen
         .bad_orders
@@ -447,24 +436,13 @@ async fn an_open_order_holding_other_than_its_remaining_quantity_needs_is_report
     );
     assert!(!frozen.holds());
     // put right, the orders pass (the balances still disagree: another check)
-    exec(
-        &env,
-        BUYER,
-        &format!(
-            "UPDATE `{}` SET frozen_amount = 50 WHERE order_id = 301",
+    for (user, id, needs) in [(BUYER, 301, "50"), (SELLER, 302, "0.001")] {
+        let sql = format!(
+            "UPDATE `{}` SET frozen_amount = {needs} WHERE order_id = {id}",
             tables.orders
-        ),
-    )
-    .await;
-    exec(
-        &env,
-        SELLER,
-        &format!(
-            "UPDATE `{}` SET frozen_amount = 0.001 WHERE order_id = 302",
-            tables.orders
-        ),
-    )
-    .await;
+        );
+        exec(&env, user, &sql).await;
+    }
     let frozen = frozen_vs_open_orders(&env.map).await.expect("frozen");
     assert!(frozen.bad_orders.is_empty(), "{frozen:#?}");
     env.drop_all().await;

@@ -1199,22 +1199,17 @@ impl StatusReport {
         }
         println!();
         let r = &self.redis;
-        match r.state {
-            State::Up => println!(
-                "{:<6} {:<5} {:<52} {}",
-                "redis",
-                "up",
-                r.url,
-                r.reply.as_deref().unwrap_or("")
-            ),
-            State::Down => println!(
-                "{:<6} {:<5} {:<52} {}",
-                "redis",
-                "DOWN",
-                r.url,
-                r.error.as_deref().unwrap_or("")
-            ),
-        }
+        let (state, detail) = match r.state {
+            State::Up => ("up", r.reply.as_deref()),
+            State::Down => ("DOWN", r.error.as_deref()),
+        };
+        println!(
+            "{:<6} {:<5} {:<52} {}",
+            "redis",
+            state,
+            r.url,
+            detail.unwrap_or("")
+        );
     }
 }
 
