@@ -391,6 +391,55 @@ async fn batched_branch_calls_are_judged_one_by_one() {
     env.drop_all().await;
 }
 
+/// A Try that does not finish within the Try timeout (here: the payer's balance row
+/// is held by another transaction) cancels the transfer: the caller is told, and once
+/// the Try does commit, the Cancel releases what it froze. Nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_slower_than_its_timeout_cancels_the_transfer() {
+    let env = TestEnv::new("tcctimeout").await;
+    users(&env, 2).await;
+    deposit(&env, 1, "USDT", "100").await;
+    let mut t = tcc(&env, 6);
+    t.try_timeout = std::time::Duration::from_millis(300);
+    // another transaction holds the payer's balance row
+    let mut blocker = env.map.pool_for(uid(1)).begin().await.expect("begin");
+    sqlx::query(
+        "SELECT available FROM account_balances WHERE user_id = 1 AND currency = 'USDT' FOR UPDATE",
+    )
+    .fetch_one(&mut *blocker)
+    .await
+    .expect("lock");
+    let coordinator = t.clone();
+    let transfer =
+        tokio::spawn(async move { coordinator.transfer(uid(1), uid(2), "USDT", "40").await });
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    blocker.rollback().await.expect("release");
+    match transfer.await.expect("task") {
+        Err(e) => assert!(e.to_string().contains("timed out"), "{e}"),
+        Ok(r) => panic!("a timed-out Try must cancel the transfer: {r:?}"),
+    }
+    let (gid, status): (u64, String) = sqlx::query_as(
+        "SELECT gid, CAST(status AS CHAR) FROM tcc_global ORDER BY gid DESC LIMIT 1",
+    )
+    .fetch_one(env.map.meta())
+    .await
+    .expect("global");
+    assert_eq!(status, "cancelled");
+    // the late Try did freeze, and the Cancel gave it back
+    let (tried,): (String,) = sqlx::query_as(
+        "SELECT CAST(status AS CHAR) FROM transfers WHERE gid = ? AND branch = 'source'",
+    )
+    .bind(gid)
+    .fetch_one(env.map.pool_for(uid(1)))
+    .await
+    .expect("source branch");
+    assert_eq!(tried, "cancelled");
+    assert_eq!(balance(&env, 1, "USDT").await, (amt("100"), Amount::ZERO));
+    assert_eq!(balance(&env, 2, "USDT").await, (Amount::ZERO, Amount::ZERO));
+    audits_hold(&env).await;
+    env.drop_all().await;
+}
+
 /// Runs `shardctl` against `env` with a fixed worker id and `failpoint` armed.
 fn shardctl(env: &TestEnv, args: &[&str], failpoint: Option<&str>) -> std::process::Output {
     let mut c = common::shardctl(env);
