@@ -340,6 +340,31 @@ impl Relay {
             if got != Some(1) {
                 return Err(RelayError::Busy(self.shard.get()));
             }
+            // the durability barrier (see `round_locked`) holds only if a commit waits
+            // for its flush: say so when the server is set up otherwise
+            let settings: Result<(i64, i64, i64), _> = sqlx::query_as(
+                "SELECT CAST(@@innodb_flush_log_at_trx_commit AS SIGNED), \
+                        CAST(@@log_bin AS SIGNED), CAST(@@sync_binlog AS SIGNED)",
+            )
+            .fetch_one(&mut conn)
+            .await;
+            match settings {
+                Ok((flush, binlog, sync_binlog))
+                    if flush != 1 || (binlog == 1 && sync_binlog != 1) =>
+                {
+                    tracing::warn!(
+                        shard = self.shard.get(),
+                        innodb_flush_log_at_trx_commit = flush,
+                        log_bin = binlog,
+                        sync_binlog,
+                        "commits are not flushed before they return: a server crash can lose orders the matcher already has (set innodb_flush_log_at_trx_commit = 1, and sync_binlog = 1 with a binlog)"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(shard = self.shard.get(), error = %e, "could not read the shard's flush settings")
+                }
+            }
             *held = Some(conn);
         }
         let Some(conn) = held.as_mut() else {

@@ -229,7 +229,9 @@ impl Settings {
         }
         for (i, url) in self.replicas.iter().enumerate() {
             if !url.is_empty() && !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
-                return bad(format!("replica url of shard {i} must start with mysql://"));
+                return bad(format!(
+                    "replica url of shard {i} must start with mysql:// or mariadb://"
+                ));
             }
         }
         if self.pool.max_connections == 0 || self.pool.min_connections > self.pool.max_connections {
@@ -259,6 +261,7 @@ impl Settings {
         let mut s = self.clone();
         s.shards = s.shards.iter().map(|u| redact_url(u)).collect();
         s.meta = redact_url(&s.meta);
+        s.replicas = s.replicas.iter().map(|u| redact_url(u)).collect();
         s.redis.url = redact_url(&s.redis.url);
         s
     }
@@ -302,8 +305,13 @@ mod tests {
             "mysql://u:***@h:1/db"
         );
         assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
-        let r = Settings::default().redacted();
+        let s = Settings {
+            replicas: vec![String::new(), "mysql://mon:hidden@r1:3306".into()],
+            ..Settings::default()
+        };
+        let r = s.redacted();
         assert!(r.shards.iter().all(|u| !u.contains("exchange@")));
+        assert_eq!(r.replicas, ["", "mysql://mon:***@r1:3306"]);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct ReplicaStatus {
     pub primary: String,
     /// The IO thread (fetching the primary's binlog) runs.
     pub io_running: bool,
+    /// The IO thread is (re)connecting to the primary (`Slave_IO_Running: Connecting`).
+    pub io_connecting: bool,
     /// The SQL thread (applying it) runs.
     pub sql_running: bool,
     /// `Seconds_Behind_Master`: `None` while a thread is stopped (the lag is unknown).
@@ -36,6 +38,9 @@ impl ReplicaStatus {
         match (self.replicating(), self.lag_s) {
             (true, Some(s)) => format!("{s} s"),
             (true, None) => "unknown".to_owned(),
+            (false, _) if self.io_connecting && self.sql_running => {
+                "connecting to its primary".to_owned()
+            }
             (false, _) => format!(
                 "stopped ({})",
                 match (self.io_running, self.sql_running) {
@@ -103,6 +108,7 @@ pub async fn replica_status(
                     .map_err(db)?
             ),
             io_running: text("Slave_IO_Running")? == "Yes",
+            io_connecting: text("Slave_IO_Running")? == "Connecting",
             sql_running: text("Slave_SQL_Running")? == "Yes",
             lag_s: lag,
             last_error: (!last_error.is_empty()).then_some(last_error),

@@ -1397,7 +1397,14 @@ impl Tcc {
                 }
             }
         }
-        finish(&mut tx, shard, "COMMIT").await?;
+        // the pool's next user gets the server's lock wait back (an error above closes
+        // the connection instead)
+        finish(
+            &mut tx,
+            shard,
+            "COMMIT; SET SESSION innodb_lock_wait_timeout = DEFAULT",
+        )
+        .await?;
         Ok(answers)
     }
 
