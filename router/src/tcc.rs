@@ -225,9 +225,11 @@ pub struct Tcc {
     shards: ShardMap,
     next_id: Arc<dyn Fn() -> Result<u64, crate::SnowflakeError> + Send + Sync>,
     failpoint: Option<String>,
-    /// A Try slower than this is given up (and the global cancelled).
+    /// A Try slower than this (its wait in the shard's queue included) is given up,
+    /// and the global cancelled.
     pub try_timeout: Duration,
-    /// Most branch calls (or global-row changes) one group-commit transaction takes.
+    /// Most branch calls (or global-row changes) one group-commit transaction takes;
+    /// read when the queues start (the first transfer), later changes are ignored.
     pub batch_max: usize,
     batches: Arc<OnceLock<Batches>>,
     precisions: Arc<RwLock<HashMap<Asset, u32>>>,
