@@ -297,6 +297,16 @@ async fn a_withdrawal_is_reviewed_sent_and_completed_each_step_once() {
     env.drop_all().await;
 }
 
+/// User 1 asks for 1 BTC to the allowlisted `bc1ok`, with 2FA `code`, at `now`.
+async fn one_btc(
+    env: &TestEnv,
+    id: u64,
+    code: Option<&str>,
+    now: u64,
+) -> Result<funding::Withdrawal, FundingError> {
+    funding::request_withdrawal(&env.map, id, uid(1), "BTC", "BTC", "bc1ok", "1", code, now).await
+}
+
 #[tokio::test]
 async fn bad_withdrawals_are_refused_and_change_nothing() {
     let env = TestEnv::new("withdrawbad").await;
@@ -367,34 +377,12 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
         .expect("2fa");
     let now = 1_234_567_890u64;
     let right = format!("{:06}", funding::totp_at(secret, now / 30).expect("code"));
-    let none = funding::request_withdrawal(
-        &env.map,
-        8004,
-        uid(1),
-        "BTC",
-        "BTC",
-        "bc1ok",
-        "1",
-        None,
-        now,
-    )
-    .await;
+    let none = one_btc(&env, 8004, None, now).await;
     assert!(
         matches!(none, Err(FundingError::TwoFactorRequired)),
         "{none:?}"
     );
-    let wrong = funding::request_withdrawal(
-        &env.map,
-        8004,
-        uid(1),
-        "BTC",
-        "BTC",
-        "bc1ok",
-        "1",
-        Some("000000"),
-        now,
-    )
-    .await;
+    let wrong = one_btc(&env, 8004, Some("000000"), now).await;
     assert!(
         matches!(wrong, Err(FundingError::TwoFactorInvalid)),
         "{wrong:?}"
@@ -404,33 +392,12 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
         (amt("14"), amt("6")),
         "nothing changed"
     );
-    funding::request_withdrawal(
-        &env.map,
-        8004,
-        uid(1),
-        "BTC",
-        "BTC",
-        "bc1ok",
-        "1",
-        Some(&right),
-        now,
-    )
-    .await
-    .expect("with the code");
+    one_btc(&env, 8004, Some(&right), now)
+        .await
+        .expect("with the code");
     assert_eq!(balance(&env, 1, "BTC").await, (amt("13"), amt("7")));
     // the same code again (a replay) is refused; the next step's code is accepted
-    let replay = funding::request_withdrawal(
-        &env.map,
-        8005,
-        uid(1),
-        "BTC",
-        "BTC",
-        "bc1ok",
-        "1",
-        Some(&right),
-        now,
-    )
-    .await;
+    let replay = one_btc(&env, 8005, Some(&right), now).await;
     assert!(
         matches!(replay, Err(FundingError::TwoFactorInvalid)),
         "{replay:?}"
@@ -439,53 +406,21 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
         "{:06}",
         funding::totp_at(secret, now / 30 + 1).expect("code")
     );
-    funding::request_withdrawal(
-        &env.map,
-        8005,
-        uid(1),
-        "BTC",
-        "BTC",
-        "bc1ok",
-        "1",
-        Some(&next),
-        now + 30,
-    )
-    .await
-    .expect("a fresh code");
+    one_btc(&env, 8005, Some(&next), now + 30)
+        .await
+        .expect("a fresh code");
     assert_eq!(balance(&env, 1, "BTC").await, (amt("12"), amt("8")));
     // wrong codes: the fifth in a row locks 2FA actions, even for the right code
     let later = now + 3_600;
     for i in 0..funding::TWO_FACTOR_ATTEMPTS {
-        let wrong = funding::request_withdrawal(
-            &env.map,
-            8100 + u64::from(i),
-            uid(1),
-            "BTC",
-            "BTC",
-            "bc1ok",
-            "1",
-            Some("000000"),
-            later,
-        )
-        .await;
+        let wrong = one_btc(&env, 8100 + u64::from(i), Some("000000"), later).await;
         assert!(
             matches!(wrong, Err(FundingError::TwoFactorInvalid)),
             "attempt {i}: {wrong:?}"
         );
     }
     let good = format!("{:06}", funding::totp_at(secret, later / 30).expect("code"));
-    let locked = funding::request_withdrawal(
-        &env.map,
-        8200,
-        uid(1),
-        "BTC",
-        "BTC",
-        "bc1ok",
-        "1",
-        Some(&good),
-        later,
-    )
-    .await;
+    let locked = one_btc(&env, 8200, Some(&good), later).await;
     assert!(
         matches!(locked, Err(FundingError::TwoFactorLocked)),
         "{locked:?}"
@@ -500,19 +435,9 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
         .execute(env.map.pool_for(uid(1)))
         .await
         .expect("expire");
-    funding::request_withdrawal(
-        &env.map,
-        8201,
-        uid(1),
-        "BTC",
-        "BTC",
-        "bc1ok",
-        "1",
-        Some(&good),
-        later,
-    )
-    .await
-    .expect("after the lock");
+    one_btc(&env, 8201, Some(&good), later)
+        .await
+        .expect("after the lock");
     assert_eq!(balance(&env, 1, "BTC").await, (amt("11"), amt("9")));
     audits_hold(&env).await;
     env.drop_all().await;
