@@ -79,6 +79,23 @@ async fn insert_half(
     qty: &str,
     amount: &str,
 ) {
+    insert_half_on(env, user, table, trade_id, side, user, counter, qty, amount).await;
+}
+
+/// One half of trade `trade_id`, on the shard of user `on` (its own user's, unless a
+/// test misplaces it).
+#[allow(clippy::too_many_arguments)]
+async fn insert_half_on(
+    env: &TestEnv,
+    on: u64,
+    table: &str,
+    trade_id: u64,
+    side: &str,
+    user: u64,
+    counter: u64,
+    qty: &str,
+    amount: &str,
+) {
     sqlx::query(&format!(
         "INSERT INTO `{table}` (trade_id, side, symbol, order_id, user_id, counter_order_id, \
            counter_user_id, price, quantity, amount, is_maker, fee, fee_currency, seq) \
@@ -94,7 +111,7 @@ async fn insert_half(
     .bind(amount)
     .bind(side == "sell")
     .bind(trade_id)
-    .execute(env.map.pool_for(uid(user)))
+    .execute(env.map.pool_for(uid(on)))
     .await
     .expect("insert trade half");
 }
@@ -463,15 +480,16 @@ async fn a_trade_half_on_another_shard_than_its_users_is_reported() {
         "50",
     )
     .await;
-    exec(
+    insert_half_on(
         &env,
         SELLER,
-        &format!(
-            "INSERT INTO `{}` (trade_id, side, symbol, order_id, user_id, counter_order_id, \
-               counter_user_id, price, quantity, amount, is_maker, fee, fee_currency, seq) \
-             VALUES (4, 'buy', 'BTCUSDT', 41, {BUYER}, 42, {SELLER}, 50000, 0.001, 50, 0, 0, 'USDT', 4)",
-            tables.trades
-        ),
+        &tables.trades,
+        4,
+        "buy",
+        BUYER,
+        SELLER,
+        "0.001",
+        "50",
     )
     .await;
     let halves = trade_halves(&env.map).await.expect("halves");
