@@ -115,3 +115,48 @@ pub async fn tables(pool: &sqlx::MySqlPool) -> Vec<String> {
     .expect("list tables");
     rows.into_iter().map(|(t,)| t).collect()
 }
+
+/// `(available, frozen)` of `user`'s spot `asset` (zero when there is no row).
+pub async fn balance(env: &TestEnv, user: u64, asset: &str) -> (domain::Amount, domain::Amount) {
+    let user_id = domain::UserId::new(user).expect("user");
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances \
+         WHERE user_id = ? AND currency = ? AND account_type = 'spot'",
+    )
+    .bind(user)
+    .bind(asset)
+    .fetch_optional(env.map.pool_for(user_id))
+    .await
+    .expect("balance");
+    let amount = |s: &str| domain::Amount::from_db_str(s).expect("amount");
+    row.map_or((domain::Amount::ZERO, domain::Amount::ZERO), |(a, f)| {
+        (amount(&a), amount(&f))
+    })
+}
+
+/// The conservation and frozen-vs-holds audits hold.
+pub async fn audits_hold(env: &TestEnv) {
+    for (asset, t) in crate::audit::conservation(&env.map).await.expect("audit") {
+        assert!(t.holds(), "{asset}: {t:?}");
+    }
+    let frozen = crate::audit::frozen_vs_open_orders(&env.map)
+        .await
+        .expect("frozen audit");
+    assert!(frozen.holds(), "{frozen:?}");
+}
+
+/// The three money audits hold (conservation, frozen vs holds, trade halves); returns
+/// (buy halves, sell halves) for the caller's own count checks.
+pub async fn all_audits_hold(env: &TestEnv) -> (u64, u64) {
+    audits_hold(env).await;
+    let halves = crate::audit::trade_halves(&env.map)
+        .await
+        .expect("halves audit");
+    assert!(
+        halves.holds(),
+        "{:?} {:?}",
+        halves.offenders,
+        halves.misplaced
+    );
+    (halves.buy_halves(), halves.sell_halves())
+}

@@ -21,6 +21,8 @@ use engine::service::{run_matching, run_settler, MatchingCore, SnapshotStore, To
 use engine::settle::{Settler, UserStream};
 use rand::distr::{Alphanumeric, SampleString};
 use router::testing::TestEnv;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use router::testing::{all_audits_hold, balance};
 use router::{Snowflake, TableRouter};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,19 +54,6 @@ pub fn req(
         stp: StpMode::None,
         client_order_id: None,
     }
-}
-
-/// (available, frozen) of `user` in `asset` (zero when the row does not exist).
-pub async fn balance(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances WHERE user_id = ? AND currency = ?",
-    )
-    .bind(user)
-    .bind(asset)
-    .fetch_optional(env.map.pool_for(UserId::new(user).expect("u")))
-    .await
-    .expect("balance");
-    row.map_or((Amount::ZERO, Amount::ZERO), |(a, f)| (amt(&a), amt(&f)))
 }
 
 /// Credits a completed deposit of `amount` `asset` to `user` (txid `d-{user}-{asset}`).
@@ -271,21 +260,4 @@ pub async fn subscribe(
         }
     });
     rx
-}
-
-/// The three money audits hold (conservation, frozen vs holds, trade halves); returns
-/// (buy halves, sell halves) for the caller's own count checks.
-pub async fn all_audits_hold(env: &TestEnv) -> (u64, u64) {
-    for (asset, t) in router::audit::conservation(&env.map).await.expect("audit") {
-        assert!(t.holds(), "{asset}: {t:?}");
-    }
-    let frozen = router::audit::frozen_vs_open_orders(&env.map)
-        .await
-        .expect("frozen audit");
-    assert!(frozen.holds(), "{frozen:?}");
-    let halves = router::audit::trade_halves(&env.map)
-        .await
-        .expect("halves audit");
-    assert!(halves.holds(), "{:?}", halves.offenders);
-    (halves.buy_halves(), halves.sell_halves())
 }

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use domain::{Amount, Asset, UserId};
 use router::testing::TestEnv;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use router::testing::{audits_hold, balance};
 
 /// An exact amount from text.
 pub fn amt(s: &str) -> Amount {
@@ -28,20 +30,6 @@ pub async fn users(env: &TestEnv, n: u64) {
     }
 }
 
-/// (available, frozen) of a spot balance (zero when there is no row).
-pub async fn balance(env: &TestEnv, user: u64, asset: &str) -> (Amount, Amount) {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT CAST(available AS CHAR), CAST(frozen AS CHAR) FROM account_balances \
-         WHERE user_id = ? AND currency = ? AND account_type = 'spot'",
-    )
-    .bind(user)
-    .bind(asset)
-    .fetch_optional(env.map.pool_for(uid(user)))
-    .await
-    .expect("balance");
-    row.map_or((Amount::ZERO, Amount::ZERO), |(a, f)| (amt(&a), amt(&f)))
-}
-
 /// An internal deposit (deposit row, balance and ledger together).
 pub async fn deposit(env: &TestEnv, user: u64, asset: &str, amount: &str) {
     router::accounts::credit_deposit(
@@ -53,17 +41,6 @@ pub async fn deposit(env: &TestEnv, user: u64, asset: &str, amount: &str) {
     )
     .await
     .expect("deposit");
-}
-
-/// The conservation and frozen-vs-holds audits hold.
-pub async fn audits_hold(env: &TestEnv) {
-    for (asset, t) in router::audit::conservation(&env.map).await.expect("audit") {
-        assert!(t.holds(), "{asset}: {t:?}");
-    }
-    let frozen = router::audit::frozen_vs_open_orders(&env.map)
-        .await
-        .expect("frozen audit");
-    assert!(frozen.holds(), "{frozen:?}");
 }
 
 /// `shardctl` pointed at `env`'s databases and Redis prefix, with quiet logs: add
