@@ -25,10 +25,7 @@ concurrency=${2:-1024}
 threads=${SYSBENCH_THREADS:-16}
 
 scripts/stack.sh start >/dev/null
-engine_pid="$EXCHANGE_DATA_DIR/engine/engine.pid"
-if [[ -f $engine_pid ]] && kill -0 "$(cat "$engine_pid")" 2>/dev/null; then
-  log "note: the exchange's own engine (pid $(cat "$engine_pid")) is running and shares the cores with this benchmark; scripts/engine.sh stop for a quiet machine"
-fi
+note_engine_running
 log "building the engine (release)"
 cargo build --release --quiet -p engine --bin engine
 

@@ -17,10 +17,7 @@ seconds=${1:-20}
 concurrency=${2:-64}
 
 scripts/stack.sh start >/dev/null
-engine_pid="$EXCHANGE_DATA_DIR/engine/engine.pid"
-if [[ -f $engine_pid ]] && kill -0 "$(cat "$engine_pid")" 2>/dev/null; then
-  log "note: the exchange's own engine (pid $(cat "$engine_pid")) is running and shares the cores with this benchmark; scripts/engine.sh stop for a quiet machine"
-fi
+note_engine_running
 log "building the transfer bench (release)"
 cargo build --release --quiet -p router --example bench_transfers
 out=$(RUST_LOG=warn "$CARGO_TARGET_DIR/release/examples/bench_transfers" "$seconds" "$concurrency" 1000)

@@ -160,6 +160,16 @@ pid_read() {
   return 0
 }
 
+# note_engine_running: benchmarks say so when the exchange's own engine is running
+# (it shares the cores with them).
+note_engine_running() {
+  local pid
+  pid=$(pid_read "$EXCHANGE_DATA_DIR/engine/engine.pid")
+  if pid_alive "$pid"; then
+    log "note: the exchange's own engine (pid $pid) is running and shares the cores with this benchmark; scripts/engine.sh stop for a quiet machine"
+  fi
+}
+
 # pid_alive PID [PATTERN]: true if PID is a live (non-zombie) process and, when
 # PATTERN is given, its command line contains PATTERN (guards against reuse).
 pid_alive() {
