@@ -166,6 +166,32 @@ pub struct BadOrderHold {
     pub problem: OrderHoldProblem,
 }
 
+/// What each (user, asset) should hold frozen: [open orders, withdrawals, transfers].
+type Holds = BTreeMap<(u64, String), [Amount; 3]>;
+
+/// Adds the rows of `sql` — `user, asset, COUNT(*), CAST(SUM(amount) AS CHAR)` grouped
+/// by user and asset, read on `shard` — to part `part` of `holds`; returns how many
+/// rows were summed.
+async fn add_holds(
+    conn: &mut sqlx::MySqlConnection,
+    shard: ShardId,
+    sql: &str,
+    holds: &mut Holds,
+    part: usize,
+) -> Result<u64, RouterError> {
+    let rows: Vec<(u64, String, i64, String)> = sqlx::query_as(sql)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
+    let mut counted = 0;
+    for (user, asset, n, sum) in rows {
+        counted += u64::try_from(n).unwrap_or_default();
+        let slot = &mut holds.entry((user, asset)).or_default()[part];
+        *slot = slot.checked_add(Amount::from_db_str(&sum)?)?;
+    }
+    Ok(counted)
+}
+
 /// Result of [`frozen_vs_open_orders`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FrozenReport {
@@ -287,23 +313,22 @@ pub async fn frozen_on_shard(
         order_tables: tables.len(),
         ..FrozenReport::default()
     };
-    // (user, asset) → (orders part, withdrawals part, transfers part)
-    let mut holds: BTreeMap<(u64, String), (Amount, Amount, Amount)> = BTreeMap::new();
+    // (user, asset) → [orders part, withdrawals part, transfers part]
+    let mut holds = Holds::new();
     let open = in_list(&OPEN_ORDER_STATUSES);
     let fin = in_list(&FINAL_ORDER_STATUSES);
     for table in &tables {
-        let rows: Vec<(u64, String, i64, String)> = sqlx::query_as(&format!(
-            "SELECT user_id, frozen_currency, COUNT(*), CAST(SUM(frozen_amount) AS CHAR) FROM `{table}` \
-             WHERE status IN ({open}) GROUP BY user_id, frozen_currency"
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(place)?;
-        for (user, asset, n, sum) in rows {
-            report.open_orders += u64::try_from(n).unwrap_or_default();
-            let slot = holds.entry((user, asset)).or_default();
-            slot.0 = slot.0.checked_add(Amount::from_db_str(&sum)?)?;
-        }
+        report.open_orders += add_holds(
+            &mut tx,
+            shard,
+            &format!(
+                "SELECT user_id, frozen_currency, COUNT(*), CAST(SUM(frozen_amount) AS CHAR) FROM `{table}` \
+                 WHERE status IN ({open}) GROUP BY user_id, frozen_currency"
+            ),
+            &mut holds,
+            0,
+        )
+        .await?;
         // what an open order still needs, by the placement's freezing rules (the
         // settlers keep it so: a buy filled below its limit gets the difference back)
         let needs = "CASE WHEN type IN ('limit', 'limit_maker', 'stop_loss_limit', 'take_profit_limit') \
@@ -354,31 +379,27 @@ pub async fn frozen_on_shard(
             });
         }
     }
-    let rows: Vec<(u64, String, i64, String)> = sqlx::query_as(&format!(
-        "SELECT user_id, currency, COUNT(*), CAST(SUM(amount) AS CHAR) FROM withdrawals \
-         WHERE status IN ({}) GROUP BY user_id, currency",
-        in_list(&HOLDING_WITHDRAWAL_STATUSES)
-    ))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(place)?;
-    for (user, asset, n, sum) in rows {
-        report.holding_withdrawals += u64::try_from(n).unwrap_or_default();
-        let slot = holds.entry((user, asset)).or_default();
-        slot.1 = slot.1.checked_add(Amount::from_db_str(&sum)?)?;
-    }
-    let rows: Vec<(u64, String, i64, String)> = sqlx::query_as(
+    report.holding_withdrawals = add_holds(
+        &mut tx,
+        shard,
+        &format!(
+            "SELECT user_id, currency, COUNT(*), CAST(SUM(amount) AS CHAR) FROM withdrawals \
+             WHERE status IN ({}) GROUP BY user_id, currency",
+            in_list(&HOLDING_WITHDRAWAL_STATUSES)
+        ),
+        &mut holds,
+        1,
+    )
+    .await?;
+    report.holding_transfers = add_holds(
+        &mut tx,
+        shard,
         "SELECT user_id, currency, COUNT(*), CAST(SUM(amount) AS CHAR) FROM transfers \
          WHERE branch = 'source' AND status = 'tried' GROUP BY user_id, currency",
+        &mut holds,
+        2,
     )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(place)?;
-    for (user, asset, n, sum) in rows {
-        report.holding_transfers += u64::try_from(n).unwrap_or_default();
-        let slot = holds.entry((user, asset)).or_default();
-        slot.2 = slot.2.checked_add(Amount::from_db_str(&sum)?)?;
-    }
+    .await?;
 
     // every spot row is compared; only the non-zero ones need to be read (a zero row
     // with no holds matches, one with holds is found through the holds below)
@@ -401,7 +422,7 @@ pub async fn frozen_on_shard(
     }
     let keys: BTreeSet<(u64, String)> = frozen.keys().chain(holds.keys()).cloned().collect();
     for key in keys {
-        let (orders_part, withdrawals_part, transfers_part) =
+        let [orders_part, withdrawals_part, transfers_part] =
             holds.get(&key).copied().unwrap_or_default();
         let expected = orders_part
             .checked_add(withdrawals_part)?
