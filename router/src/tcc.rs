@@ -29,7 +29,7 @@
 //! reached the target: never the other way round) — the audit is exact when no global
 //! is `confirming`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -1509,19 +1509,20 @@ impl Tcc {
                 row.try_get(1).map_err(meta_err)?,
             );
         }
-        let before = current.clone();
+        // each job in arrival order against what the ones before it left; the final
+        // status of every global moved
+        let mut changed: BTreeMap<u64, &str> = BTreeMap::new();
         let mut done = Vec::with_capacity(statuses.len());
         for i in statuses {
             if let MetaJob::Status { gid, from, to } = &jobs[*i] {
                 let moved = current.get_mut(gid).filter(|s| s.as_str() == *from);
-                done.push(moved.map(|s| *s = (*to).to_owned()).is_some());
+                done.push(moved.is_some());
+                if let Some(status) = moved {
+                    *status = (*to).to_owned();
+                    changed.insert(*gid, to);
+                }
             }
         }
-        let changed: Vec<(u64, &String)> = current
-            .iter()
-            .filter(|(g, s)| before.get(g) != Some(s))
-            .map(|(g, s)| (*g, s))
-            .collect();
         let mut sql = Sql::new();
         if !changed.is_empty() {
             sql.raw("UPDATE tcc_global SET status = CASE gid");
