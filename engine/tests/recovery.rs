@@ -11,18 +11,8 @@ use std::time::{Duration, Instant};
 use common::{amt, balance, deposit};
 use domain::{Amount, Asset, UserId};
 use router::tcc::{Leg, Tcc};
-use router::testing::TestEnv;
+use router::testing::{global_status, TestEnv};
 use router::Snowflake;
-
-async fn status(env: &TestEnv, gid: u64) -> String {
-    let (s,): (String,) =
-        sqlx::query_as("SELECT CAST(status AS CHAR) FROM tcc_global WHERE gid = ?")
-            .bind(gid)
-            .fetch_one(env.map.meta())
-            .await
-            .expect("global");
-    s
-}
 
 /// Writes a global in `status` and runs both Tries, as a coordinator that then died.
 async fn stranded(env: &TestEnv, tcc: &Tcc, gid: u64, amount: &str, status: &str) -> Leg {
@@ -89,8 +79,8 @@ async fn the_recovery_role_finishes_what_a_crashed_coordinator_left() {
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         let (a, b) = (
-            status(&env, decided.gid).await,
-            status(&env, undecided.gid).await,
+            global_status(&env, decided.gid).await,
+            global_status(&env, undecided.gid).await,
         );
         if a == "confirmed" && b == "cancelled" {
             break;

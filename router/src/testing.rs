@@ -160,3 +160,14 @@ pub async fn all_audits_hold(env: &TestEnv) -> (u64, u64) {
     );
     (halves.buy_halves(), halves.sell_halves())
 }
+
+/// The status of TCC global `gid` (`trying`, `confirming`, …).
+pub async fn global_status(env: &TestEnv, gid: u64) -> String {
+    let (s,): (String,) =
+        sqlx::query_as("SELECT CAST(status AS CHAR) FROM tcc_global WHERE gid = ?")
+            .bind(gid)
+            .fetch_one(env.map.meta())
+            .await
+            .expect("global");
+    s
+}

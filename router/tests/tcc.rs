@@ -14,22 +14,12 @@ use std::sync::Arc;
 
 use domain::{Amount, Asset};
 use router::tcc::{BranchOp, BranchResult, Leg, Outcome, Tcc, TransferError};
-use router::testing::TestEnv;
+use router::testing::{global_status, TestEnv};
 use router::Snowflake;
 
 fn tcc(env: &TestEnv, worker: u8) -> Tcc {
     let ids = Arc::new(Snowflake::new(0, worker).expect("ids"));
     Tcc::new(env.map.clone(), Arc::new(move || ids.next_id()))
-}
-
-async fn global_status(env: &TestEnv, gid: u64) -> String {
-    let (s,): (String,) =
-        sqlx::query_as("SELECT CAST(status AS CHAR) FROM tcc_global WHERE gid = ?")
-            .bind(gid)
-            .fetch_one(env.map.meta())
-            .await
-            .expect("global");
-    s
 }
 
 #[tokio::test]
