@@ -1,8 +1,9 @@
-//! Identifiers: [`UserId`], [`OrderId`], [`TradeId`] and [`ShardId`].
+//! Identifiers: [`UserId`], [`OrderId`], [`TradeId`], [`TransferId`],
+//! [`WithdrawalId`] and [`ShardId`].
 //!
 //! Invariants:
 //!
-//! - [`UserId`], [`OrderId`] and [`TradeId`] wrap a `u64` that is `> 0`
+//! - [`UserId`], [`OrderId`], [`TradeId`], [`TransferId`] and [`WithdrawalId`] wrap a `u64` that is `> 0`
 //!   (MySQL `BIGINT UNSIGNED`; `AUTO_INCREMENT` and snowflake ids never
 //!   produce 0, so 0 is never a valid id).
 //! - [`ShardId`] is any `u16`; whether it is below the configured shard
@@ -36,6 +37,10 @@ pub enum IdKind {
     Trade,
     /// [`ShardId`].
     Shard,
+    /// [`TransferId`].
+    Transfer,
+    /// [`WithdrawalId`].
+    Withdrawal,
 }
 
 impl fmt::Display for IdKind {
@@ -45,6 +50,8 @@ impl fmt::Display for IdKind {
             Self::Order => "order id",
             Self::Trade => "trade id",
             Self::Shard => "shard id",
+            Self::Transfer => "transfer id",
+            Self::Withdrawal => "withdrawal id",
         })
     }
 }
@@ -208,6 +215,18 @@ u64_id!(
     /// A trade, `> 0` (snowflake). Accepted from JSON as number or string.
     TradeId,
     IdKind::Trade
+);
+
+u64_id!(
+    /// A transfer between two users (the TCC global id), `> 0` (snowflake).
+    TransferId,
+    IdKind::Transfer
+);
+
+u64_id!(
+    /// A withdrawal request, `> 0` (snowflake).
+    WithdrawalId,
+    IdKind::Withdrawal
 );
 
 impl UserId {

@@ -12,7 +12,12 @@
 //! - [`money`]: [`Amount`], [`Price`], [`Qty`], exact decimals that always fit
 //!   MySQL `DECIMAL(36,18)` and never round.
 //! - [`order`]: [`Side`], [`OrderType`], [`TimeInForce`], [`OrderStatus`] with
-//!   Binance wire spellings and MySQL `ENUM` spellings.
+//!   Binance wire spellings and MySQL `ENUM` spellings, and the one definition of
+//!   the open and final status sets ([`OrderStatus::OPEN`]).
+//! - [`snowflake`]: the id layout and [`snowflake::decode`] (the generator lives in
+//!   `router`); [`month`]: [`Month`], the unit of month tables.
+//! - [`kind`]: [`ErrorKind`] and [`Kinded`], the class of every library error
+//!   (rejected / not found / conflict / unavailable / outcome unknown / internal).
 //!
 //! Every error type is a `thiserror` enum that is `Clone + Eq` and
 //! serde-(de)serializable, so a reject can travel on a topic.
@@ -46,12 +51,18 @@
 //! `rust_decimal` version as this crate.
 
 pub mod ids;
+pub mod kind;
 pub mod money;
+pub mod month;
 pub mod order;
+pub mod snowflake;
 pub mod symbol;
 
-pub use ids::{IdError, IdKind, OrderId, ShardId, TradeId, UserId};
+pub use ids::{IdError, IdKind, OrderId, ShardId, TradeId, TransferId, UserId, WithdrawalId};
+pub use kind::{ErrorKind, Kinded};
 pub use money::{Amount, MoneyError, Price, Qty, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS};
+pub use month::{Month, MonthError};
 pub use order::{EnumError, EnumKind, OrderStatus, OrderType, Side, TimeInForce};
 pub use rust_decimal::Decimal;
+pub use snowflake::SnowflakeIdError;
 pub use symbol::{Asset, CodeKind, Symbol, SymbolError, MAX_CODE_LEN, MIN_CODE_LEN};

@@ -251,6 +251,14 @@ impl OrderType {
 }
 
 impl OrderStatus {
+    /// The open statuses: the order is live on the book or about to be, and holds
+    /// frozen funds for its remainder. The one definition of "open" (placement's
+    /// cancel, the audits, the readers all use it).
+    pub const OPEN: [OrderStatus; 3] = [Self::New, Self::PartiallyFilled, Self::PendingCancel];
+    /// The final statuses: no further transition, nothing frozen.
+    pub const FINAL: [OrderStatus; 4] =
+        [Self::Filled, Self::Canceled, Self::Rejected, Self::Expired];
+
     /// Whether no further transition can happen: `Filled`, `Canceled`,
     /// `Rejected` or `Expired`.
     #[must_use]
@@ -259,6 +267,24 @@ impl OrderStatus {
             self,
             Self::Filled | Self::Canceled | Self::Rejected | Self::Expired
         )
+    }
+
+    /// Whether the order is open ([`OrderStatus::OPEN`]): exactly the statuses that
+    /// are not final.
+    #[must_use]
+    pub const fn is_open(self) -> bool {
+        !self.is_final()
+    }
+
+    /// `'new', 'partially_filled', …` for a SQL `IN (…)` list of `statuses` (MySQL
+    /// `ENUM` spellings; constant text, never user input).
+    #[must_use]
+    pub fn sql_list(statuses: &[OrderStatus]) -> String {
+        statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_db_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -389,6 +415,22 @@ mod tests {
             ]
         );
         assert!(OrderStatus::from_db_str("cancelled").is_err());
+    }
+
+    #[test]
+    fn open_and_final_partition_every_status() {
+        for s in OrderStatus::ALL {
+            assert_ne!(
+                OrderStatus::OPEN.contains(s),
+                OrderStatus::FINAL.contains(s),
+                "{s}"
+            );
+            assert_eq!(s.is_open(), OrderStatus::OPEN.contains(s), "{s}");
+        }
+        assert_eq!(
+            OrderStatus::sql_list(&OrderStatus::OPEN),
+            "'new', 'partially_filled', 'pending_cancel'"
+        );
     }
 
     #[test]

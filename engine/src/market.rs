@@ -36,7 +36,7 @@ use domain::{Decimal, Side, Symbol};
 use rust_decimal::RoundingStrategy;
 use serde_json::json;
 
-use crate::matcher::{Event, SymbolSpec};
+use matcher::{Event, SymbolSpec};
 
 /// Trades kept in the recent-trades list.
 pub const RECENT_TRADES: isize = 100;

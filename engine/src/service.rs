@@ -35,11 +35,11 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::bus::{consumer, producer, BusError, BusSettings};
-use crate::matcher::{Command, Event, Matcher, SnapshotError, SymbolSpec};
 use crate::metrics::Metrics;
 use crate::relay::unframe;
 use crate::settle::{shards_of, FillBatch, SettleError, Settler, FILLS_TOPIC};
-use crate::wire::{OrderInput, ORDERS_TOPIC};
+use matcher::wire::{OrderInput, ORDERS_TOPIC};
+use matcher::{Command, Event, Matcher, SnapshotError, SymbolSpec};
 
 /// Topic of market events (trades and book deltas), keyed by symbol.
 pub const MARKET_TOPIC: &str = "market";

@@ -37,13 +37,13 @@ use router::{RouterError, TableName, TableRouter};
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 
-use crate::matcher::{Event, RejectReason, SymbolSpec, Trade};
-use crate::sqltext::Sql;
+use matcher::{Event, RejectReason, SymbolSpec, Trade};
+use router::sqltext::Sql;
 
 /// Topic of matcher output for settlement, partitioned by shard.
 pub const FILLS_TOPIC: &str = "fills";
 /// The per-shard fee account.
-pub const FEE_ACCOUNT: u64 = router::accounts::FEE_ACCOUNT;
+pub const FEE_ACCOUNT: u64 = ledger::balances::FEE_ACCOUNT;
 
 /// One symbol's events for one shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -472,7 +472,7 @@ impl Settler {
 
         // 1. begin, mark, locking reads
         let conn = self.pool.acquire().await.map_err(|e| self.db(e))?;
-        let mut tx = crate::sqltext::TextTx::new(conn);
+        let mut tx = router::sqltext::TextTx::new(conn);
         let mut sql = Sql::new();
         sql.raw("START TRANSACTION; INSERT IGNORE INTO applied_seq (symbol, stream, seq) VALUES (")
             .str(batch.symbol.as_str())
@@ -823,7 +823,7 @@ impl Settler {
         let table = self.router.table(
             router::TableKind::Trades,
             &spec.symbol,
-            router::Month::of_id(t.taker_order.get())?,
+            router::Month::of_id(t.taker_order.get()).map_err(RouterError::from)?,
         )?;
         w.trades.entry(table).or_default().push(TradeRow {
             trade_id: t.trade_id,

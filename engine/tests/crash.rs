@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::amt;
 use domain::{Amount, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
-use engine::audit::{conservation, frozen_vs_open_orders, trade_halves};
-use engine::matcher::StpMode;
-use engine::placement::{load_symbols, PlaceRequest, Placer};
+use ledger::audit::{conservation, frozen_vs_open_orders, trade_halves};
+use matcher::StpMode;
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
-use router::testing::TestEnv;
 use router::{Month, Snowflake, TableKind, TableRouter};
+use testkit::TestEnv;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use trading::placement::{load_symbols, PlaceRequest, Placer};
 
 /// One engine process hosting one role.
 struct Role {

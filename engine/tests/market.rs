@@ -10,7 +10,7 @@ use common::Harness;
 use deadpool_redis::redis::AsyncCommands;
 use domain::{OrderType, Side, Symbol};
 use engine::market::MarketData;
-use engine::matcher::{Command, Matcher};
+use matcher::{Command, Matcher};
 
 #[tokio::test]
 async fn events_become_depth_trades_and_klines_once() {
@@ -24,7 +24,7 @@ async fn events_become_depth_trades_and_klines_once() {
     let order = |id, user, side, price, qty| {
         let mut r = common::req(user, side, OrderType::Limit, Some(price), Some(qty), None);
         r.client_order_id = None;
-        engine::matcher::NewOrder {
+        matcher::NewOrder {
             order_id: domain::OrderId::new(id).expect("id"),
             user_id: r.user_id,
             side: r.side,

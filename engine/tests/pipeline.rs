@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::{amt, balance, deposit, relay_all, req, settled, Harness};
 use domain::{Amount, OrderType, Side, Symbol, UserId};
-use engine::audit::conservation;
 use engine::metrics::Metrics;
-use engine::placement::PlaceRequest;
 use engine::service::SnapshotStore;
-use router::testing::TestEnv;
+use ledger::audit::conservation;
+use testkit::TestEnv;
 use tokio::sync::watch;
+use trading::placement::PlaceRequest;
 
 async fn audit_holds(env: &TestEnv) {
     for (asset, t) in conservation(&env.map).await.expect("audit") {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{amt, balance, deposit};
 use domain::{Amount, Asset, UserId};
-use router::tcc::{Leg, Tcc};
-use router::testing::{global_status, TestEnv};
+use ledger::tcc::{Leg, Tcc};
 use router::Snowflake;
+use testkit::{global_status, TestEnv};
 
 /// Writes a global in `status` and runs both Tries, as a coordinator that then died.
 async fn stranded(env: &TestEnv, tcc: &Tcc, gid: u64, amount: &str, status: &str) -> Leg {

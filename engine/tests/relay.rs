@@ -12,16 +12,16 @@ use std::time::Duration;
 use chrono::Utc;
 use domain::{Amount, Asset, OrderType, Price, Qty, Side, TimeInForce, UserId};
 use engine::bus::{consumer, ensure_topic, producer};
-use engine::matcher::{Command, Event, Matcher, StpMode};
-use engine::placement::{load_symbols, PlaceRequest, Placer};
 use engine::relay::{unframe, Relay};
-use engine::wire::{OrderInput, ORDERS_TOPIC};
+use ledger::balances::credit_deposit;
+use matcher::wire::{OrderInput, ORDERS_TOPIC};
+use matcher::{Command, Event, Matcher, StpMode};
 use rand::distr::{Alphanumeric, SampleString};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
-use router::accounts::credit_deposit;
-use router::testing::TestEnv;
 use router::{Snowflake, TableRouter};
+use testkit::TestEnv;
+use trading::placement::{load_symbols, PlaceRequest, Placer};
 
 fn buy(user: u64, client: String) -> PlaceRequest {
     PlaceRequest {

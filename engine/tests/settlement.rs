@@ -14,14 +14,14 @@ use std::sync::Arc;
 use chrono::Utc;
 use common::{amt, req};
 use domain::{Amount, Asset, OrderId, OrderStatus, OrderType, ShardId, Side, Symbol, UserId};
-use engine::audit::conservation;
-use engine::matcher::{Command, Event, Matcher, SymbolSpec};
-use engine::placement::{load_symbols, PlaceRequest, Placer, Reject};
 use engine::settle::{shards_of, FillBatch, Settler, UserEvent, FEE_ACCOUNT};
-use engine::wire::OrderInput;
-use router::accounts::credit_deposit;
-use router::testing::TestEnv;
+use ledger::audit::conservation;
+use ledger::balances::credit_deposit;
+use matcher::wire::OrderInput;
+use matcher::{Command, Event, Matcher, SymbolSpec};
 use router::{Snowflake, TableRouter};
+use testkit::TestEnv;
+use trading::placement::{load_symbols, PlaceRequest, Placer, Reject};
 
 struct Pipeline {
     env: TestEnv,

@@ -82,6 +82,27 @@ pub enum RouterError {
     Decimal(#[from] domain::MoneyError),
 }
 
+impl From<domain::MonthError> for RouterError {
+    fn from(e: domain::MonthError) -> Self {
+        Self::BadRange(e.0)
+    }
+}
+
+impl From<domain::SnowflakeIdError> for RouterError {
+    fn from(e: domain::SnowflakeIdError) -> Self {
+        match e {
+            domain::SnowflakeIdError::NotSnowflake { id } => Self::BadId {
+                id,
+                reason: "top bit set: not a snowflake id".into(),
+            },
+            domain::SnowflakeIdError::TimeOutOfRange { unix_ms } => Self::BadId {
+                id: unix_ms,
+                reason: "time outside the snowflake range".into(),
+            },
+        }
+    }
+}
+
 impl RouterError {
     /// Wraps a sqlx error with the place it happened.
     pub fn db(place: impl Into<String>, source: sqlx::Error) -> Self {
@@ -110,20 +131,75 @@ impl RouterError {
     }
 }
 
+/// MySQL / MariaDB error number of a deadlock victim (`ER_LOCK_DEADLOCK`).
+pub const ER_LOCK_DEADLOCK: u16 = 1213;
+/// MySQL / MariaDB error number of a lock-wait timeout (`ER_LOCK_WAIT_TIMEOUT`).
+pub const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+/// The server's error number of a database error, if it is one.
+pub fn mysql_error_number(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(sqlx::mysql::MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
+/// Whether a sqlx error means "the server never got or never answered": the
+/// connection broke, the pool had none to give, or the I/O timed out.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+    )
+}
+
 impl RouterError {
     /// A deadlock or lock-wait timeout: the transaction was rolled back and may simply
-    /// be run again.
+    /// be run again. Decided by the server's error number, never by message text.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Db {
-                source: sqlx::Error::Database(db),
-                ..
-            } => {
-                matches!(db.code().as_deref(), Some("40001" | "HY000"))
-                    && (db.message().contains("Deadlock")
-                        || db.message().contains("Lock wait timeout"))
-            }
+            Self::Db { source, .. } => matches!(
+                mysql_error_number(source),
+                Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT)
+            ),
             _ => false,
+        }
+    }
+}
+
+impl domain::Kinded for RouterError {
+    fn kind(&self) -> domain::ErrorKind {
+        use domain::ErrorKind as K;
+        match self {
+            Self::UnknownSymbol(_)
+            | Self::InvalidSymbol { .. }
+            | Self::BadRange(_)
+            | Self::BadId { .. }
+            | Self::InvalidInput(_)
+            | Self::Decimal(_) => K::Rejected,
+            Self::Busy(_) | Self::Redis(_) => K::Unavailable,
+            Self::Snowflake(e) => match e {
+                crate::snowflake::SnowflakeError::ClockMovedBackwards { .. }
+                | crate::snowflake::SnowflakeError::LeaseLost => K::Unavailable,
+                _ => K::Internal,
+            },
+            Self::Db { source, .. } => {
+                if self.is_retryable() || is_connection_error(source) {
+                    K::Unavailable
+                } else {
+                    K::Internal
+                }
+            }
+            Self::Config(_)
+            | Self::MissingTable { .. }
+            | Self::NoSuchShard { .. }
+            | Self::Migrate { .. } => K::Internal,
         }
     }
 }

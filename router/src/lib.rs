@@ -5,29 +5,27 @@
 //!   month tables and ledger partitions created ahead of time;
 //! * [`tables`] — `(symbol, order_id)` → `orders_{SYMBOL}_{YYYYMM}`, ranges, whitelist;
 //! * [`snowflake`] — lock-free 64-bit ids, decoding; [`lease`] — worker ids in Redis;
-//! * [`accounts`] — optimistic-lock balance changes; [`audit`] — the money audits;
 //! * [`directory`] — dense user ids, email / API key lookups cached in Redis;
-//! * [`tcc`] — internal transfers, across shards by TCC, with recovery;
-//! * [`funding`] — deposits (confirmations, credited once) and withdrawals with review.
+//! * [`sqltext`] — multi-statement SQL text with exact literals; [`batch`] — per-shard
+//!   group commit of independent calls; [`replication`] — replica status;
+//! * [`telemetry`] — tracing set-up; [`shutdown`] — SIGTERM / Ctrl-C.
 //!
-//! The `shardctl` binary is the operator's view of all of it.
+//! Balances, funding, transfers and audits live in `ledger`; the operator's CLI is
+//! `shardctl`.
 
-pub mod accounts;
-pub mod audit;
 pub mod batch;
 pub mod config;
 pub mod directory;
 pub mod error;
-pub mod funding;
 pub mod lease;
 pub mod replication;
 pub mod shards;
+pub mod shutdown;
 pub mod snowflake;
 pub mod sqltext;
+pub mod status;
 pub mod tables;
-pub mod tcc;
 pub mod telemetry;
-pub mod testing;
 
 pub use config::Settings;
 pub use directory::{Registered, UserDirectory};

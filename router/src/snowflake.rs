@@ -18,30 +18,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::Serialize;
 use thiserror::Error;
 
-/// 2022-01-01T00:00:00Z in Unix milliseconds.
-pub const EPOCH_MS: u64 = 1_640_995_200_000;
-/// Sequence bits per millisecond.
-pub const SEQUENCE_BITS: u32 = 12;
-/// Worker id bits.
-pub const WORKER_BITS: u32 = 5;
-/// Datacenter id bits.
-pub const DATACENTER_BITS: u32 = 5;
-/// Timestamp bits.
-pub const TIMESTAMP_BITS: u32 = 41;
-/// Largest worker / datacenter id.
-pub const MAX_NODE: u8 = 31;
+pub use domain::snowflake::{
+    decode, min_id_at, Decoded, DATACENTER_BITS, DATACENTER_SHIFT, EPOCH_MS, MAX_ELAPSED, MAX_NODE,
+    SEQUENCE_BITS, SEQ_MASK, TIMESTAMP_BITS, TIMESTAMP_SHIFT, WORKER_BITS, WORKER_SHIFT,
+};
+
 /// Clock rollback tolerated by waiting.
 pub const MAX_BACKWARD_MS: u64 = 5;
-
-const SEQ_MASK: u64 = (1 << SEQUENCE_BITS) - 1;
-const MAX_ELAPSED: u64 = (1 << TIMESTAMP_BITS) - 1;
-const WORKER_SHIFT: u32 = SEQUENCE_BITS;
-const DATACENTER_SHIFT: u32 = SEQUENCE_BITS + WORKER_BITS;
-const TIMESTAMP_SHIFT: u32 = SEQUENCE_BITS + WORKER_BITS + DATACENTER_BITS;
 
 /// Why no id was issued.
 #[derive(Debug, Error, Clone, PartialEq, Eq, Serialize)]
@@ -219,73 +205,6 @@ impl<C: Clock> Snowflake<C> {
             Some(e) if e <= MAX_ELAPSED => Ok(e),
             _ => Err(SnowflakeError::ClockOutOfRange { now_ms }),
         }
-    }
-}
-
-/// The fields of a snowflake id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Decoded {
-    /// The id.
-    pub id: u64,
-    /// Milliseconds since the Unix epoch.
-    pub unix_ms: u64,
-    /// Datacenter id.
-    pub datacenter: u8,
-    /// Worker id.
-    pub worker: u8,
-    /// Sequence within the millisecond.
-    pub sequence: u16,
-}
-
-impl Decoded {
-    /// The UTC time the id was issued.
-    pub fn time(&self) -> DateTime<Utc> {
-        let ms = i64::try_from(self.unix_ms).unwrap_or(i64::MAX);
-        Utc.timestamp_millis_opt(ms)
-            .single()
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
-    }
-
-    /// The UTC month the id was issued in: the month of its order/trade table.
-    pub fn month(&self) -> crate::tables::Month {
-        let t = self.time();
-        crate::tables::Month::new(t.year(), t.month()).unwrap_or(crate::tables::Month::EPOCH)
-    }
-}
-
-/// Splits an id into its fields.
-///
-/// # Errors
-/// `BadId` if the sign bit is set (not a snowflake of ours).
-pub fn decode(id: u64) -> Result<Decoded, crate::RouterError> {
-    if id >> 63 != 0 {
-        return Err(crate::RouterError::BadId {
-            id,
-            reason: "top bit set: not a snowflake id".into(),
-        });
-    }
-    let field = |shift: u32, bits: u32| (id >> shift) & ((1 << bits) - 1);
-    Ok(Decoded {
-        id,
-        unix_ms: (id >> TIMESTAMP_SHIFT) + EPOCH_MS,
-        datacenter: u8::try_from(field(DATACENTER_SHIFT, DATACENTER_BITS)).unwrap_or(u8::MAX),
-        worker: u8::try_from(field(WORKER_SHIFT, WORKER_BITS)).unwrap_or(u8::MAX),
-        sequence: u16::try_from(field(0, SEQUENCE_BITS)).unwrap_or(u16::MAX),
-    })
-}
-
-/// The smallest id any generator can issue at `unix_ms` (sequence 0, node 0): the
-/// lower bound for "ids issued at or after this time" range scans.
-///
-/// # Errors
-/// `BadId` if the time is before the epoch or past the 41-bit range.
-pub fn min_id_at(unix_ms: u64) -> Result<u64, crate::RouterError> {
-    match unix_ms.checked_sub(EPOCH_MS) {
-        Some(e) if e <= MAX_ELAPSED => Ok(e << TIMESTAMP_SHIFT),
-        _ => Err(crate::RouterError::BadId {
-            id: unix_ms,
-            reason: "time outside the snowflake range".into(),
-        }),
     }
 }
 

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use deadpool_redis::redis::AsyncCommands;
-use router::testing::TestEnv;
 use router::{SnowflakeError, WorkerLease};
+use testkit::TestEnv;
 
 #[tokio::test]
 async fn leases_are_exclusive_and_loss_stops_issuance() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use router::replication::replica_status;
-use router::testing::TestEnv;
+use testkit::TestEnv;
 
 /// A MariaDB server of this test; killed and removed when dropped.
 struct Server {

@@ -1,8 +1,8 @@
 //! Migrations, month tables and routing against the real MariaDB shards.
 
 use chrono::{TimeZone, Utc};
-use router::testing::{tables, TestEnv};
 use router::{snowflake, Month, RouterError, TableKind, TableRouter};
+use testkit::{tables, TestEnv};
 
 const SHARD_TABLES: [&str; 17] = [
     "_sqlx_migrations",

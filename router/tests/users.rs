@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use deadpool_redis::redis::AsyncCommands;
 use router::directory::NO_PASSWORD;
-use router::testing::TestEnv;
 use router::RouterError;
+use testkit::TestEnv;
 
 #[tokio::test]
 async fn ten_thousand_users_spread_evenly_over_the_shards() {

@@ -13,19 +13,19 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use domain::{Amount, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
 use engine::bus::{ensure_topic, producer, BusSettings};
-use engine::matcher::{StpMode, SymbolSpec};
 use engine::metrics::Metrics;
-use engine::placement::{load_symbols, PlaceRequest, Placer};
 use engine::relay::Relay;
 use engine::service::{run_matching, run_settler, MatchingCore, SnapshotStore, Topics};
 use engine::settle::{Settler, UserStream};
+use matcher::{StpMode, SymbolSpec};
 use rand::distr::{Alphanumeric, SampleString};
-use router::testing::TestEnv;
-#[allow(unused_imports)] // each test binary uses its own subset
-pub use router::testing::{all_audits_hold, balance};
 use router::{Snowflake, TableRouter};
+use testkit::TestEnv;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use testkit::{all_audits_hold, balance};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use trading::placement::{load_symbols, PlaceRequest, Placer};
 
 /// An exact amount from text.
 pub fn amt(s: &str) -> Amount {
@@ -58,7 +58,7 @@ pub fn req(
 
 /// Credits a completed deposit of `amount` `asset` to `user` (txid `d-{user}-{asset}`).
 pub async fn deposit(env: &TestEnv, user: u64, asset: &str, amount: &str) {
-    router::accounts::credit_deposit(
+    ledger::balances::credit_deposit(
         &env.map,
         UserId::new(user).expect("user"),
         &domain::Asset::new(asset).expect("asset"),

@@ -1,0 +1,797 @@
+//! Money audits over every shard. Each check returns what it found; none of them
+//! changes anything.
+//!
+//! * [`conservation`] — the money invariant (DESIGN.md "Money invariant"): for every
+//!   asset, Σ over shards of (available + frozen), fee accounts included,
+//!   = Σ completed deposits − Σ completed withdrawals;
+//! * [`frozen_vs_open_orders`] — per shard and (user, asset): the balance's `frozen`
+//!   = what the user's open orders and in-flight withdrawals hold; final orders hold
+//!   nothing and no open order holds a negative amount;
+//! * [`trade_halves`] — every trade has exactly one `buy` and one `sell` row over all
+//!   shards, with equal price, quantity and amount.
+//!
+//! When they are exact:
+//! * [`frozen_vs_open_orders`] is exact per shard **at any time**, also on a live
+//!   system: placement and settlement change a balance and the order rows that
+//!   explain it in one local transaction, and each shard is read in one consistent
+//!   snapshot (`START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`, REPEATABLE
+//!   READ, one connection);
+//! * [`conservation`] and [`trade_halves`] are exact only when the pipeline is
+//!   **quiescent across shards**: a trade's two halves settle on two shards in two
+//!   separate transactions (so is the money they move), and the shards are not read at
+//!   one common instant. On a live system they can report a difference that goes
+//!   away once the in-flight batches are settled; run them again after the settlers
+//!   have caught up before acting on a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use domain::{Amount, ShardId};
+use serde::Serialize;
+use sqlx::Connection;
+
+use router::{RouterError, ShardMap};
+
+/// One asset's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AssetTotals {
+    /// Σ (available + frozen) over all shards.
+    pub balances: Amount,
+    /// Σ completed deposits.
+    pub deposits: Amount,
+    /// Σ completed withdrawals as sent (`actual_amount`: the fee stays with the
+    /// shard's fee account, inside the balances).
+    pub withdrawals: Amount,
+}
+
+impl AssetTotals {
+    /// Whether the invariant holds for this asset.
+    pub fn holds(&self) -> bool {
+        self.deposits
+            .checked_sub(self.withdrawals)
+            .is_ok_and(|expected| expected == self.balances)
+    }
+}
+
+/// Totals per asset over every shard.
+///
+/// Exact only when the pipeline is quiescent across shards (see the module docs): the
+/// shards are read one after the other, and a trade moves money on two shards in two
+/// transactions.
+///
+/// # Errors
+/// Database errors naming the shard; sums out of range.
+pub async fn conservation(shards: &ShardMap) -> Result<BTreeMap<String, AssetTotals>, RouterError> {
+    let mut out: BTreeMap<String, AssetTotals> = BTreeMap::new();
+    for (shard, pool) in shards.iter() {
+        let place = |e| RouterError::db_on_shard(shard.get(), e);
+        let queries = [
+            ("SELECT currency, CAST(SUM(available + frozen) AS CHAR) FROM account_balances GROUP BY currency", 'b'),
+            ("SELECT currency, CAST(SUM(amount) AS CHAR) FROM deposits WHERE status = 'completed' GROUP BY currency", 'd'),
+            ("SELECT currency, CAST(SUM(actual_amount) AS CHAR) FROM withdrawals WHERE status = 'completed' GROUP BY currency", 'w'),
+        ];
+        for (sql, tag) in queries {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as(sql).fetch_all(pool).await.map_err(place)?;
+            for (currency, sum) in rows {
+                let v = Amount::from_db_str(&sum)?;
+                let t = out.entry(currency).or_default();
+                let slot = match tag {
+                    'b' => &mut t.balances,
+                    'd' => &mut t.deposits,
+                    _ => &mut t.withdrawals,
+                };
+                *slot = slot.checked_add(v)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------- frozen vs open orders ---
+
+/// Order statuses that still hold frozen funds.
+pub const OPEN_ORDER_STATUSES: [&str; 3] = ["new", "partially_filled", "pending_cancel"];
+/// Final order statuses: such an order holds nothing.
+pub const FINAL_ORDER_STATUSES: [&str; 4] = ["filled", "canceled", "rejected", "expired"];
+/// Withdrawal statuses whose `amount` (fee included) is held frozen.
+pub const HOLDING_WITHDRAWAL_STATUSES: [&str; 4] =
+    ["pending", "reviewing", "approved", "processing"];
+
+/// `'a', 'b', 'c'` for an `IN (…)` list of constant statuses.
+fn in_list(statuses: &[&str]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A (user, asset) whose `frozen` balance is not what its holds add up to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FrozenMismatch {
+    /// The shard the user lives on.
+    pub shard: ShardId,
+    /// The user (`0` is the shard's fee account, which never holds anything).
+    pub user_id: u64,
+    /// The asset.
+    pub asset: String,
+    /// `account_balances.frozen` of the spot account (zero when there is no row).
+    pub frozen_balance: Amount,
+    /// `orders_part + withdrawals_part + transfers_part`: what the balance should hold.
+    pub expected: Amount,
+    /// Σ `frozen_amount` of the user's open orders in this asset, every order table.
+    pub orders_part: Amount,
+    /// Σ `amount` (fee included) of the user's withdrawals that hold funds.
+    pub withdrawals_part: Amount,
+    /// Σ `amount` of the user's outgoing transfers tried but not yet confirmed or
+    /// cancelled (TCC source branches in status `tried`).
+    pub transfers_part: Amount,
+}
+
+/// What is wrong with a single order's `frozen_amount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderHoldProblem {
+    /// An open order holds a negative amount.
+    NegativeOpen,
+    /// A final order (filled, canceled, rejected, expired) still holds funds.
+    FinalStillHolds,
+    /// An open order holds other than what its remaining quantity needs (`needs`): a
+    /// limit-priced buy price × (quantity − filled), a sell quantity − filled, a
+    /// market or stop buy its quote amount − what it spent.
+    NotWhatItNeeds,
+}
+
+/// An order whose own `frozen_amount` is impossible for its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadOrderHold {
+    /// The shard.
+    pub shard: ShardId,
+    /// The `orders_{SYMBOL}_{YYYYMM}` table.
+    pub table: String,
+    /// The order.
+    pub order_id: u64,
+    /// Its user.
+    pub user_id: u64,
+    /// Its status.
+    pub status: String,
+    /// `frozen_currency`.
+    pub asset: String,
+    /// `frozen_amount`.
+    pub frozen_amount: Amount,
+    /// What it should hold, for [`OrderHoldProblem::NotWhatItNeeds`] (`None`: the
+    /// order's fields do not say, e.g. a quantity missing).
+    pub needs: Option<Amount>,
+    /// Which rule it breaks.
+    pub problem: OrderHoldProblem,
+}
+
+/// What each (user, asset) should hold frozen: [open orders, withdrawals, transfers].
+type Holds = BTreeMap<(u64, String), [Amount; 3]>;
+
+/// Adds the rows of `sql` — `user, asset, COUNT(*), CAST(SUM(amount) AS CHAR)` grouped
+/// by user and asset, read on `shard` — to part `part` of `holds`; returns how many
+/// rows were summed.
+async fn add_holds(
+    conn: &mut sqlx::MySqlConnection,
+    shard: ShardId,
+    sql: &str,
+    holds: &mut Holds,
+    part: usize,
+) -> Result<u64, RouterError> {
+    let rows: Vec<(u64, String, i64, String)> = sqlx::query_as(sql)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
+    let mut counted = 0;
+    for (user, asset, n, sum) in rows {
+        counted += u64::try_from(n).unwrap_or_default();
+        let slot = &mut holds.entry((user, asset)).or_default()[part];
+        *slot = slot.checked_add(Amount::from_db_str(&sum)?)?;
+    }
+    Ok(counted)
+}
+
+/// Result of [`frozen_vs_open_orders`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FrozenReport {
+    /// Shards read.
+    pub shards: u16,
+    /// Order tables read, summed over shards.
+    pub order_tables: usize,
+    /// (user, asset) pairs compared: every spot balance row, plus pairs that hold
+    /// funds but have no balance row.
+    pub pairs_checked: u64,
+    /// Open orders found.
+    pub open_orders: u64,
+    /// Withdrawals found holding funds.
+    pub holding_withdrawals: u64,
+    /// Transfers (source branches) holding funds.
+    pub holding_transfers: u64,
+    /// Balances that differ from their holds, by shard, user, asset.
+    pub mismatches: Vec<FrozenMismatch>,
+    /// Orders whose own `frozen_amount` is impossible for their status.
+    pub bad_orders: Vec<BadOrderHold>,
+}
+
+impl FrozenReport {
+    /// Whether nothing was found.
+    pub fn holds(&self) -> bool {
+        self.mismatches.is_empty() && self.bad_orders.is_empty()
+    }
+
+    /// Adds another (shard's) report to this one.
+    pub fn merge(&mut self, other: FrozenReport) {
+        self.shards += other.shards;
+        self.order_tables += other.order_tables;
+        self.pairs_checked += other.pairs_checked;
+        self.open_orders += other.open_orders;
+        self.holding_withdrawals += other.holding_withdrawals;
+        self.holding_transfers += other.holding_transfers;
+        self.mismatches.extend(other.mismatches);
+        self.bad_orders.extend(other.bad_orders);
+    }
+}
+
+/// Per shard, per (user, asset): `account_balances.frozen` (spot) = Σ `frozen_amount`
+/// of the user's open orders ([`OPEN_ORDER_STATUSES`]) over every
+/// `orders_{SYMBOL}_{YYYYMM}` table on the shard + Σ `amount` of the user's
+/// withdrawals in [`HOLDING_WITHDRAWAL_STATUSES`] (`amount` includes the fee:
+/// `actual_amount = amount − fee`). Also reports open orders holding a negative amount
+/// and final orders ([`FINAL_ORDER_STATUSES`]) still holding funds.
+///
+/// Exact per shard at any time, also while orders are placed and settled: placement
+/// and settlement change the balance and the order row in one transaction, and each
+/// shard is read in one consistent snapshot on one connection.
+///
+/// Also counted: outgoing transfers whose TCC source branch is `tried` (frozen by Try,
+/// not yet spent by Confirm nor released by Cancel).
+///
+/// # Errors
+/// Database errors naming the shard; values that cannot be held exactly.
+pub async fn frozen_vs_open_orders(shards: &ShardMap) -> Result<FrozenReport, RouterError> {
+    frozen_vs_open_orders_with(shards, |_, _| {}).await
+}
+
+/// [`frozen_vs_open_orders`], calling `progress(shard, message)` after each shard.
+///
+/// # Errors
+/// As [`frozen_vs_open_orders`].
+pub async fn frozen_vs_open_orders_with(
+    shards: &ShardMap,
+    mut progress: impl FnMut(ShardId, &str),
+) -> Result<FrozenReport, RouterError> {
+    let mut report = FrozenReport::default();
+    for (shard, _) in shards.iter() {
+        let r = frozen_on_shard(shards, shard).await?;
+        progress(
+            shard,
+            &format!(
+                "frozen: {} (user, asset) checked, {} order tables, {} open orders, {} withdrawals holding, {} offenders",
+                r.pairs_checked,
+                r.order_tables,
+                r.open_orders,
+                r.holding_withdrawals,
+                r.mismatches.len() + r.bad_orders.len()
+            ),
+        );
+        report.merge(r);
+    }
+    Ok(report)
+}
+
+/// [`frozen_vs_open_orders`] for one shard.
+///
+/// # Errors
+/// As [`frozen_vs_open_orders`]; [`RouterError::NoSuchShard`].
+pub async fn frozen_on_shard(
+    shards: &ShardMap,
+    shard: ShardId,
+) -> Result<FrozenReport, RouterError> {
+    let place = |e| RouterError::db_on_shard(shard.get(), e);
+    // the names come from a REGEXP on the catalog ([A-Z0-9] symbol, 6 digits), so they
+    // are safe to splice; listed before the snapshot starts (DDL is not snapshotted)
+    let tables: Vec<String> = shards
+        .month_tables(shard)
+        .await?
+        .into_iter()
+        .filter(|t| t.starts_with("orders_"))
+        .collect();
+    let mut conn = shards.pool(shard)?.acquire().await.map_err(place)?;
+    // applies to the next transaction only: no session state leaks into the pool
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *conn)
+        .await
+        .map_err(place)?;
+    let mut tx = conn
+        .begin_with("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(place)?;
+
+    let mut report = FrozenReport {
+        shards: 1,
+        order_tables: tables.len(),
+        ..FrozenReport::default()
+    };
+    // (user, asset) → [orders part, withdrawals part, transfers part]
+    let mut holds = Holds::new();
+    let open = in_list(&OPEN_ORDER_STATUSES);
+    let fin = in_list(&FINAL_ORDER_STATUSES);
+    for table in &tables {
+        report.open_orders += add_holds(
+            &mut tx,
+            shard,
+            &format!(
+                "SELECT user_id, frozen_currency, COUNT(*), CAST(SUM(frozen_amount) AS CHAR) FROM `{table}` \
+                 WHERE status IN ({open}) GROUP BY user_id, frozen_currency"
+            ),
+            &mut holds,
+            0,
+        )
+        .await?;
+        // what an open order still needs, by the placement's freezing rules (the
+        // settlers keep it so: a buy filled below its limit gets the difference back)
+        let needs = "CASE WHEN type IN ('limit', 'limit_maker', 'stop_loss_limit', 'take_profit_limit') \
+                       THEN IF(side = 'buy', price * (quantity - filled_quantity), quantity - filled_quantity) \
+                     WHEN side = 'sell' THEN quantity - filled_quantity \
+                     ELSE quote_quantity - filled_amount END";
+        type Bad = (u64, u64, String, String, String, Option<String>);
+        let bad: Vec<Bad> = sqlx::query_as(&format!(
+            "SELECT order_id, user_id, CAST(status AS CHAR), frozen_currency, CAST(frozen_amount AS CHAR), \
+                    CAST(({needs}) AS CHAR) \
+             FROM `{table}` WHERE (status IN ({open}) AND (frozen_amount < 0 \
+                    OR NOT (frozen_amount <=> ({needs})))) \
+                OR (status IN ({fin}) AND frozen_amount <> 0) ORDER BY order_id"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(place)?;
+        for (order_id, user_id, status, asset, frozen, needs) in bad {
+            let frozen_amount = Amount::from_db_str(&frozen)?;
+            let open = OPEN_ORDER_STATUSES.contains(&status.as_str());
+            let problem = if !open {
+                OrderHoldProblem::FinalStillHolds
+            } else if frozen_amount.is_negative() {
+                OrderHoldProblem::NegativeOpen
+            } else {
+                OrderHoldProblem::NotWhatItNeeds
+            };
+            // a product finer than the ledger's 18 places is not a valid hold either:
+            // shown as it is, not rounded
+            let needs = match needs.filter(|_| problem == OrderHoldProblem::NotWhatItNeeds) {
+                // a product has 36 places: its trailing zeros go, nothing else
+                Some(n) if n.contains('.') => {
+                    Amount::from_db_str(n.trim_end_matches('0').trim_end_matches('.')).ok()
+                }
+                Some(n) => Amount::from_db_str(&n).ok(),
+                None => None,
+            };
+            report.bad_orders.push(BadOrderHold {
+                shard,
+                table: table.clone(),
+                order_id,
+                user_id,
+                status,
+                asset,
+                frozen_amount,
+                needs,
+                problem,
+            });
+        }
+    }
+    report.holding_withdrawals = add_holds(
+        &mut tx,
+        shard,
+        &format!(
+            "SELECT user_id, currency, COUNT(*), CAST(SUM(amount) AS CHAR) FROM withdrawals \
+             WHERE status IN ({}) GROUP BY user_id, currency",
+            in_list(&HOLDING_WITHDRAWAL_STATUSES)
+        ),
+        &mut holds,
+        1,
+    )
+    .await?;
+    report.holding_transfers = add_holds(
+        &mut tx,
+        shard,
+        "SELECT user_id, currency, COUNT(*), CAST(SUM(amount) AS CHAR) FROM transfers \
+         WHERE branch = 'source' AND status = 'tried' GROUP BY user_id, currency",
+        &mut holds,
+        2,
+    )
+    .await?;
+
+    // every spot row is compared; only the non-zero ones need to be read (a zero row
+    // with no holds matches, one with holds is found through the holds below)
+    let (rows_total,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM account_balances WHERE account_type = 'spot'")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(place)?;
+    report.pairs_checked = u64::try_from(rows_total).unwrap_or_default();
+    let frozen_rows: Vec<(u64, String, String)> = sqlx::query_as(
+        "SELECT user_id, currency, CAST(frozen AS CHAR) FROM account_balances \
+         WHERE account_type = 'spot' AND frozen <> 0",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(place)?;
+    let mut frozen: BTreeMap<(u64, String), Amount> = BTreeMap::new();
+    for (user, asset, f) in frozen_rows {
+        frozen.insert((user, asset), Amount::from_db_str(&f)?);
+    }
+    let keys: BTreeSet<(u64, String)> = frozen.keys().chain(holds.keys()).cloned().collect();
+    for key in keys {
+        let [orders_part, withdrawals_part, transfers_part] =
+            holds.get(&key).copied().unwrap_or_default();
+        let expected = orders_part
+            .checked_add(withdrawals_part)?
+            .checked_add(transfers_part)?;
+        let frozen_balance = match frozen.get(&key) {
+            Some(f) => *f,
+            None => {
+                // frozen is zero: count the pair if it has no balance row at all
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM account_balances \
+                     WHERE user_id = ? AND currency = ? AND account_type = 'spot'",
+                )
+                .bind(key.0)
+                .bind(&key.1)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(place)?;
+                if n == 0 {
+                    report.pairs_checked += 1;
+                }
+                Amount::ZERO
+            }
+        };
+        if frozen_balance != expected {
+            report.mismatches.push(FrozenMismatch {
+                shard,
+                user_id: key.0,
+                asset: key.1,
+                frozen_balance,
+                expected,
+                orders_part,
+                withdrawals_part,
+                transfers_part,
+            });
+        }
+    }
+    tx.commit().await.map_err(place)?;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------- trade halves ---
+
+/// Totals of one side's rows of one trades table over all shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct HalfTotals {
+    /// Rows.
+    pub count: u64,
+    /// Σ `trade_id` (catches halves of different trades with equal sums).
+    pub trade_ids: u128,
+    /// Σ `price`.
+    pub price: Amount,
+    /// Σ `quantity`.
+    pub quantity: Amount,
+    /// Σ `amount`.
+    pub amount: Amount,
+}
+
+/// One `trades_{SYMBOL}_{YYYYMM}` table over all shards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableHalves {
+    /// The table name.
+    pub table: String,
+    /// `buy` rows over all shards; `None` when a sum left the range of
+    /// [`Amount`] (the table is then checked trade by trade).
+    pub buy: Option<HalfTotals>,
+    /// `sell` rows over all shards, as `buy`.
+    pub sell: Option<HalfTotals>,
+    /// Whether the totals disagreed (or could not be summed) and the table was
+    /// checked trade by trade.
+    pub checked_per_trade: bool,
+}
+
+/// What is wrong with a trade's halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HalfProblem {
+    /// A sell row without a buy row.
+    MissingBuy,
+    /// A buy row without a sell row.
+    MissingSell,
+    /// More than one row of one side (on different shards).
+    Duplicate,
+    /// One buy and one sell row with different price, quantity or amount.
+    Disagree,
+}
+
+/// One row of a trade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TradeHalf {
+    /// The shard holding the row.
+    pub shard: ShardId,
+    /// `buy` or `sell`.
+    pub side: String,
+    /// The row's user.
+    pub user_id: u64,
+    /// Price.
+    pub price: Amount,
+    /// Quantity.
+    pub quantity: Amount,
+    /// Amount (quote).
+    pub amount: Amount,
+}
+
+/// A trade whose halves do not pair up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TradeHalfOffender {
+    /// The trades table.
+    pub table: String,
+    /// The trade.
+    pub trade_id: u64,
+    /// What is wrong.
+    pub problem: HalfProblem,
+    /// Every row of the trade found, over all shards.
+    pub halves: Vec<TradeHalf>,
+}
+
+/// Result of [`trade_halves`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TradeHalvesReport {
+    /// Every trades table found on any shard, by name.
+    pub tables: Vec<TableHalves>,
+    /// Trades whose halves do not pair up, by table and trade id.
+    pub offenders: Vec<TradeHalfOffender>,
+    /// Halves stored on another shard than their user's (at most 100 per table and
+    /// shard are listed).
+    pub misplaced: Vec<MisplacedHalf>,
+}
+
+/// A trade half on a shard its user does not live on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MisplacedHalf {
+    /// Where it is.
+    pub shard: ShardId,
+    /// The `trades_{SYMBOL}_{YYYYMM}` table.
+    pub table: String,
+    /// Trade id.
+    pub trade_id: u64,
+    /// `buy` / `sell`.
+    pub side: String,
+    /// Its user.
+    pub user_id: u64,
+    /// The user's shard (`user_id % shard count`).
+    pub belongs_on: ShardId,
+}
+
+impl TradeHalvesReport {
+    /// Whether every trade has exactly one matching buy and sell half, each on its
+    /// user's shard.
+    pub fn holds(&self) -> bool {
+        self.offenders.is_empty() && self.misplaced.is_empty()
+    }
+
+    /// `buy` rows over all tables and shards.
+    pub fn buy_halves(&self) -> u64 {
+        self.tables
+            .iter()
+            .filter_map(|t| t.buy.map(|b| b.count))
+            .sum()
+    }
+
+    /// `sell` rows over all tables and shards.
+    pub fn sell_halves(&self) -> u64 {
+        self.tables
+            .iter()
+            .filter_map(|t| t.sell.map(|s| s.count))
+            .sum()
+    }
+
+    /// The entry of one table.
+    pub fn table(&self, name: &str) -> Option<&TableHalves> {
+        self.tables.iter().find(|t| t.table == name)
+    }
+}
+
+/// Every trade in every `trades_{SYMBOL}_{YYYYMM}` table has exactly one `buy` row
+/// and one `sell` row over all shards (the buyer's shard holds the buy half, the
+/// seller's the sell half), with equal price, quantity and amount.
+///
+/// Per table, each shard first sends per-side COUNT and Σ of trade id, price,
+/// quantity and amount; when buy and sell agree in all of them over all shards the
+/// table passes, otherwise every row of the table is loaded from every shard and the
+/// offending trades are returned. (Defects that cancel out in all five sums at once
+/// pass the first step.)
+///
+/// Exact only when the pipeline is quiescent across shards: the two halves of a trade
+/// are written by two shards' settlers in two transactions.
+///
+/// # Errors
+/// Database errors naming the shard; values that cannot be held exactly.
+pub async fn trade_halves(shards: &ShardMap) -> Result<TradeHalvesReport, RouterError> {
+    trade_halves_with(shards, |_, _| {}).await
+}
+
+/// Per-side totals of one shard's table (`None` = a sum out of range).
+type ShardSides = BTreeMap<String, Option<HalfTotals>>;
+
+/// Totals from the text of the sums (`None` when one is out of range).
+fn parse_totals(count: u64, ids: &str, price: &str, qty: &str, amount: &str) -> Option<HalfTotals> {
+    Some(HalfTotals {
+        count,
+        trade_ids: ids.parse().ok()?,
+        price: Amount::from_db_str(price).ok()?,
+        quantity: Amount::from_db_str(qty).ok()?,
+        amount: Amount::from_db_str(amount).ok()?,
+    })
+}
+
+fn add_totals(a: Option<HalfTotals>, b: Option<HalfTotals>) -> Option<HalfTotals> {
+    let (a, b) = (a?, b?);
+    Some(HalfTotals {
+        count: a.count + b.count,
+        trade_ids: a.trade_ids.checked_add(b.trade_ids)?,
+        price: a.price.checked_add(b.price).ok()?,
+        quantity: a.quantity.checked_add(b.quantity).ok()?,
+        amount: a.amount.checked_add(b.amount).ok()?,
+    })
+}
+
+/// [`trade_halves`], calling `progress(shard, message)` after each shard's totals and
+/// before a table is checked trade by trade.
+///
+/// # Errors
+/// As [`trade_halves`].
+pub async fn trade_halves_with(
+    shards: &ShardMap,
+    mut progress: impl FnMut(ShardId, &str),
+) -> Result<TradeHalvesReport, RouterError> {
+    // table → (buy, sell) over all shards
+    let mut totals: BTreeMap<String, (Option<HalfTotals>, Option<HalfTotals>)> = BTreeMap::new();
+    let mut present: BTreeMap<String, BTreeSet<ShardId>> = BTreeMap::new();
+    let mut misplaced: Vec<MisplacedHalf> = Vec::new();
+    for (shard, pool) in shards.iter() {
+        let place = |e| RouterError::db_on_shard(shard.get(), e);
+        let tables: Vec<String> = shards
+            .month_tables(shard)
+            .await?
+            .into_iter()
+            .filter(|t| t.starts_with("trades_"))
+            .collect();
+        let mut rows_here = 0u64;
+        for table in &tables {
+            present.entry(table.clone()).or_default().insert(shard);
+            let rows: Vec<(String, i64, String, String, String, String)> = sqlx::query_as(&format!(
+                "SELECT CAST(side AS CHAR), COUNT(*), CAST(SUM(trade_id) AS CHAR), CAST(SUM(price) AS CHAR), \
+                        CAST(SUM(quantity) AS CHAR), CAST(SUM(amount) AS CHAR) \
+                 FROM `{table}` GROUP BY side"
+            ))
+            .fetch_all(pool)
+            .await
+            .map_err(place)?;
+            let mut sides: ShardSides = BTreeMap::new();
+            for (side, n, ids, price, qty, amount) in rows {
+                let count = u64::try_from(n).unwrap_or_default();
+                rows_here += count;
+                sides.insert(side, parse_totals(count, &ids, &price, &qty, &amount));
+            }
+            let count = shards.count();
+            let wrong: Vec<(u64, String, u64)> = sqlx::query_as(&format!(
+                "SELECT trade_id, CAST(side AS CHAR), user_id FROM `{table}` \
+                 WHERE user_id % {count} <> {} ORDER BY trade_id LIMIT 100",
+                shard.get()
+            ))
+            .fetch_all(pool)
+            .await
+            .map_err(place)?;
+            misplaced.extend(
+                wrong
+                    .into_iter()
+                    .map(|(trade_id, side, user_id)| MisplacedHalf {
+                        shard,
+                        table: table.clone(),
+                        trade_id,
+                        side,
+                        user_id,
+                        belongs_on: ShardId::new(
+                            u16::try_from(user_id % u64::from(count.max(1))).unwrap_or(u16::MAX),
+                        ),
+                    }),
+            );
+            let entry = totals
+                .entry(table.clone())
+                .or_insert((Some(HalfTotals::default()), Some(HalfTotals::default())));
+            let zero = Some(HalfTotals::default());
+            entry.0 = add_totals(entry.0, sides.get("buy").copied().unwrap_or(zero));
+            entry.1 = add_totals(entry.1, sides.get("sell").copied().unwrap_or(zero));
+        }
+        progress(
+            shard,
+            &format!(
+                "trade halves: {} trades tables, {rows_here} halves",
+                tables.len()
+            ),
+        );
+    }
+
+    let mut report = TradeHalvesReport {
+        misplaced,
+        ..TradeHalvesReport::default()
+    };
+    for (table, (buy, sell)) in totals {
+        let agree = matches!((buy, sell), (Some(b), Some(s)) if b == s);
+        if !agree {
+            let on = present.get(&table).cloned().unwrap_or_default();
+            if let Some(first) = on.first() {
+                progress(
+                    *first,
+                    &format!("{table}: buy and sell totals differ, checking trade by trade on every shard"),
+                );
+            }
+            report
+                .offenders
+                .extend(per_trade(shards, &table, &on).await?);
+        }
+        report.tables.push(TableHalves {
+            table,
+            buy,
+            sell,
+            checked_per_trade: !agree,
+        });
+    }
+    Ok(report)
+}
+
+/// Loads every row of `table` from the shards that have it and pairs them by trade id.
+async fn per_trade(
+    shards: &ShardMap,
+    table: &str,
+    on: &BTreeSet<ShardId>,
+) -> Result<Vec<TradeHalfOffender>, RouterError> {
+    let mut by_trade: BTreeMap<u64, Vec<TradeHalf>> = BTreeMap::new();
+    for &shard in on {
+        type Row = (u64, String, u64, String, String, String);
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT trade_id, CAST(side AS CHAR), user_id, CAST(price AS CHAR), \
+                    CAST(quantity AS CHAR), CAST(amount AS CHAR) FROM `{table}`"
+        ))
+        .fetch_all(shards.pool(shard)?)
+        .await
+        .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
+        for (trade_id, side, user_id, price, quantity, amount) in rows {
+            by_trade.entry(trade_id).or_default().push(TradeHalf {
+                shard,
+                side,
+                user_id,
+                price: Amount::from_db_str(&price)?,
+                quantity: Amount::from_db_str(&quantity)?,
+                amount: Amount::from_db_str(&amount)?,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for (trade_id, halves) in by_trade {
+        let buys: Vec<&TradeHalf> = halves.iter().filter(|h| h.side == "buy").collect();
+        let sells: Vec<&TradeHalf> = halves.iter().filter(|h| h.side == "sell").collect();
+        let problem = match (buys.as_slice(), sells.as_slice()) {
+            ([b], [s]) if (b.price, b.quantity, b.amount) == (s.price, s.quantity, s.amount) => {
+                continue
+            }
+            ([_], [_]) => HalfProblem::Disagree,
+            ([], _) => HalfProblem::MissingBuy,
+            (_, []) => HalfProblem::MissingSell,
+            _ => HalfProblem::Duplicate,
+        };
+        out.push(TradeHalfOffender {
+            table: table.to_owned(),
+            trade_id,
+            problem,
+            halves,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,14 @@
+//! Trading on the user's shard: what the gateway calls to place and cancel orders.
+//!
+//! * [`placement`] — validate, freeze, order row, client-id row, ledger and outbox row
+//!   in one local transaction (idempotent by client order id), grouped per shard;
+//!   cancel requests; the symbol configuration read from meta;
+//! * [`readers`] — orders by id, by client order id, and a user's orders by cursor;
+//! * [`outbox`] — the outbox insert (commit-ordered seqs), published by the relay.
+//!
+//! Balances and ledger rows are written through `ledger`; this crate never links a
+//! Kafka client.
+
+pub mod outbox;
+pub mod placement;
+pub mod readers;
