@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Pipeline throughput against the physical reference, in one invocation:
-#   1. `engine bench` closed loop: concurrent crossing placements through group commit,
+#   1. `loadtest bench` closed loop: concurrent crossing placements through group commit,
 #      the outbox relays, the matching service and the settlers on the 4 local shards
 #      (in its own databases), for SECONDS; prints settled orders/s and ack latency, and
 #      the CPU seconds used by MariaDB (4 servers), the broker (tansu) and the engine
 #      process over the run (the broker's share of the machine);
-#   2. `engine bench --rate` open loop at half the rate measured in 1: ack latency at
+#   2. `loadtest bench --rate` open loop at half the rate measured in 1: ack latency at
 #      half load (goal p99 < 10 ms);
 #   3. `sysbench oltp_update_index` on the same 4 shard servers for the same SECONDS
 #      (THREADS per shard, all shards at once): the TPS of one small fsync'ed
@@ -27,7 +27,7 @@ threads=${SYSBENCH_THREADS:-16}
 scripts/stack.sh start >/dev/null
 note_engine_running
 log "building the engine (release)"
-cargo build --release --quiet -p engine --bin engine
+cargo build --release --quiet -p loadtest
 
 # CPU seconds (user + system) of the processes named $1, from /proc
 cpu_of() {
@@ -42,7 +42,7 @@ tick=$(getconf CLK_TCK)
 
 log "pipeline, closed loop: $seconds s, $concurrency placing tasks"
 db0=$(cpu_of mariadbd) broker0=$(cpu_of tansu) t0=$(date +%s.%N)
-out=$(RUST_LOG=warn "$CARGO_TARGET_DIR/release/engine" bench --seconds "$seconds" --concurrency "$concurrency")
+out=$(RUST_LOG=warn "$CARGO_TARGET_DIR/release/loadtest" bench --seconds "$seconds" --concurrency "$concurrency")
 db1=$(cpu_of mariadbd) broker1=$(cpu_of tansu) t1=$(date +%s.%N)
 printf '%s\n' "$out"
 result=$(grep '^RESULT' <<<"$out")
@@ -53,7 +53,7 @@ engine_cpu=$(field engine_cpu_s "$result")
 
 half=$(python3 -c "print(max(1, int(float('${acked:-0}') / 2)))")
 log "pipeline, open loop at half that rate: $half placements/s for $seconds s"
-out_half=$(RUST_LOG=warn "$CARGO_TARGET_DIR/release/engine" bench --seconds "$seconds" --concurrency "$concurrency" --rate "$half")
+out_half=$(RUST_LOG=warn "$CARGO_TARGET_DIR/release/loadtest" bench --seconds "$seconds" --concurrency "$concurrency" --rate "$half")
 printf '%s\n' "$out_half"
 half_result=$(grep '^RESULT' <<<"$out_half")
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-shard transfer throughput against the physical reference, in one invocation:
-#   1. `bench_transfers` (release): CONCURRENCY tasks transferring USDT between users on
+#   1. `loadtest transfers` (release): CONCURRENCY tasks transferring USDT between users on
 #      two different shards (TCC: global row, Try ×2, Confirm ×2) for SECONDS, in its
 #      own databases; transfers/s and p50/p99/p99.9 latency; the audit must hold;
 #   2. `sysbench oltp_update_index` on the same 4 shard servers for the same SECONDS;
@@ -19,8 +19,8 @@ concurrency=${2:-64}
 scripts/stack.sh start >/dev/null
 note_engine_running
 log "building the transfer bench (release)"
-cargo build --release --quiet -p router --example bench_transfers
-out=$(RUST_LOG=warn "$CARGO_TARGET_DIR/release/examples/bench_transfers" "$seconds" "$concurrency" 1000)
+cargo build --release --quiet -p loadtest
+out=$(RUST_LOG=warn "$CARGO_TARGET_DIR/release/loadtest" transfers --seconds "$seconds" --concurrency "$concurrency" --users 1000)
 printf '%s\n' "$out"
 rate=$(sed -n 's/^RESULT transfers_per_s=\([0-9]*\).*/\1/p' <<<"$out")
 tps=$(scripts/sysbench-ref.sh "$seconds")

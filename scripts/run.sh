@@ -21,7 +21,7 @@ step "service stack (MariaDB x$EXCHANGE_SHARDS, Redis, Kafka, Mongo, S3)"
 scripts/stack.sh start
 
 step "building shardctl and engine (the first build takes several minutes on 2 cores)"
-cargo build --quiet -p router --bin shardctl -p engine --bin engine
+cargo build --quiet -p shardctl -p engine -p loadtest
 shardctl="$CARGO_TARGET_DIR/debug/shardctl"
 
 step "migrations (meta + every shard)"
@@ -46,7 +46,7 @@ scripts/engine.sh stop
 scripts/engine.sh start
 
 step "demo: users on all four shards trade BTCUSDT through the whole pipeline"
-"$CARGO_TARGET_DIR/debug/engine" demo
+"$CARGO_TARGET_DIR/debug/loadtest" demo
 
 step "demo: money across shards — a deposit seen on the (simulated) chain, credited at its confirmations"
 txid="demo-$(date +%s)-$RANDOM"

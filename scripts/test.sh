@@ -33,6 +33,9 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "dependency rule (scripts/check-deps.py)"
+python3 scripts/check-deps.py
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 

@@ -33,6 +33,7 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use domain::{Amount, Asset, OrderId, OrderStatus, ShardId, Side, Symbol, UserId};
+use ledger::balances::text::{self, Delta, LedgerRow};
 use router::{RouterError, TableName, TableRouter};
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
@@ -967,36 +968,14 @@ impl Settler {
         // CHECK (available >= 0 AND frozen >= 0) guards every result. (Not INSERT ... ON
         // DUPLICATE KEY UPDATE: MariaDB checks the constraint on the would-be-inserted
         // deltas first, and a negative delta is normal here.)
-        if !updates.is_empty() {
-            sql.raw("UPDATE account_balances b JOIN (");
-            for (i, ((u, a), da, df)) in updates.iter().enumerate() {
-                sql.raw(if i == 0 {
-                    "SELECT "
-                } else {
-                    " UNION ALL SELECT "
-                });
-                sql.int(*u).raw(" AS u, ").str(a.as_str()).raw(" AS c, ");
-                sql.dec(*da).raw(" AS da, ").dec(*df).raw(" AS df");
-            }
-            sql.raw(
-                ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
-                 SET b.available = b.available + CAST(v.da AS DECIMAL(36,18)), \
-                     b.frozen = b.frozen + CAST(v.df AS DECIMAL(36,18)), b.version = b.version + 1;\n",
-            );
-        }
-        if !inserts.is_empty() {
-            sql.raw("INSERT INTO account_balances (user_id, currency, available, frozen) VALUES ");
-            sql.tuples(&inserts, |q, ((u, a), da, df)| {
-                q.int(*u)
-                    .comma()
-                    .str(a.as_str())
-                    .comma()
-                    .dec(*da)
-                    .comma()
-                    .dec(*df);
-            });
-            sql.raw(";\n");
-        }
+        let delta = |((user, asset), available, frozen): &((u64, Asset), Amount, Amount)| Delta {
+            user: *user,
+            asset: *asset,
+            available: *available,
+            frozen: *frozen,
+        };
+        text::add_to_rows(sql, &updates.iter().map(delta).collect::<Vec<_>>());
+        text::insert_rows(sql, &inserts.iter().map(delta).collect::<Vec<_>>());
         // ledger rows with the running available balance
         let mut running: BTreeMap<(u64, Asset), Amount> =
             before.iter().map(|(k, (a, _))| (*k, *a)).collect();
@@ -1013,25 +992,18 @@ impl Settler {
                 rows.push((l, amount, *a));
             }
         }
-        if !rows.is_empty() {
-            sql.raw("INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES ");
-            sql.tuples(&rows, |q, (l, amount, after)| {
-                q.int(l.user)
-                    .comma()
-                    .str(l.asset.as_str())
-                    .comma()
-                    .str(l.kind)
-                    .comma();
-                q.dec(*amount)
-                    .comma()
-                    .dec(*after)
-                    .comma()
-                    .str(&l.ref_type)
-                    .comma();
-                q.int(l.ref_id);
-            });
-            sql.raw(";\n");
-        }
+        text::ledger_rows(
+            sql,
+            rows.iter().map(|(l, amount, after)| LedgerRow {
+                user: l.user,
+                asset: l.asset,
+                kind: l.kind,
+                amount: *amount,
+                balance_after: *after,
+                ref_type: &l.ref_type,
+                ref_id: l.ref_id,
+            }),
+        );
         Ok(after)
     }
 }

@@ -301,3 +301,165 @@ pub async fn ledger_on(
     .map_err(|e| RouterError::db_on_shard(shard, e))?;
     Ok(())
 }
+
+/// The SQL text of balance and ledger writes that batched writers (placement's group
+/// commit, the settler, TCC batches) splice into their multi-statement transactions.
+/// The statements on `account_balances` and `account_transactions` are written here
+/// and nowhere else; the callers decide *what* moves, this module *how* it is written.
+///
+/// Every amount goes in as an exact `DECIMAL(36,18)` literal ([`Sql::dec`]); the
+/// table's `CHECK (available >= 0 AND frozen >= 0)` guards every result.
+pub mod text {
+    use domain::{Amount, Asset};
+    use router::sqltext::Sql;
+
+    /// One row of the ledger (`account_transactions`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LedgerRow<'a> {
+        /// The user.
+        pub user: u64,
+        /// The asset.
+        pub asset: Asset,
+        /// `freeze`, `unfreeze`, `trade`, `fee`, `deposit`, `transfer_out`, ….
+        pub kind: &'a str,
+        /// The signed change this row records.
+        pub amount: Amount,
+        /// The available balance after it.
+        pub balance_after: Amount,
+        /// What caused it (`order`, `trade`, `transfer`, …).
+        pub ref_type: &'a str,
+        /// Its id.
+        pub ref_id: u64,
+    }
+
+    /// One freeze of an optimistic-lock batch: move `amount` from available to frozen
+    /// if the row still has `version` and enough available.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct VersionedFreeze {
+        /// The user.
+        pub user: u64,
+        /// The asset.
+        pub asset: Asset,
+        /// How much (positive).
+        pub amount: Amount,
+        /// The version read under the row lock.
+        pub version: u64,
+    }
+
+    /// A signed change of one balance row.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Delta {
+        /// The user.
+        pub user: u64,
+        /// The asset.
+        pub asset: Asset,
+        /// Change of available.
+        pub available: Amount,
+        /// Change of frozen.
+        pub frozen: Amount,
+    }
+
+    /// The versioned freeze of every row in `freezes`, one statement (nothing when
+    /// empty). A row whose version moved or whose available is short is left as it
+    /// was: the caller checks the affected-row count.
+    pub fn versioned_freezes(sql: &mut Sql, freezes: &[VersionedFreeze]) {
+        if freezes.is_empty() {
+            return;
+        }
+        sql.raw("UPDATE account_balances b JOIN (");
+        for (i, f) in freezes.iter().enumerate() {
+            sql.raw(if i == 0 {
+                "SELECT "
+            } else {
+                " UNION ALL SELECT "
+            });
+            sql.int(f.user)
+                .raw(" AS u, ")
+                .str(f.asset.as_str())
+                .raw(" AS c, ");
+            sql.dec(f.amount)
+                .raw(" AS amt, ")
+                .int(f.version)
+                .raw(" AS ver");
+        }
+        sql.raw(
+            ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
+             SET b.available = b.available - CAST(v.amt AS DECIMAL(36,18)), \
+                 b.frozen = b.frozen + CAST(v.amt AS DECIMAL(36,18)), b.version = b.version + 1 \
+             WHERE b.version = v.ver AND b.available >= CAST(v.amt AS DECIMAL(36,18));\n",
+        );
+    }
+
+    /// Adds each delta to its existing row (rows locked by the caller), one statement.
+    pub fn add_to_rows(sql: &mut Sql, deltas: &[Delta]) {
+        if deltas.is_empty() {
+            return;
+        }
+        sql.raw("UPDATE account_balances b JOIN (");
+        for (i, d) in deltas.iter().enumerate() {
+            sql.raw(if i == 0 {
+                "SELECT "
+            } else {
+                " UNION ALL SELECT "
+            });
+            sql.int(d.user)
+                .raw(" AS u, ")
+                .str(d.asset.as_str())
+                .raw(" AS c, ");
+            sql.dec(d.available)
+                .raw(" AS da, ")
+                .dec(d.frozen)
+                .raw(" AS df");
+        }
+        sql.raw(
+            ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
+             SET b.available = b.available + CAST(v.da AS DECIMAL(36,18)), \
+                 b.frozen = b.frozen + CAST(v.df AS DECIMAL(36,18)), b.version = b.version + 1;\n",
+        );
+    }
+
+    /// Inserts new rows holding the deltas as their balances, one statement. (Not
+    /// `INSERT … ON DUPLICATE KEY UPDATE`: MariaDB checks the constraint on the
+    /// would-be-inserted deltas first, and a negative delta is normal for an update.)
+    pub fn insert_rows(sql: &mut Sql, rows: &[Delta]) {
+        if rows.is_empty() {
+            return;
+        }
+        sql.raw("INSERT INTO account_balances (user_id, currency, available, frozen) VALUES ");
+        sql.tuples(rows, |q, d| {
+            q.int(d.user)
+                .comma()
+                .str(d.asset.as_str())
+                .comma()
+                .dec(d.available)
+                .comma()
+                .dec(d.frozen);
+        });
+        sql.raw(";\n");
+    }
+
+    /// One multi-row insert of `rows` into the ledger (nothing when empty).
+    pub fn ledger_rows<'a>(sql: &mut Sql, rows: impl IntoIterator<Item = LedgerRow<'a>>) {
+        let rows: Vec<LedgerRow<'a>> = rows.into_iter().collect();
+        if rows.is_empty() {
+            return;
+        }
+        sql.raw("INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES ");
+        sql.tuples(&rows, |q, r| {
+            q.int(r.user)
+                .comma()
+                .str(r.asset.as_str())
+                .comma()
+                .str(r.kind)
+                .comma();
+            q.dec(r.amount)
+                .comma()
+                .dec(r.balance_after)
+                .comma()
+                .str(r.ref_type)
+                .comma();
+            q.int(r.ref_id);
+        });
+        sql.raw(";\n");
+    }
+}

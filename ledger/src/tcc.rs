@@ -674,152 +674,19 @@ impl Tcc {
     // (`router::sqltext`): 1. begin, barrier, locking reads; 2. the writes (checked);
     // 3. commit. Dropped midway (an error), the connection is closed: rolled back.
 
-    async fn try_source_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let (shard, mut tx) = self.text_tx(leg.from).await?;
-        let mut sql = Sql::new();
-        sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, 0, leg.gid, SOURCE, "try", "normal");
-        balance_sql(&mut sql, leg.from, &leg.asset);
-        let ran = run(&mut tx, shard, &sql).await?;
-        if let Some(r) = barrier_outcome(&ran, true)? {
-            finish(&mut tx, shard, "COMMIT").await?;
-            return Ok(r);
-        }
-        let balance = balance_of(&ran, leg.from)?;
-        let (available, _, version) = balance.unwrap_or((Amount::ZERO, Amount::ZERO, 0));
-        if balance.is_none() || available.get() < leg.amount.get() {
-            finish(&mut tx, shard, "ROLLBACK").await?;
-            return Err(TransferError::Insufficient {
-                asset: leg.asset,
-                available,
-            });
-        }
-        let after = available.checked_sub(leg.amount)?;
-        let mut sql = Sql::new();
-        sql.raw("UPDATE account_balances SET available = available - ")
-            .dec(leg.amount)
-            .raw(", frozen = frozen + ")
-            .dec(leg.amount)
-            .raw(", version = version + 1 WHERE user_id = ")
-            .int(leg.from.get())
-            .raw(" AND currency = ")
-            .str(leg.asset.as_str())
-            .raw(" AND account_type = 'spot' AND version = ")
-            .int(version)
-            .raw(" AND available >= ")
-            .dec(leg.amount)
-            .raw(";\n");
-        transfer_row_sql(
-            &mut sql, leg.gid, SOURCE, leg.from, leg.to, &leg.asset, leg.amount, "tried",
-        );
-        ledger_sql(
-            &mut sql,
-            leg.from,
-            &leg.asset,
-            "freeze",
-            -leg.amount,
-            after,
-            leg.gid,
-        );
-        let ran = run(&mut tx, shard, &sql).await?;
-        expect_one(
-            &ran,
-            0,
-            leg.gid,
-            "the source balance changed under its lock",
-        )?;
-        finish(&mut tx, shard, "COMMIT").await?;
-        Ok(BranchResult::Done)
-    }
-
-    async fn try_target_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let (shard, mut tx) = self.text_tx(leg.to).await?;
-        let mut sql = Sql::new();
-        sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, 0, leg.gid, TARGET, "try", "normal");
-        let ran = run(&mut tx, shard, &sql).await?;
-        if let Some(r) = barrier_outcome(&ran, true)? {
-            finish(&mut tx, shard, "COMMIT").await?;
-            return Ok(r);
-        }
-        let mut sql = Sql::new();
-        transfer_row_sql(
-            &mut sql, leg.gid, TARGET, leg.to, leg.from, &leg.asset, leg.amount, "tried",
-        );
-        sql.raw("COMMIT");
-        run(&mut tx, shard, &sql).await?;
-        tx.finish();
-        Ok(BranchResult::Done)
-    }
-
-    async fn confirm_source_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let (shard, mut tx) = self.text_tx(leg.from).await?;
-        let mut sql = Sql::new();
-        sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, 0, leg.gid, SOURCE, "confirm", "normal");
-        balance_sql(&mut sql, leg.from, &leg.asset);
-        let ran = run(&mut tx, shard, &sql).await?;
-        if barrier_outcome(&ran, false)?.is_some() {
-            finish(&mut tx, shard, "COMMIT").await?;
-            return Ok(BranchResult::Repeated);
-        }
-        let (available, _, _) = balance_of(&ran, leg.from)?
-            .ok_or_else(|| inconsistent(leg.gid, "the source has no balance row"))?;
-        let mut sql = Sql::new();
-        transition_sql(&mut sql, leg.gid, SOURCE, "tried", "confirmed");
-        sql.raw("UPDATE account_balances SET frozen = frozen - ")
-            .dec(leg.amount)
-            .raw(", version = version + 1 WHERE user_id = ")
-            .int(leg.from.get())
-            .raw(" AND currency = ")
-            .str(leg.asset.as_str())
-            .raw(" AND account_type = 'spot' AND frozen >= ")
-            .dec(leg.amount)
-            .raw(";\n");
-        ledger_sql(
-            &mut sql,
-            leg.from,
-            &leg.asset,
-            "transfer",
-            -leg.amount,
-            available,
-            leg.gid,
-        );
-        let ran = run(&mut tx, shard, &sql).await?;
-        expect_one(&ran, 0, leg.gid, "the source branch is not tried")?;
-        expect_one(
-            &ran,
-            1,
-            leg.gid,
-            "the source frozen balance is short of the transfer",
-        )?;
-        finish(&mut tx, shard, "COMMIT").await?;
-        Ok(BranchResult::Done)
-    }
-
-    async fn confirm_target_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        let (shard, mut tx) = self.text_tx(leg.to).await?;
-        let mut sql = Sql::new();
-        sql.raw("START TRANSACTION;\n");
-        barrier_sql(&mut sql, 0, leg.gid, TARGET, "confirm", "normal");
-        balance_sql(&mut sql, leg.to, &leg.asset);
-        let ran = run(&mut tx, shard, &sql).await?;
-        if barrier_outcome(&ran, false)?.is_some() {
-            finish(&mut tx, shard, "COMMIT").await?;
-            return Ok(BranchResult::Repeated);
-        }
-        let before = balance_of(&ran, leg.to)?.map_or(Amount::ZERO, |b| b.0);
-        let after = before.checked_add(leg.amount)?;
-        let mut sql = Sql::new();
-        transition_sql(&mut sql, leg.gid, TARGET, "tried", "confirmed");
-        credit_sql(&mut sql, leg.to, &leg.asset, leg.amount);
-        ledger_sql(
-            &mut sql, leg.to, &leg.asset, "transfer", leg.amount, after, leg.gid,
-        );
-        let ran = run(&mut tx, shard, &sql).await?;
-        expect_one(&ran, 0, leg.gid, "the target branch is not tried")?;
-        finish(&mut tx, shard, "COMMIT").await?;
-        Ok(BranchResult::Done)
+    /// One of the four batched branch operations as a batch of one: the same code
+    /// (barrier, locking read, judged writes, commit) as a call that shares its
+    /// shard's group commit, so the two cannot differ in effect.
+    async fn single(&self, op: BranchOp, leg: &Leg) -> Result<BranchResult, TransferError> {
+        let shard = self.shards.shard_of(op.user(leg)).get();
+        let job = [(op, *leg)];
+        retrying(|| async {
+            self.branch_batch_once(shard, &job)
+                .await?
+                .pop()
+                .unwrap_or_else(|| Err(inconsistent(leg.gid, "a batch of one gave no answer")))
+        })
+        .await
     }
 
     async fn cancel_source_once(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
@@ -921,7 +788,7 @@ impl Tcc {
     /// # Errors
     /// [`TransferError::Insufficient`] (nothing written); database errors. A deadlock is retried (the branch's transaction is atomic).
     pub async fn try_source(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        retrying(|| self.try_source_once(leg)).await
+        self.single(BranchOp::TrySource, leg).await
     }
 
     /// Target Try: record the pending credit.
@@ -929,7 +796,7 @@ impl Tcc {
     /// # Errors
     /// Database errors. A deadlock is retried (the branch's transaction is atomic).
     pub async fn try_target(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        retrying(|| self.try_target_once(leg)).await
+        self.single(BranchOp::TryTarget, leg).await
     }
 
     /// Source Confirm: spend the frozen amount.
@@ -937,7 +804,7 @@ impl Tcc {
     /// # Errors
     /// Database errors; a Confirm without its Try (a coordinator bug) is refused. A deadlock is retried (the branch's transaction is atomic).
     pub async fn confirm_source(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        retrying(|| self.confirm_source_once(leg)).await
+        self.single(BranchOp::ConfirmSource, leg).await
     }
 
     /// Target Confirm: credit the amount.
@@ -945,7 +812,7 @@ impl Tcc {
     /// # Errors
     /// Database errors; a Confirm without its Try is refused. A deadlock is retried (the branch's transaction is atomic).
     pub async fn confirm_target(&self, leg: &Leg) -> Result<BranchResult, TransferError> {
-        retrying(|| self.confirm_target_once(leg)).await
+        self.single(BranchOp::ConfirmTarget, leg).await
     }
 
     /// Source Cancel: unfreeze (or, before any Try, the empty-rollback marker).
@@ -1141,15 +1008,8 @@ impl Tcc {
                 tracing::warn!(shard, calls = jobs.len(), error = %e, "branch batch failed; running its calls one by one");
                 // each in its own transaction, at once (their barrier rows serialise
                 // copies of one call)
-                futures_util::future::join_all(jobs.iter().map(|(op, leg)| async move {
-                    match op {
-                        BranchOp::TrySource => self.try_source(leg).await,
-                        BranchOp::TryTarget => self.try_target(leg).await,
-                        BranchOp::ConfirmSource => self.confirm_source(leg).await,
-                        BranchOp::ConfirmTarget => self.confirm_target(leg).await,
-                    }
-                }))
-                .await
+                futures_util::future::join_all(jobs.iter().map(|(op, leg)| self.single(*op, leg)))
+                    .await
             }
         }
     }

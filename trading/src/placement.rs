@@ -39,6 +39,7 @@ use sqlx::MySqlPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::outbox::{insert_outbox, OutboxRow};
+use ledger::balances::text::{LedgerRow, VersionedFreeze};
 use matcher::wire::{OrderInput, ORDERS_TOPIC};
 use matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
 use router::sqltext::{Sql, TextTx};
@@ -825,25 +826,16 @@ async fn write_set(
         .filter_map(|(k, l)| l.filter(|l| l.freeze.is_positive()).map(|l| (k, l)))
         .collect();
     let mut sql = Sql::new();
-    sql.raw("UPDATE account_balances b JOIN (");
-    for (i, ((u, a), l)) in freezes.iter().enumerate() {
-        sql.raw(if i == 0 {
-            "SELECT "
-        } else {
-            " UNION ALL SELECT "
-        });
-        sql.int(*u).raw(" AS u, ").str(a.as_str()).raw(" AS c, ");
-        sql.dec(l.freeze)
-            .raw(" AS amt, ")
-            .int(l.version)
-            .raw(" AS ver");
-    }
-    sql.raw(
-        ") v ON b.user_id = v.u AND b.currency = v.c AND b.account_type = 'spot' \
-         SET b.available = b.available - CAST(v.amt AS DECIMAL(36,18)), \
-             b.frozen = b.frozen + CAST(v.amt AS DECIMAL(36,18)), b.version = b.version + 1 \
-         WHERE b.version = v.ver AND b.available >= CAST(v.amt AS DECIMAL(36,18));\n",
-    );
+    let versioned: Vec<VersionedFreeze> = freezes
+        .iter()
+        .map(|((u, a), l)| VersionedFreeze {
+            user: *u,
+            asset: *a,
+            amount: l.freeze,
+            version: l.version,
+        })
+        .collect();
+    ledger::balances::text::versioned_freezes(&mut sql, &versioned);
     sql.raw("INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) VALUES ");
     sql.tuples(&accepted, |q, (c, _)| {
         q.int(c.user_id.get())
@@ -886,16 +878,23 @@ async fn write_set(
             q.str(c.frozen_asset.as_str()).comma().dec(c.frozen);
         });
     }
-    sql.raw(";\nINSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) VALUES ");
-    sql.tuples(&accepted, |q, (c, after)| {
-        q.int(c.user_id.get()).comma().str(c.frozen_asset.as_str());
-        q.raw(", 'freeze', ").dec(-c.frozen).comma().dec(*after);
-        q.raw(", 'order', ").int(c.order.order_id.get());
-    });
+    sql.raw(";\n");
+    ledger::balances::text::ledger_rows(
+        &mut sql,
+        accepted.iter().map(|(c, after)| LedgerRow {
+            user: c.user_id.get(),
+            asset: c.frozen_asset,
+            kind: "freeze",
+            amount: -c.frozen,
+            balance_after: *after,
+            ref_type: "order",
+            ref_id: c.order.order_id.get(),
+        }),
+    );
     // last: the outbox counter row stays locked until the commit, so seqs follow
     // commit order (see the relay in `engine`)
     let n = accepted.len() as u64;
-    sql.raw(";\nUPDATE outbox_seq SET last_seq = (@outbox_first := last_seq + 1) + ")
+    sql.raw("UPDATE outbox_seq SET last_seq = (@outbox_first := last_seq + 1) + ")
         .int(n - 1)
         .raw(" WHERE id = 1;\nINSERT INTO outbox (seq, topic, msg_key, payload) VALUES ");
     sql.tuples(accepted.iter().enumerate(), |q, (i, (c, _))| {
