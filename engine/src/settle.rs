@@ -100,6 +100,15 @@ pub enum SettleError {
     Inconsistent(String),
 }
 
+impl domain::Kinded for SettleError {
+    fn kind(&self) -> domain::ErrorKind {
+        match self {
+            Self::Router(e) => e.kind(),
+            Self::Money(_) | Self::Inconsistent(_) => domain::ErrorKind::Internal,
+        }
+    }
+}
+
 /// What a batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
