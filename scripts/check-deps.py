@@ -10,6 +10,8 @@
   archiver (in the normal-dependency closure of every other crate they are absent).
 * domain and matcher have no tokio, sqlx or redis in their normal closure.
 * testkit is never a normal dependency (only loadtest, a test harness itself).
+* No statement outside ledger/src writes `account_balances` or
+  `account_transactions` (one writer of balances and ledger rows).
 
 Exits 1 with one line per violation.
 """
@@ -72,6 +74,20 @@ for pid in sorted(members, key=lambda p: name_of[p]):
     if crate in PURE:
         for bad in sorted(IMPURE & below):
             errors.append(f"{crate}: links {bad} (domain and matcher do no I/O)")
+
+# one writer of balances and ledger rows: the statements that change them live only
+# in ledger/src (tests may write fixtures)
+import pathlib
+import re
+WRITES = re.compile(r"(UPDATE|INSERT INTO|DELETE FROM)\s+`?(account_balances|account_transactions)\b")
+root = pathlib.Path(__file__).resolve().parent.parent
+for path in sorted(root.glob("*/src/**/*.rs")):
+    rel = path.relative_to(root)
+    if rel.parts[0] in ("ledger", "target"):
+        continue
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if WRITES.search(line):
+            errors.append(f"{rel}:{n}: writes balances or ledger rows outside ledger/")
 
 if errors:
     print("dependency rule broken:", file=sys.stderr)

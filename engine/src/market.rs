@@ -1,7 +1,8 @@
 //! Market data in Redis, from the matcher's `market` topic (trades and book deltas).
 //!
 //! Keys, all under the configured prefix (`ex:` by default), for symbol `SYM` — the one
-//! place they are documented:
+//! place they are documented; their names come from `router::keys::Keys`, the layout the
+//! readers share:
 //! * `md:SYM:seq` — last matcher event applied (redeliveries at or below it are skipped);
 //! * `md:SYM:bids`, `md:SYM:asks` — depth: sorted sets, member = price (decimal text),
 //!   score = price in ticks; `md:SYM:bids:qty`, `md:SYM:asks:qty` — hashes price → qty;
@@ -33,6 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use deadpool_redis::redis::{self, AsyncCommands};
 use domain::{Decimal, Side, Symbol};
+use router::keys::{Book, Keys};
 use rust_decimal::RoundingStrategy;
 use serde_json::json;
 
@@ -164,7 +166,7 @@ fn window_start(now_ms: u64) -> u64 {
 #[derive(Clone)]
 pub struct MarketData {
     redis: deadpool_redis::Pool,
-    prefix: String,
+    keys: Keys,
     specs: Arc<BTreeMap<Symbol, SymbolSpec>>,
     windows: Arc<Mutex<HashMap<Symbol, Window>>>,
 }
@@ -172,7 +174,7 @@ pub struct MarketData {
 impl std::fmt::Debug for MarketData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MarketData")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keys.prefix())
             .finish_non_exhaustive()
     }
 }
@@ -186,19 +188,15 @@ impl MarketData {
     ) -> Self {
         Self {
             redis,
-            prefix: prefix.into(),
+            keys: Keys::new(prefix),
             specs: Arc::new(specs),
             windows: Arc::default(),
         }
     }
 
-    /// The key of `what` for `symbol`.
-    pub fn key(&self, symbol: &Symbol, what: &str) -> String {
-        if what.is_empty() {
-            format!("{}md:{symbol}", self.prefix)
-        } else {
-            format!("{}md:{symbol}:{what}", self.prefix)
-        }
+    /// The key layout this writer uses (shared with the readers).
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     fn window(&self, symbol: &Symbol) -> Option<Window> {
@@ -232,9 +230,9 @@ impl MarketData {
             .map(|i| first + i * MINUTE_MS)
             .collect();
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.key(symbol, "kline:1m")).arg(&minutes);
+        cmd.arg(self.keys.kline(symbol, "1m")).arg(&minutes);
         let found: Vec<Option<String>> = cmd.query_async(&mut **conn).await?;
-        let last: Option<String> = conn.get(self.key(symbol, "last")).await?;
+        let last: Option<String> = conn.get(self.keys.last_price(symbol)).await?;
         let mut w = Window {
             minutes: VecDeque::new(),
             last: last.and_then(|s| Decimal::from_str_exact(&s).ok()),
@@ -262,7 +260,7 @@ impl MarketData {
             .get(symbol)
             .ok_or_else(|| MarketError::Bad(format!("unknown symbol {symbol}")))?;
         let mut conn = self.redis.get().await?;
-        let mark: Option<u64> = conn.get(self.key(symbol, "seq")).await?;
+        let mark: Option<u64> = conn.get(self.keys.seq(symbol)).await?;
         let fresh: Vec<&Event> = events
             .iter()
             .filter(|e| e.seq() > mark.unwrap_or(0))
@@ -274,10 +272,7 @@ impl MarketData {
         // the current bucket of every interval
         let mut read = redis::pipe();
         for (name, ms) in INTERVALS {
-            read.hget(
-                self.key(symbol, &format!("kline:{name}")),
-                now_ms - now_ms % ms,
-            );
+            read.hget(self.keys.kline(symbol, name), now_ms - now_ms % ms);
         }
         let current: Vec<Option<String>> = read.query_async(&mut *conn).await?;
         let mut klines: Vec<Option<Kline>> = current
@@ -298,16 +293,18 @@ impl MarketData {
                     let book = if *side == Side::Buy { "bids" } else { "asks" };
                     let p = spec.price(*price).ok_or_else(|| bad("price"))?.to_string();
                     if *qty == 0 {
-                        pipe.zrem(self.key(symbol, book), &p).ignore();
-                        pipe.hdel(self.key(symbol, &format!("{book}:qty")), &p)
+                        pipe.zrem(self.keys.book(symbol, Book::of(*side)), &p)
+                            .ignore();
+                        pipe.hdel(self.keys.book_qty(symbol, Book::of(*side)), &p)
                             .ignore();
                     } else {
                         let q = spec.qty(*qty).ok_or_else(|| bad("qty"))?.to_string();
                         // ticks fit a double exactly below 2^53
                         #[allow(clippy::cast_precision_loss)]
                         let score = *price as f64;
-                        pipe.zadd(self.key(symbol, book), &p, score).ignore();
-                        pipe.hset(self.key(symbol, &format!("{book}:qty")), &p, q)
+                        pipe.zadd(self.keys.book(symbol, Book::of(*side)), &p, score)
+                            .ignore();
+                        pipe.hset(self.keys.book_qty(symbol, Book::of(*side)), &p, q)
                             .ignore();
                     }
                     published.push(json!({"depth": book, "price": p}));
@@ -326,9 +323,8 @@ impl MarketData {
                         "time": now_ms,
                         "isBuyerMaker": trade.taker_side == Side::Sell,
                     });
-                    pipe.lpush(self.key(symbol, "trades"), t.to_string())
-                        .ignore();
-                    pipe.set(self.key(symbol, "last"), price.to_string())
+                    pipe.lpush(self.keys.trades(symbol), t.to_string()).ignore();
+                    pipe.set(self.keys.last_price(symbol), price.to_string())
                         .ignore();
                     let one = Kline::trade(price.get(), qty.get(), quote.get());
                     for k in &mut klines {
@@ -344,19 +340,15 @@ impl MarketData {
                 _ => {}
             }
         }
-        pipe.ltrim(self.key(symbol, "trades"), 0, RECENT_TRADES - 1)
+        pipe.ltrim(self.keys.trades(symbol), 0, RECENT_TRADES - 1)
             .ignore();
         let mut kline_msg = serde_json::Map::new();
         if traded {
             for ((name, ms), k) in INTERVALS.iter().zip(&klines) {
                 if let Some(k) = k {
                     let start = now_ms - now_ms % ms;
-                    pipe.hset(
-                        self.key(symbol, &format!("kline:{name}")),
-                        start,
-                        k.render(),
-                    )
-                    .ignore();
+                    pipe.hset(self.keys.kline(symbol, name), start, k.render())
+                        .ignore();
                     kline_msg.insert((*name).to_owned(), k.json(start, *ms));
                 }
             }
@@ -368,9 +360,9 @@ impl MarketData {
         let ticker = window
             .ticker(symbol, now_ms)
             .ok_or_else(|| bad("ticker overflow"))?;
-        pipe.hset_multiple(self.key(symbol, "ticker"), &ticker)
+        pipe.hset_multiple(self.keys.ticker(symbol), &ticker)
             .ignore();
-        pipe.set(self.key(symbol, "seq"), last.seq()).ignore();
+        pipe.set(self.keys.seq(symbol), last.seq()).ignore();
         let () = pipe.query_async(&mut *conn).await?;
         self.store_window(*symbol, window);
         let mut msg = json!({
@@ -384,7 +376,9 @@ impl MarketData {
         if traded {
             msg["klines"] = serde_json::Value::Object(kline_msg);
         }
-        let _: i64 = conn.publish(self.key(symbol, ""), msg.to_string()).await?;
+        let _: i64 = conn
+            .publish(self.keys.market_channel(symbol), msg.to_string())
+            .await?;
         Ok(fresh.len())
     }
 
@@ -411,7 +405,7 @@ impl MarketData {
             };
             w.prune(now_ms);
             if let Some(t) = w.ticker(&symbol, now_ms) {
-                pipe.hset_multiple(self.key(&symbol, "ticker"), &t).ignore();
+                pipe.hset_multiple(self.keys.ticker(&symbol), &t).ignore();
             }
             self.store_window(symbol, w);
         }

@@ -100,6 +100,15 @@ pub enum SettleError {
     Inconsistent(String),
 }
 
+impl domain::Kinded for SettleError {
+    fn kind(&self) -> domain::ErrorKind {
+        match self {
+            Self::Router(e) => e.kind(),
+            Self::Money(_) | Self::Inconsistent(_) => domain::ErrorKind::Internal,
+        }
+    }
+}
+
 /// What a batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -202,13 +211,13 @@ impl UserEvent {
 #[derive(Clone)]
 pub struct UserStream {
     redis: deadpool_redis::Pool,
-    prefix: String,
+    keys: router::keys::Keys,
 }
 
 impl std::fmt::Debug for UserStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserStream")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keys.prefix())
             .finish_non_exhaustive()
     }
 }
@@ -218,13 +227,16 @@ impl UserStream {
     pub fn new(redis: deadpool_redis::Pool, prefix: impl Into<String>) -> Self {
         Self {
             redis,
-            prefix: prefix.into(),
+            keys: router::keys::Keys::new(prefix),
         }
     }
 
-    /// The channel of `user`.
+    /// The channel of `user` (`router::keys::Keys::user_channel`).
     pub fn channel(&self, user: u64) -> String {
-        format!("{}user:{user}", self.prefix)
+        match UserId::new(user) {
+            Ok(u) => self.keys.user_channel(u),
+            Err(_) => format!("{}user:{user}", self.keys.prefix()),
+        }
     }
 
     /// Publishes `events` in one round trip.

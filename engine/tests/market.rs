@@ -11,6 +11,7 @@ use deadpool_redis::redis::AsyncCommands;
 use domain::{OrderType, Side, Symbol};
 use engine::market::MarketData;
 use matcher::{Command, Matcher};
+use router::keys::Book;
 
 #[tokio::test]
 async fn events_become_depth_trades_and_klines_once() {
@@ -46,7 +47,7 @@ async fn events_become_depth_trades_and_klines_once() {
         m.apply(&Command::Place(o), &mut events);
     }
     let minute_ms = 1_800_000_000_000u64;
-    let mut channel = common::subscribe(&h.env, &md.key(&btc, "")).await;
+    let mut channel = common::subscribe(&h.env, &md.keys().market_channel(&btc)).await;
     assert_eq!(
         md.apply(&btc, &events, minute_ms + 5).await.expect("apply"),
         events.len()
@@ -54,7 +55,7 @@ async fn events_become_depth_trades_and_klines_once() {
 
     let mut r = h.env.redis().get().await.expect("redis");
     let asks: Vec<(String, f64)> = r
-        .zrange_withscores(md.key(&btc, "asks"), 0, -1)
+        .zrange_withscores(md.keys().book(&btc, Book::Asks), 0, -1)
         .await
         .expect("asks");
     assert_eq!(
@@ -62,16 +63,19 @@ async fn events_become_depth_trades_and_klines_once() {
         ["50000", "50010"]
     );
     let ask_qty: String = r
-        .hget(md.key(&btc, "asks:qty"), "50000")
+        .hget(md.keys().book_qty(&btc, Book::Asks), "50000")
         .await
         .expect("qty");
     assert_eq!(ask_qty, "0.15", "0.2 minus the 0.05 traded");
-    let bids: Vec<String> = r.zrange(md.key(&btc, "bids"), 0, -1).await.expect("bids");
+    let bids: Vec<String> = r
+        .zrange(md.keys().book(&btc, Book::Bids), 0, -1)
+        .await
+        .expect("bids");
     assert_eq!(bids, ["49990"]);
-    let last: String = r.get(md.key(&btc, "last")).await.expect("last");
+    let last: String = r.get(md.keys().last_price(&btc)).await.expect("last");
     assert_eq!(last, "50000");
     let trades: Vec<String> = r
-        .lrange(md.key(&btc, "trades"), 0, -1)
+        .lrange(md.keys().trades(&btc), 0, -1)
         .await
         .expect("trades");
     assert_eq!(trades.len(), 1);
@@ -85,17 +89,14 @@ async fn events_become_depth_trades_and_klines_once() {
         (Some("50000"), Some("0.05"), Some(false))
     );
     let kline: String = r
-        .hget(md.key(&btc, "kline:1m"), minute_ms)
+        .hget(md.keys().kline(&btc, "1m"), minute_ms)
         .await
         .expect("kline");
     assert_eq!(kline, "50000,50000,50000,50000,0.05,2500,1");
     // every interval's bucket holds the one trade so far
     for (name, ms) in engine::market::INTERVALS {
         let k: String = r
-            .hget(
-                md.key(&btc, &format!("kline:{name}")),
-                minute_ms - minute_ms % ms,
-            )
+            .hget(md.keys().kline(&btc, name), minute_ms - minute_ms % ms)
             .await
             .expect("kline");
         assert_eq!(k, "50000,50000,50000,50000,0.05,2500,1", "{name}");
@@ -116,7 +117,7 @@ async fn events_become_depth_trades_and_klines_once() {
         md.apply(&btc, &events, minute_ms + 9).await.expect("again"),
         0
     );
-    let n: i64 = r.llen(md.key(&btc, "trades")).await.expect("len");
+    let n: i64 = r.llen(md.keys().trades(&btc)).await.expect("len");
     assert_eq!(n, 1);
     // a new trade in the same minute extends the kline
     let before = events.len();
@@ -128,7 +129,7 @@ async fn events_become_depth_trades_and_klines_once() {
         .await
         .expect("apply");
     let kline: String = r
-        .hget(md.key(&btc, "kline:1m"), minute_ms)
+        .hget(md.keys().kline(&btc, "1m"), minute_ms)
         .await
         .expect("kline");
     assert_eq!(
@@ -137,7 +138,7 @@ async fn events_become_depth_trades_and_klines_once() {
     );
     let redis = h.env.redis();
     let ticker = || {
-        let (redis, key) = (redis.clone(), md.key(&btc, "ticker"));
+        let (redis, key) = (redis.clone(), md.keys().ticker(&btc));
         async move {
             let mut r = redis.get().await.expect("redis");
             let t: BTreeMap<String, String> = r.hgetall(key).await.expect("ticker");

@@ -90,9 +90,9 @@ pub async fn conservation(shards: &ShardMap) -> Result<BTreeMap<String, AssetTot
 // ------------------------------------------------------- frozen vs open orders ---
 
 /// Order statuses that still hold frozen funds.
-pub const OPEN_ORDER_STATUSES: [&str; 3] = ["new", "partially_filled", "pending_cancel"];
+pub const OPEN_ORDER_STATUSES: [domain::OrderStatus; 3] = domain::OrderStatus::OPEN;
 /// Final order statuses: such an order holds nothing.
-pub const FINAL_ORDER_STATUSES: [&str; 4] = ["filled", "canceled", "rejected", "expired"];
+pub const FINAL_ORDER_STATUSES: [domain::OrderStatus; 4] = domain::OrderStatus::FINAL;
 /// Withdrawal statuses whose `amount` (fee included) is held frozen.
 pub const HOLDING_WITHDRAWAL_STATUSES: [&str; 4] =
     ["pending", "reviewing", "approved", "processing"];
@@ -315,8 +315,8 @@ pub async fn frozen_on_shard(
     };
     // (user, asset) → [orders part, withdrawals part, transfers part]
     let mut holds = Holds::new();
-    let open = in_list(&OPEN_ORDER_STATUSES);
-    let fin = in_list(&FINAL_ORDER_STATUSES);
+    let open = domain::OrderStatus::sql_list(&OPEN_ORDER_STATUSES);
+    let fin = domain::OrderStatus::sql_list(&FINAL_ORDER_STATUSES);
     for table in &tables {
         report.open_orders += add_holds(
             &mut tx,
@@ -348,7 +348,8 @@ pub async fn frozen_on_shard(
         .map_err(place)?;
         for (order_id, user_id, status, asset, frozen, needs) in bad {
             let frozen_amount = Amount::from_db_str(&frozen)?;
-            let open = OPEN_ORDER_STATUSES.contains(&status.as_str());
+            let open =
+                domain::OrderStatus::from_db_str(&status).is_ok_and(domain::OrderStatus::is_open);
             let problem = if !open {
                 OrderHoldProblem::FinalStillHolds
             } else if frozen_amount.is_negative() {

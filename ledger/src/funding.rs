@@ -89,6 +89,18 @@ pub enum FundingError {
     Router(#[from] RouterError),
 }
 
+impl domain::Kinded for FundingError {
+    fn kind(&self) -> domain::ErrorKind {
+        use domain::ErrorKind as K;
+        match self {
+            Self::Router(e) => e.kind(),
+            Self::NotFound(_) | Self::UnknownUser(_) => K::NotFound,
+            Self::TxidTaken { .. } => K::Conflict,
+            _ => K::Rejected,
+        }
+    }
+}
+
 impl router::error::Retryable for FundingError {
     fn retryable(&self) -> bool {
         matches!(self, Self::Router(e) if e.is_retryable())

@@ -89,6 +89,20 @@ pub enum TransferError {
     Router(#[from] RouterError),
 }
 
+impl domain::Kinded for TransferError {
+    fn kind(&self) -> domain::ErrorKind {
+        use domain::ErrorKind as K;
+        match self {
+            Self::Router(e) => e.kind(),
+            Self::UnknownUser(_) => K::NotFound,
+            Self::SelfTransfer
+            | Self::UnknownAsset(_)
+            | Self::InvalidAmount { .. }
+            | Self::Insufficient { .. } => K::Rejected,
+        }
+    }
+}
+
 impl From<domain::MoneyError> for TransferError {
     fn from(e: domain::MoneyError) -> Self {
         Self::Router(e.into())
@@ -223,7 +237,7 @@ struct Batches {
 #[derive(Clone)]
 pub struct Tcc {
     shards: ShardMap,
-    next_id: Arc<dyn Fn() -> Result<u64, router::SnowflakeError> + Send + Sync>,
+    next_id: router::snowflake::IdSource,
     failpoint: Option<String>,
     /// A Try slower than this (its wait in the shard's queue included) is given up,
     /// and the global cancelled.
@@ -250,10 +264,7 @@ fn meta_err(e: sqlx::Error) -> RouterError {
 impl Tcc {
     /// A coordinator over `shards` (and their meta schema), with transfer ids from
     /// `next_id` (a snowflake generator). Reads `EXCHANGE_FAILPOINT`.
-    pub fn new(
-        shards: ShardMap,
-        next_id: Arc<dyn Fn() -> Result<u64, router::SnowflakeError> + Send + Sync>,
-    ) -> Self {
+    pub fn new(shards: ShardMap, next_id: router::snowflake::IdSource) -> Self {
         Self {
             shards,
             next_id,

@@ -30,13 +30,46 @@ pub struct Registered {
     pub created: bool,
 }
 
+/// A secret (an HMAC key): never in `Debug` output or logs. It serializes to its
+/// value only where it is shown once on purpose (the answer that creates it).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The value, for signing or verifying. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
 /// A freshly created API key; the secret is shown once.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiKey {
     /// Public key (`X-MBX-APIKEY`).
     pub key: String,
     /// HMAC secret.
-    pub secret: String,
+    pub secret: Secret,
+}
+
+/// What verifying a signed request with an API key needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAuth {
+    /// The key's owner.
+    pub user_id: UserId,
+    /// The HMAC-SHA256 secret.
+    pub secret: Secret,
 }
 
 /// Email / API key → user id, with the shard map and a Redis cache.
@@ -205,12 +238,12 @@ impl UserDirectory {
         let mut rng = rand::rng();
         let key = ApiKey {
             key: Alphanumeric.sample_string(&mut rng, 64),
-            secret: Alphanumeric.sample_string(&mut rng, 64),
+            secret: Secret::new(Alphanumeric.sample_string(&mut rng, 64)),
         };
         sqlx::query("INSERT INTO api_keys (api_key, user_id, secret, label) VALUES (?, ?, ?, ?)")
             .bind(&key.key)
             .bind(user.get())
-            .bind(&key.secret)
+            .bind(key.secret.expose())
             .bind(label)
             .execute(self.shards.meta())
             .await
@@ -243,6 +276,31 @@ impl UserDirectory {
             self.cache_set(&key, id).await;
         }
         Ok(id)
+    }
+
+    /// The owner and secret of an active API key, read from meta (secrets are never
+    /// cached in Redis), for verifying a signed request.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn key_auth(&self, api_key: &str) -> Result<Option<KeyAuth>, RouterError> {
+        if api_key.len() != 64 || !api_key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        let row: Option<(u64, String)> = sqlx::query_as(
+            "SELECT user_id, secret FROM api_keys WHERE api_key = ? AND revoked_at IS NULL",
+        )
+        .bind(api_key)
+        .fetch_optional(self.shards.meta())
+        .await
+        .map_err(|e| RouterError::db("meta", e))?;
+        row.map(|(id, secret)| {
+            Ok(KeyAuth {
+                user_id: UserId::new(id).map_err(|e| RouterError::InvalidInput(e.to_string()))?,
+                secret: Secret::new(secret),
+            })
+        })
+        .transpose()
     }
 
     /// Revokes an API key and drops it from the cache at once.
@@ -326,6 +384,33 @@ pub fn redis_pool(
     cfg.pool = Some(deadpool_redis::PoolConfig::new(settings.pool_size));
     cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .map_err(|e| RouterError::Redis(e.to_string()))
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_shows_in_debug_output() {
+        let k = ApiKey {
+            key: "k".into(),
+            secret: Secret::new("hunter2-very-secret".into()),
+        };
+        let shown = format!(
+            "{k:?} {:?}",
+            KeyAuth {
+                user_id: UserId::new(1).unwrap(),
+                secret: k.secret.clone()
+            }
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+        // shown once on purpose: the creating answer serializes the value
+        assert_eq!(
+            serde_json::to_value(&k).unwrap()["secret"],
+            "hunter2-very-secret"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod batch;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod keys;
 pub mod lease;
 pub mod replication;
 pub mod shards;

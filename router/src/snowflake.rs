@@ -29,6 +29,11 @@ pub use domain::snowflake::{
 /// Clock rollback tolerated by waiting.
 pub const MAX_BACKWARD_MS: u64 = 5;
 
+/// Where a writer gets its ids (order ids for placement, transfer ids for TCC): a
+/// snowflake generator behind a lease, or a source that refuses (`LeaseLost`) for a
+/// role that must issue none. One type for every caller.
+pub type IdSource = std::sync::Arc<dyn Fn() -> Result<u64, SnowflakeError> + Send + Sync>;
+
 /// Why no id was issued.
 #[derive(Debug, Error, Clone, PartialEq, Eq, Serialize)]
 pub enum SnowflakeError {

@@ -194,7 +194,20 @@ async fn lookups_are_cached_in_redis_and_revocation_drops_the_cache() {
         })
         .collect();
     assert_eq!(dir.lookup_api_key(&flipped).await.expect("lookup"), None);
+    // what signature verification needs: the owner and the secret created with it
+    let auth = dir
+        .key_auth(&key.key)
+        .await
+        .expect("key auth")
+        .expect("active key");
+    assert_eq!((auth.user_id, &auth.secret), (bob, &key.secret));
+    assert_eq!(dir.key_auth(&flipped).await.expect("key auth"), None);
     assert!(dir.revoke_api_key(&key.key).await.expect("revoke"));
+    assert_eq!(
+        dir.key_auth(&key.key).await.expect("key auth"),
+        None,
+        "revoked"
+    );
     assert_eq!(
         dir.lookup_api_key(&key.key).await.expect("lookup"),
         None,

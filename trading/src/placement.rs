@@ -31,7 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use domain::{
-    Amount, Asset, OrderId, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce, UserId,
+    Amount, Asset, OrderId, OrderStatus, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce,
+    UserId,
 };
 use router::{RouterError, ShardMap, SnowflakeError, TableRouter};
 use serde::Serialize;
@@ -208,6 +209,25 @@ pub enum Reject {
 /// Infrastructure failure (the request may be retried with the same client order id).
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
+    /// The batch was rolled back (or never began): nothing of it happened.
+    #[error("{0}")]
+    NotCommitted(String),
+    /// The COMMIT was sent and its reply lost: the order may or may not exist. Look it
+    /// up by `order_id` (or retry with `client_order_id`, which answers the original
+    /// order if it was placed).
+    #[error("outcome unknown for order {order_id} ({client_order_id}): {reason}")]
+    OutcomeUnknown {
+        /// The id the order has if it was placed.
+        order_id: OrderId,
+        /// Its client order id.
+        client_order_id: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Internal: a COMMIT whose reply was lost (becomes [`PlaceError::OutcomeUnknown`]
+    /// per order).
+    #[error("commit outcome unknown: {0}")]
+    CommitUnknown(RouterError),
     /// Database or routing error.
     #[error(transparent)]
     Router(#[from] RouterError),
@@ -220,6 +240,29 @@ pub enum PlaceError {
     /// Arithmetic left the DECIMAL(36,18) range.
     #[error("amount out of range: {0}")]
     Money(#[from] domain::MoneyError),
+}
+
+impl domain::Kinded for PlaceError {
+    fn kind(&self) -> domain::ErrorKind {
+        use domain::ErrorKind as K;
+        match self {
+            Self::Router(e) => e.kind(),
+            Self::NotCommitted(_) => K::Unavailable,
+            Self::OutcomeUnknown { .. } | Self::CommitUnknown(_) => K::OutcomeUnknown,
+            Self::Id(_) => K::Unavailable,
+            Self::Config(_) => K::Internal,
+            Self::Money(_) => K::Rejected,
+        }
+    }
+}
+
+impl domain::Kinded for Reject {
+    fn kind(&self) -> domain::ErrorKind {
+        match self {
+            Self::UnknownOrder => domain::ErrorKind::NotFound,
+            _ => domain::ErrorKind::Rejected,
+        }
+    }
 }
 
 /// A validated request: everything needed for the transaction.
@@ -239,7 +282,7 @@ pub struct Placer {
     shards: ShardMap,
     router: TableRouter,
     symbols: Arc<BTreeMap<Symbol, SymbolConfig>>,
-    next_id: Arc<dyn Fn() -> Result<u64, SnowflakeError> + Send + Sync>,
+    next_id: router::snowflake::IdSource,
 }
 
 impl std::fmt::Debug for Placer {
@@ -257,7 +300,7 @@ impl Placer {
         shards: ShardMap,
         router: TableRouter,
         symbols: BTreeMap<Symbol, SymbolConfig>,
-        next_id: Arc<dyn Fn() -> Result<u64, SnowflakeError> + Send + Sync>,
+        next_id: router::snowflake::IdSource,
     ) -> Self {
         Self {
             shards,
@@ -315,7 +358,8 @@ impl Placer {
             Err(RouterError::MissingTable { .. }) => None,
             Err(other) => return Err(other.into()),
         };
-        let open = row.is_some_and(|(s,)| matches!(s.as_str(), "new" | "partially_filled"));
+        let open =
+            row.is_some_and(|(s,)| OrderStatus::from_db_str(&s).is_ok_and(OrderStatus::is_open));
         if !open {
             tx.rollback().await.map_err(place)?;
             return Ok(Err(Reject::UnknownOrder));
@@ -511,11 +555,16 @@ impl Placer {
             .find(|w| w.shard == shard)
             .ok_or_else(|| PlaceError::Config(format!("no group writer for shard {shard}")))?;
         let (reply, rx) = oneshot::channel();
-        w.tx.send(Job { checked, reply })
-            .await
-            .map_err(|_| PlaceError::Config("group writer stopped".into()))?;
-        rx.await
-            .map_err(|_| PlaceError::Config("group writer dropped the request".into()))?
+        let (order_id, client_order_id) = (checked.order.order_id, checked.client_order_id.clone());
+        w.tx.send(Job { checked, reply }).await.map_err(|_| {
+            PlaceError::NotCommitted(format!("group writer of shard {shard} stopped"))
+        })?;
+        // the writer took the job: a lost answer may follow a commit
+        rx.await.map_err(|_| PlaceError::OutcomeUnknown {
+            order_id,
+            client_order_id,
+            reason: format!("group writer of shard {shard} dropped the request"),
+        })?
     }
 }
 
@@ -645,11 +694,24 @@ async fn group_loop(
                     let _ = job.reply.send(Ok(r));
                 }
             }
+            Err(PlaceError::CommitUnknown(e)) => {
+                // the COMMIT's reply was lost and no retry could look: each caller gets
+                // its order id to look the order up (a retry with the same client
+                // order id is answered with the original order, never a second one)
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(PlaceError::OutcomeUnknown {
+                        order_id: job.checked.order.order_id,
+                        client_order_id: job.checked.client_order_id.clone(),
+                        reason: msg.clone(),
+                    }));
+                }
+            }
             Err(e) => {
                 // nothing of the batch is durable: every caller learns it
                 let msg = e.to_string();
                 for job in jobs {
-                    let _ = job.reply.send(Err(PlaceError::Config(format!(
+                    let _ = job.reply.send(Err(PlaceError::NotCommitted(format!(
                         "batch not committed: {msg}"
                     ))));
                 }
@@ -670,6 +732,9 @@ async fn write_batch(
 ) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
     let mut last = None;
+    // once a COMMIT's reply was lost, only a later attempt that completes can say
+    // what happened (it finds the committed orders by their client order ids)
+    let mut unknown = false;
     for attempt in 0..3u32 {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
@@ -686,11 +751,19 @@ async fn write_batch(
             Ok(results) => return Ok(results),
             Err(e) => {
                 tx.abandon().await;
+                unknown |= matches!(e, PlaceError::CommitUnknown(_));
                 last = Some(e);
             }
         }
     }
-    Err(last.unwrap_or_else(|| PlaceError::Config("batch failed".into())))
+    let last = last.unwrap_or_else(|| PlaceError::NotCommitted("batch failed".into()));
+    if unknown {
+        return Err(match last {
+            PlaceError::CommitUnknown(e) => PlaceError::CommitUnknown(e),
+            other => PlaceError::CommitUnknown(RouterError::Busy(other.to_string())),
+        });
+    }
+    Err(last)
 }
 
 /// A balance row locked by a batch.
@@ -926,10 +999,11 @@ async fn write_set(
         )));
     }
 
-    // 3. commit
+    // 3. commit: an error here leaves the outcome unknown (the server may have
+    // committed and the reply been lost)
     router::sqltext::exec(tx.conn().map_err(place)?, "COMMIT")
         .await
-        .map_err(place)?;
+        .map_err(|e| PlaceError::CommitUnknown(RouterError::db_on_shard(shard, e)))?;
     tx.finish();
     Ok(results)
 }

@@ -1,0 +1,147 @@
+//! The order readers against real shards: by id (own shard or all), by client order
+//! id, a user's orders by cursor (newest first, pages that neither skip nor repeat),
+//! open ones only, and the errors for what cannot be routed.
+
+mod common;
+
+use std::str::FromStr;
+
+use domain::{Month, OrderId, OrderStatus, OrderType, Price, Qty, Side, TimeInForce, UserId};
+use matcher::StpMode;
+use router::RouterError;
+use trading::placement::PlaceRequest;
+use trading::readers::{order, order_by_client_id, orders_of_user, Page, ReadError};
+
+fn buy(user: u64, price: &str, cid: &str) -> PlaceRequest {
+    PlaceRequest {
+        user_id: UserId::new(user).expect("user"),
+        symbol: "BTCUSDT".into(),
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        tif: TimeInForce::Gtc,
+        price: Some(Price::from_str(price).expect("price")),
+        qty: Some(Qty::from_str("0.01").expect("qty")),
+        quote_qty: None,
+        stop_price: None,
+        stp: StpMode::None,
+        client_order_id: Some(cid.into()),
+    }
+}
+
+#[tokio::test]
+async fn orders_are_read_by_id_by_client_id_and_by_cursor() {
+    let common::Harness {
+        env: owned,
+        router,
+        placer,
+    } = common::Harness::new("readers", 11).await;
+    let (env, placer, router) = (&owned, &placer, &router);
+    common::deposit(env, 5, "USDT", "10000").await;
+    common::deposit(env, 6, "USDT", "10000").await;
+    let mut ids = Vec::new();
+    for (i, price) in ["50000", "50001", "50002"].iter().enumerate() {
+        let ack = placer
+            .place(&buy(5, price, &format!("r-{i}")))
+            .await
+            .expect("place")
+            .expect("accepted");
+        ids.push(ack.order_id);
+    }
+    placer
+        .place(&buy(6, "49000", "other"))
+        .await
+        .expect("place")
+        .expect("accepted");
+    let btc = router.symbol("BTCUSDT").expect("symbol");
+    let u5 = UserId::new(5).expect("user");
+
+    // by id, on the owner's shard: every stored field
+    let found = order(&env.map, router, btc, ids[1], Some(u5))
+        .await
+        .expect("read");
+    assert_eq!(found.len(), 1);
+    let (shard, o) = &found[0];
+    assert_eq!(*shard, env.map.shard_of(u5));
+    assert_eq!(o.order_id, ids[1]);
+    assert_eq!(o.client_order_id.as_deref(), Some("r-1"));
+    assert_eq!(
+        (o.user_id, o.side, o.order_type, o.tif),
+        (u5, Side::Buy, OrderType::Limit, TimeInForce::Gtc)
+    );
+    assert_eq!(o.price, Some(Price::from_str("50001").expect("p")));
+    assert_eq!(o.qty, Some(Qty::from_str("0.01").expect("q")));
+    assert_eq!(o.frozen_amount, common::amt("500.01"));
+    assert_eq!(
+        (o.filled_qty, o.status),
+        (common::amt("0"), OrderStatus::New)
+    );
+    assert!(o.created_ms > 0 && o.updated_ms >= o.created_ms);
+    // another user's order is not yours; without a user every shard is searched
+    let u6 = UserId::new(6).expect("user");
+    assert!(order(&env.map, router, btc, ids[1], Some(u6))
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        order(&env.map, router, btc, ids[1], None)
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+
+    // by client order id
+    let by_cid = order_by_client_id(&env.map, router, u5, "r-2")
+        .await
+        .expect("read");
+    assert_eq!(by_cid.map(|o| o.order_id), Some(ids[2]));
+    assert_eq!(
+        order_by_client_id(&env.map, router, u5, "nope")
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        order_by_client_id(&env.map, router, u6, "r-2")
+            .await
+            .expect("read"),
+        None
+    );
+
+    // by cursor: newest first, two then one, nothing repeated or skipped
+    let since = Month::of(chrono::Utc::now());
+    let now = chrono::Utc::now();
+    let page = |before: Option<OrderId>, limit: u16| Page {
+        before,
+        limit,
+        since,
+    };
+    let first = orders_of_user(&env.map, router, u5, btc, page(None, 2), false, now)
+        .await
+        .expect("page 1");
+    assert_eq!(
+        first.iter().map(|o| o.order_id).collect::<Vec<_>>(),
+        [ids[2], ids[1]]
+    );
+    let second = orders_of_user(&env.map, router, u5, btc, page(Some(ids[1]), 2), false, now)
+        .await
+        .expect("page 2");
+    assert_eq!(
+        second.iter().map(|o| o.order_id).collect::<Vec<_>>(),
+        [ids[0]]
+    );
+    let open = orders_of_user(&env.map, router, u5, btc, page(None, 10), true, now)
+        .await
+        .expect("open");
+    assert_eq!(open.len(), 3, "all three rest, none filled");
+
+    // what cannot be routed is an error, never an empty answer
+    let eth = router.symbol("ETHUSDT").expect("symbol");
+    let old =
+        OrderId::new(router::snowflake::min_id_at(1_700_000_000_000).expect("id") | 1).expect("id");
+    match order(&env.map, router, eth, old, Some(u5)).await {
+        Err(ReadError::Router(RouterError::MissingTable { .. })) => {}
+        other => panic!("a month without tables must say so: {other:?}"),
+    }
+    owned.drop_all().await;
+}
