@@ -1,4 +1,4 @@
-//! Matcher benchmark: our `engine::matcher` against the Rust peers `matchcore` and
+//! Matcher benchmark: our `matcher` against the Rust peers `matchcore` and
 //! `orderbook-rs`, in one process, on one seeded workload (see `common/workload.rs`
 //! and `README.md` beside this file).
 //!

@@ -1,7 +1,7 @@
 //! One adapter per engine. Each converts the neutral stream to the engine's native
 //! commands up front (not timed) and applies one native command per call.
 //!
-//! * **ours** (`engine::matcher`): native commands carry decimals (`Price`, `Qty`); the
+//! * **ours** (`matcher`): native commands carry decimals (`Price`, `Qty`); the
 //!   exact decimal → ticks/lots conversion is inside `Matcher::apply` and so is timed,
 //!   as are the events it appends (fees, book deltas, ...). STP mode NONE.
 //! * **matchcore** 0.4: integer prices/quantities, no users, no STP. Order ids are the
@@ -167,7 +167,7 @@ pub mod ours {
     pub struct OursAdapter;
 
     impl Adapter for OursAdapter {
-        const NAME: &'static str = "ours (engine::matcher)";
+        const NAME: &'static str = "ours (matcher)";
         type Native = Command;
         type Engine = Ours;
 
