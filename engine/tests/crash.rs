@@ -183,7 +183,11 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
         let user = users[rng.random_range(0..users.len())];
         if !open.is_empty() && rng.random_range(0..4) == 0 {
             let (u, id) = open.swap_remove(rng.random_range(0..open.len()));
-            placer.cancel(u, "BTCUSDT", id).await.expect("cancel").ok();
+            placer
+                .cancel(u, "BTCUSDT".parse().expect("symbol"), id)
+                .await
+                .expect("cancel")
+                .ok();
             continue;
         }
         let side = if rng.random_range(0..2) == 0 {
@@ -198,7 +202,7 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
         let qty = Qty::new(domain::Decimal::new(i64::try_from(lots).expect("l"), 5)).expect("q");
         let req = PlaceRequest {
             user_id: user,
-            symbol: "BTCUSDT".into(),
+            symbol: "BTCUSDT".parse().expect("symbol"),
             side,
             order_type: OrderType::Limit,
             tif: if rng.random_range(0..5) == 0 {
@@ -248,7 +252,7 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
     let sentinel = placer
         .place(&PlaceRequest {
             user_id: sentinel_user,
-            symbol: "BTCUSDT".into(),
+            symbol: "BTCUSDT".parse().expect("symbol"),
             side: Side::Buy,
             order_type: OrderType::Limit,
             tif: TimeInForce::Ioc,

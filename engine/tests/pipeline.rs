@@ -98,7 +98,11 @@ async fn orders_flow_through_the_broker_and_a_restarted_matcher_applies_nothing_
     relay_all(&relays).await;
     settled(env, 3, "BTC", ("0.0999", "0")).await;
     h.placer
-        .cancel(UserId::new(1).expect("u"), "BTCUSDT", sell1)
+        .cancel(
+            UserId::new(1).expect("u"),
+            "BTCUSDT".parse().expect("symbol"),
+            sell1,
+        )
         .await
         .expect("cancel")
         .expect("ok");
@@ -151,7 +155,11 @@ async fn orders_flow_through_the_broker_and_a_restarted_matcher_applies_nothing_
     let (stop_matching, matching) =
         h.spawn_matching(&bus, &topics, &group, None, Default::default());
     h.placer
-        .cancel(UserId::new(4).expect("u"), "BTCUSDT", sell4)
+        .cancel(
+            UserId::new(4).expect("u"),
+            "BTCUSDT".parse().expect("symbol"),
+            sell4,
+        )
         .await
         .expect("cancel")
         .expect("ok");
@@ -232,7 +240,7 @@ async fn sixty_four_tasks_placing_and_cancelling_leave_nothing_frozen() {
                     if (t + i) % 2 == 1 {
                         // may already be filled: then it is a clean reject
                         placer
-                            .cancel(user, "BTCUSDT", ack.order_id)
+                            .cancel(user, "BTCUSDT".parse().expect("symbol"), ack.order_id)
                             .await
                             .expect("cancel")
                             .ok();
@@ -272,7 +280,11 @@ async fn sixty_four_tasks_placing_and_cancelling_leave_nothing_frozen() {
                 UserId::new(u).expect("u"),
                 domain::OrderId::new(id).expect("id"),
             );
-            placer.cancel(u, "BTCUSDT", id).await.expect("cancel").ok();
+            placer
+                .cancel(u, "BTCUSDT".parse().expect("symbol"), id)
+                .await
+                .expect("cancel")
+                .ok();
         }
         assert!(Instant::now() < until, "orders stayed open");
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -451,7 +463,7 @@ async fn users_on_four_shards_trade_three_symbols_and_every_unit_is_where_it_sho
     }
     let order = |user: u64, symbol: &str, side: Side, price: &str, qty: &str| {
         let mut r = req(user, side, OrderType::Limit, Some(price), Some(qty), None);
-        r.symbol = symbol.into();
+        r.symbol = symbol.parse().expect("symbol");
         r
     };
     // makers first, each relayed before its taker is placed

@@ -26,7 +26,7 @@ use trading::placement::{load_symbols, PlaceRequest, Placer};
 fn buy(user: u64, client: String) -> PlaceRequest {
     PlaceRequest {
         user_id: UserId::new(user).expect("user"),
-        symbol: "BTCUSDT".into(),
+        symbol: "BTCUSDT".parse().expect("symbol"),
         side: Side::Buy,
         order_type: OrderType::Limit,
         tif: TimeInForce::Gtc,

@@ -236,14 +236,14 @@ async fn users_on_four_shards_trade_and_every_unit_is_accounted_for() {
     let u = |id| UserId::new(id).expect("u");
     assert_eq!(
         p.placer
-            .cancel(u(2), "BTCUSDT", sell1)
+            .cancel(u(2), "BTCUSDT".parse().expect("symbol"), sell1)
             .await
             .expect("cancel"),
         Err(Reject::UnknownOrder)
     );
     assert_eq!(
         p.placer
-            .cancel(u(2), "BTCUSDT", buy2)
+            .cancel(u(2), "BTCUSDT".parse().expect("symbol"), buy2)
             .await
             .expect("cancel"),
         Err(Reject::UnknownOrder),
@@ -251,7 +251,7 @@ async fn users_on_four_shards_trade_and_every_unit_is_accounted_for() {
     );
     // user 1 cancels the rest of its sell, through the outbox and the matcher
     p.placer
-        .cancel(u(1), "BTCUSDT", sell1)
+        .cancel(u(1), "BTCUSDT".parse().expect("symbol"), sell1)
         .await
         .expect("cancel")
         .expect("accepted");

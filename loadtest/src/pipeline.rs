@@ -173,7 +173,7 @@ pub async fn bench(
                 let user = users[(t + concurrency * k as usize) % users.len()];
                 let req = PlaceRequest {
                     user_id: user,
-                    symbol: "BTCUSDT".into(),
+                    symbol: "BTCUSDT".parse().expect("symbol"),
                     side,
                     order_type: OrderType::Limit,
                     tif: TimeInForce::Gtc,
@@ -405,7 +405,7 @@ pub async fn demo() -> Result<()> {
      -> Result<PlaceRequest> {
         Ok(PlaceRequest {
             user_id: u,
-            symbol: "BTCUSDT".into(),
+            symbol: "BTCUSDT".parse().expect("symbol"),
             side,
             order_type: ty,
             tif: TimeInForce::Gtc,

@@ -287,7 +287,8 @@ impl UserDirectory {
         if api_key.len() != 64 || !api_key.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Ok(None);
         }
-        let row: Option<(u64, String)> = sqlx::query_as(
+        // `secret` is VARBINARY: bytes, which hold the ASCII secret we generated
+        let row: Option<(u64, Vec<u8>)> = sqlx::query_as(
             "SELECT user_id, secret FROM api_keys WHERE api_key = ? AND revoked_at IS NULL",
         )
         .bind(api_key)
@@ -297,7 +298,9 @@ impl UserDirectory {
         row.map(|(id, secret)| {
             Ok(KeyAuth {
                 user_id: UserId::new(id).map_err(|e| RouterError::InvalidInput(e.to_string()))?,
-                secret: Secret::new(secret),
+                secret: Secret::new(String::from_utf8(secret).map_err(|_| {
+                    RouterError::InvalidInput(format!("api key of user {id}: secret is not text"))
+                })?),
             })
         })
         .transpose()

@@ -31,8 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use domain::{
-    Amount, Asset, OrderId, OrderStatus, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce,
-    UserId,
+    Amount, Asset, OrderId, OrderType, Price, Qty, ShardId, Side, Symbol, TimeInForce, UserId,
 };
 use router::{RouterError, ShardMap, SnowflakeError, TableRouter};
 use serde::Serialize;
@@ -40,6 +39,7 @@ use sqlx::MySqlPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::outbox::{insert_outbox, OutboxRow};
+use crate::readers::{self, OrderRecord, ReadError};
 use ledger::balances::text::{LedgerRow, VersionedFreeze};
 use matcher::wire::{OrderInput, ORDERS_TOPIC};
 use matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
@@ -128,8 +128,9 @@ pub async fn load_symbols(meta: &MySqlPool) -> Result<BTreeMap<Symbol, SymbolCon
 pub struct PlaceRequest {
     /// Owner.
     pub user_id: UserId,
-    /// Symbol name as given (checked against the whitelist and config).
-    pub symbol: String,
+    /// Symbol (checked against the whitelist and config: a well-formed symbol that is
+    /// not listed is [`Reject::UnknownSymbol`]).
+    pub symbol: Symbol,
     /// Side.
     pub side: Side,
     /// Order type.
@@ -148,6 +149,21 @@ pub struct PlaceRequest {
     pub stp: StpMode,
     /// `newClientOrderId`; generated from the order id when absent.
     pub client_order_id: Option<String>,
+}
+
+/// Which order a cancel is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelTarget {
+    /// By order id.
+    Order(OrderId),
+    /// By the client order id it was placed with (`origClientOrderId`).
+    Client(String),
+}
+
+impl From<OrderId> for CancelTarget {
+    fn from(id: OrderId) -> Self {
+        Self::Order(id)
+    }
 }
 
 /// The acknowledgement of a placed (or previously placed) order.
@@ -323,50 +339,63 @@ impl Placer {
         self.write(checked).await
     }
 
-    /// Requests a cancel: checks the order is the user's and still open, then writes
-    /// the cancel request to the outbox. The result arrives as a matcher event (the
-    /// settler releases the remaining funds); a cancel racing a fill resolves in the
-    /// matcher's order.
+    /// Requests a cancel of `target` (by order id or client order id): checks the order
+    /// is the user's, of `symbol`, and still open, then writes the cancel request to the
+    /// outbox. Answers the order as it stood when the request was written (its status
+    /// still open); the result arrives as a matcher event (the settler releases the
+    /// remaining funds), and a cancel racing a fill resolves in the matcher's order.
     ///
     /// # Errors
     /// [`PlaceError`] for database failures.
     pub async fn cancel(
         &self,
         user: UserId,
-        symbol: &str,
-        order_id: OrderId,
-    ) -> Result<Result<(), Reject>, PlaceError> {
-        let Ok(symbol) = self.router.symbol(symbol) else {
-            return Ok(Err(Reject::UnknownSymbol(symbol.to_owned())));
+        symbol: Symbol,
+        target: impl Into<CancelTarget>,
+    ) -> Result<Result<OrderRecord, Reject>, PlaceError> {
+        if self.router.symbol(symbol.as_str()).is_err() || !self.symbols.contains_key(&symbol) {
+            return Ok(Err(Reject::UnknownSymbol(symbol.to_string())));
+        }
+        let found = match target.into() {
+            CancelTarget::Order(order_id) => {
+                match readers::order(&self.shards, &self.router, symbol, order_id, Some(user)).await
+                {
+                    Ok(mut rows) => rows.pop().map(|(_, o)| o),
+                    // a month without a table holds nobody's order
+                    Err(ReadError::Router(
+                        RouterError::MissingTable { .. }
+                        | RouterError::BadId { .. }
+                        | RouterError::BadRange(_),
+                    )) => None,
+                    Err(ReadError::Router(e)) => return Err(e.into()),
+                    Err(e @ ReadError::Corrupt { .. }) => {
+                        return Err(PlaceError::Config(e.to_string()))
+                    }
+                }
+            }
+            CancelTarget::Client(cid) => {
+                match readers::order_by_client_id(&self.shards, &self.router, user, &cid).await {
+                    Ok(o) => o.filter(|o| o.symbol == symbol),
+                    Err(ReadError::Router(
+                        RouterError::MissingTable { .. }
+                        | RouterError::BadId { .. }
+                        | RouterError::BadRange(_),
+                    )) => None,
+                    Err(ReadError::Router(e)) => return Err(e.into()),
+                    Err(e @ ReadError::Corrupt { .. }) => {
+                        return Err(PlaceError::Config(e.to_string()))
+                    }
+                }
+            }
         };
-        let Ok(table) = self.router.orders_table(&symbol, order_id) else {
+        let Some(order) = found.filter(|o| o.status.is_open()) else {
             return Ok(Err(Reject::UnknownOrder));
         };
         let shard = self.shards.shard_of(user).get();
         let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
-        let mut tx = self.shards.pool_for(user).begin().await.map_err(place)?;
-        let found: Result<Option<(String,)>, _> = sqlx::query_as(&format!(
-            "SELECT CAST(status AS CHAR) FROM `{table}` WHERE order_id = ? AND user_id = ?"
-        ))
-        .bind(order_id.get())
-        .bind(user.get())
-        .fetch_optional(&mut *tx)
-        .await;
-        let row = match found.map_err(|e| RouterError::db_on_shard(shard, e)) {
-            Ok(row) => row,
-            // a month without a table holds nobody's order
-            Err(RouterError::MissingTable { .. }) => None,
-            Err(other) => return Err(other.into()),
-        };
-        let open =
-            row.is_some_and(|(s,)| OrderStatus::from_db_str(&s).is_ok_and(OrderStatus::is_open));
-        if !open {
-            tx.rollback().await.map_err(place)?;
-            return Ok(Err(Reject::UnknownOrder));
-        }
         let input = OrderInput::Cancel {
             symbol,
-            order_id,
+            order_id: order.order_id,
             user_id: user,
         };
         let row = OutboxRow {
@@ -374,19 +403,20 @@ impl Placer {
             key: symbol.as_str().as_bytes().to_vec(),
             payload: input.encode(),
         };
+        let mut tx = self.shards.pool_for(user).begin().await.map_err(place)?;
         insert_outbox(&mut tx, &[row]).await.map_err(place)?;
         tx.commit().await.map_err(place)?;
-        Ok(Ok(()))
+        Ok(Ok(order))
     }
 
     /// Validation and freeze computation, no I/O.
     fn check(&self, req: &PlaceRequest) -> Result<Result<Checked, Reject>, PlaceError> {
         let reject = |r| Ok(Err(r));
-        let Ok(symbol) = self.router.symbol(&req.symbol) else {
-            return reject(Reject::UnknownSymbol(req.symbol.clone()));
+        let Ok(symbol) = self.router.symbol(req.symbol.as_str()) else {
+            return reject(Reject::UnknownSymbol(req.symbol.to_string()));
         };
         let Some(cfg) = self.symbols.get(&symbol) else {
-            return reject(Reject::UnknownSymbol(req.symbol.clone()));
+            return reject(Reject::UnknownSymbol(req.symbol.to_string()));
         };
         if !cfg.trading {
             return reject(Reject::Halted(symbol));

@@ -15,7 +15,7 @@ use trading::readers::{order, order_by_client_id, orders_of_user, Page, ReadErro
 fn buy(user: u64, price: &str, cid: &str) -> PlaceRequest {
     PlaceRequest {
         user_id: UserId::new(user).expect("user"),
-        symbol: "BTCUSDT".into(),
+        symbol: "BTCUSDT".parse().expect("symbol"),
         side: Side::Buy,
         order_type: OrderType::Limit,
         tif: TimeInForce::Gtc,
@@ -143,5 +143,74 @@ async fn orders_are_read_by_id_by_client_id_and_by_cursor() {
         Err(ReadError::Router(RouterError::MissingTable { .. })) => {}
         other => panic!("a month without tables must say so: {other:?}"),
     }
+    owned.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_cancel_by_order_or_client_id_answers_the_order_and_writes_one_request() {
+    let common::Harness {
+        env: owned,
+        router,
+        placer,
+    } = common::Harness::new("cancelby", 12).await;
+    let env = &owned;
+    common::deposit(env, 7, "USDT", "10000").await;
+    let ack = placer
+        .place(&buy(7, "50000", "c-1"))
+        .await
+        .expect("place")
+        .expect("accepted");
+    let (btc, eth) = (
+        router.symbol("BTCUSDT").expect("symbol"),
+        router.symbol("ETHUSDT").expect("symbol"),
+    );
+    let (u7, u8) = (UserId::new(7).expect("u"), UserId::new(8).expect("u"));
+    let outbox = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+            .fetch_one(env.map.pool_for(u7))
+            .await
+            .expect("count");
+        n
+    };
+    let before = outbox().await;
+    use trading::placement::{CancelTarget, Reject};
+    // refused: someone else's, another symbol's, an unknown client id, a non-snowflake id
+    for (user, symbol, target) in [
+        (u8, btc, CancelTarget::Client("c-1".into())),
+        (u7, eth, CancelTarget::Client("c-1".into())),
+        (u7, btc, CancelTarget::Client("c-2".into())),
+        (
+            u7,
+            btc,
+            CancelTarget::Order(OrderId::new(u64::MAX).expect("id")),
+        ),
+    ] {
+        let r = placer
+            .cancel(user, symbol, target.clone())
+            .await
+            .expect("cancel");
+        assert_eq!(r, Err(Reject::UnknownOrder), "{user} {symbol} {target:?}");
+    }
+    assert_eq!(outbox().await, before, "a refused cancel writes nothing");
+    // by client order id: the order as it stood, still open
+    let o = placer
+        .cancel(u7, btc, CancelTarget::Client("c-1".into()))
+        .await
+        .expect("cancel")
+        .expect("accepted");
+    assert_eq!((o.order_id, o.status), (ack.order_id, OrderStatus::New));
+    assert_eq!(o.client_order_id.as_deref(), Some("c-1"));
+    // by order id
+    let o = placer
+        .cancel(u7, btc, ack.order_id)
+        .await
+        .expect("cancel")
+        .expect("accepted");
+    assert_eq!(o.order_id, ack.order_id);
+    assert_eq!(
+        outbox().await,
+        before + 2,
+        "one request per accepted cancel"
+    );
     owned.drop_all().await;
 }

@@ -43,7 +43,7 @@ pub fn req(
 ) -> PlaceRequest {
     PlaceRequest {
         user_id: UserId::new(user).expect("user"),
-        symbol: "BTCUSDT".into(),
+        symbol: "BTCUSDT".parse().expect("symbol"),
         side,
         order_type: ty,
         tif: TimeInForce::Gtc,
