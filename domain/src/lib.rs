@@ -16,6 +16,7 @@
 //!   the open and final status sets ([`OrderStatus::OPEN`]).
 //! - [`snowflake`]: the id layout and [`snowflake::decode`] (the generator lives in
 //!   `router`); [`month`]: [`Month`], the unit of month tables.
+//! - [`hold`]: what an open order must hold frozen (placement and the audit share it).
 //! - [`kind`]: [`ErrorKind`] and [`Kinded`], the class of every library error
 //!   (rejected / not found / conflict / unavailable / outcome unknown / internal).
 //!
@@ -50,6 +51,7 @@
 //! [`Decimal`] is re-exported so that dependants use the same
 //! `rust_decimal` version as this crate.
 
+pub mod hold;
 pub mod ids;
 pub mod kind;
 pub mod money;

@@ -329,45 +329,78 @@ pub async fn frozen_on_shard(
             0,
         )
         .await?;
-        // what an open order still needs, by the placement's freezing rules (the
-        // settlers keep it so: a buy filled below its limit gets the difference back)
-        let needs = "CASE WHEN type IN ('limit', 'limit_maker', 'stop_loss_limit', 'take_profit_limit') \
-                       THEN IF(side = 'buy', price * (quantity - filled_quantity), quantity - filled_quantity) \
-                     WHEN side = 'sell' THEN quantity - filled_quantity \
-                     ELSE quote_quantity - filled_amount END";
-        type Bad = (u64, u64, String, String, String, Option<String>);
-        let bad: Vec<Bad> = sqlx::query_as(&format!(
-            "SELECT order_id, user_id, CAST(status AS CHAR), frozen_currency, CAST(frozen_amount AS CHAR), \
-                    CAST(({needs}) AS CHAR) \
-             FROM `{table}` WHERE (status IN ({open}) AND (frozen_amount < 0 \
-                    OR NOT (frozen_amount <=> ({needs})))) \
-                OR (status IN ({fin}) AND frozen_amount <> 0) ORDER BY order_id"
+        // what an open order still needs, by the one hold rule (`domain::hold`, which
+        // placement freezes by; the settlers keep it so: a buy filled below its limit
+        // gets the difference back): every open order is read and judged here
+        type Row = (
+            u64,
+            u64,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            String,
+        );
+        let open_rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT order_id, user_id, CAST(status AS CHAR), CAST(side AS CHAR), CAST(type AS CHAR), \
+                    frozen_currency, CAST(price AS CHAR), CAST(quantity AS CHAR), \
+                    CAST(quote_quantity AS CHAR), CAST(filled_quantity AS CHAR), \
+                    CAST(filled_amount AS CHAR), CAST(frozen_amount AS CHAR) \
+             FROM `{table}` WHERE status IN ({open}) ORDER BY order_id"
         ))
         .fetch_all(&mut *tx)
         .await
         .map_err(place)?;
-        for (order_id, user_id, status, asset, frozen, needs) in bad {
+        let final_rows: Vec<(u64, u64, String, String, String)> = sqlx::query_as(&format!(
+            "SELECT order_id, user_id, CAST(status AS CHAR), frozen_currency, CAST(frozen_amount AS CHAR) \
+             FROM `{table}` WHERE status IN ({fin}) AND frozen_amount <> 0 ORDER BY order_id"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(place)?;
+        let mut bad: Vec<BadOrderHold> = Vec::new();
+        for (order_id, user_id, status, side, ty, asset, price, qty, quote, fq, fa, frozen) in
+            open_rows
+        {
             let frozen_amount = Amount::from_db_str(&frozen)?;
-            let open =
-                domain::OrderStatus::from_db_str(&status).is_ok_and(domain::OrderStatus::is_open);
-            let problem = if !open {
-                OrderHoldProblem::FinalStillHolds
-            } else if frozen_amount.is_negative() {
+            let parsed = || -> Option<domain::hold::HoldShape> {
+                Some(domain::hold::HoldShape {
+                    side: domain::Side::from_db_str(&side).ok()?,
+                    order_type: domain::OrderType::from_db_str(&ty).ok()?,
+                    price: match price.as_deref() {
+                        Some(p) => Some(domain::Price::from_db_str(p).ok()?),
+                        None => None,
+                    },
+                    qty: match qty.as_deref() {
+                        Some(q) => Some(Amount::from_db_str(q).ok()?),
+                        None => None,
+                    },
+                    quote_qty: match quote.as_deref() {
+                        Some(q) => Some(Amount::from_db_str(q).ok()?),
+                        None => None,
+                    },
+                    filled_qty: Amount::from_db_str(&fq).ok()?,
+                    filled_amount: Amount::from_db_str(&fa).ok()?,
+                })
+            };
+            // a shape without a rule, or a hold finer than the ledger's 18 places, has no
+            // valid hold: reported with `needs` unknown, never rounded
+            let needs = parsed()
+                .and_then(|shape| domain::hold::required_hold(&shape))
+                .and_then(Result::ok);
+            let problem = if frozen_amount.is_negative() {
                 OrderHoldProblem::NegativeOpen
-            } else {
+            } else if needs != Some(frozen_amount) {
                 OrderHoldProblem::NotWhatItNeeds
+            } else {
+                continue;
             };
-            // a product finer than the ledger's 18 places is not a valid hold either:
-            // shown as it is, not rounded
-            let needs = match needs.filter(|_| problem == OrderHoldProblem::NotWhatItNeeds) {
-                // a product has 36 places: its trailing zeros go, nothing else
-                Some(n) if n.contains('.') => {
-                    Amount::from_db_str(n.trim_end_matches('0').trim_end_matches('.')).ok()
-                }
-                Some(n) => Amount::from_db_str(&n).ok(),
-                None => None,
-            };
-            report.bad_orders.push(BadOrderHold {
+            bad.push(BadOrderHold {
                 shard,
                 table: table.clone(),
                 order_id,
@@ -375,10 +408,25 @@ pub async fn frozen_on_shard(
                 status,
                 asset,
                 frozen_amount,
-                needs,
+                needs: needs.filter(|_| problem == OrderHoldProblem::NotWhatItNeeds),
                 problem,
             });
         }
+        for (order_id, user_id, status, asset, frozen) in final_rows {
+            bad.push(BadOrderHold {
+                shard,
+                table: table.clone(),
+                order_id,
+                user_id,
+                status,
+                asset,
+                frozen_amount: Amount::from_db_str(&frozen)?,
+                needs: None,
+                problem: OrderHoldProblem::FinalStillHolds,
+            });
+        }
+        bad.sort_by_key(|b| b.order_id);
+        report.bad_orders.extend(bad);
     }
     report.holding_withdrawals = add_holds(
         &mut tx,

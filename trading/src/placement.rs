@@ -20,8 +20,9 @@
 //! (user, asset) into one versioned UPDATE, then multi-row inserts. A refused
 //! placement simply contributes nothing; the rest commit together.
 //!
-//! What is frozen: a buy freezes `price × qty` of the quote asset (limit-like) or its
-//! `quoteOrderQty` (market); a sell freezes `qty` of the base asset. Fees are charged
+//! What is frozen (the rule is `domain::hold`, shared with the audit): a buy freezes
+//! `price × qty` of the quote asset (limit-like) or its `quoteOrderQty` (market); a
+//! sell freezes `qty` of the base asset. Fees are charged
 //! in the asset received, so they never need to be frozen. A MARKET/STOP buy by base
 //! quantity and a MARKET/STOP sell by quote amount are refused: what they may spend is
 //! not known at placement, and nothing may trade with funds that were not frozen.
@@ -40,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::outbox::{insert_outbox, OutboxRow};
 use crate::readers::{self, OrderRecord, ReadError};
+use domain::hold::{held_asset, required_hold, HeldAsset, HoldShape};
 use ledger::balances::text::{LedgerRow, VersionedFreeze};
 use matcher::wire::{OrderInput, ORDERS_TOPIC};
 use matcher::{NewOrder, RejectReason, StpMode, SymbolSpec};
@@ -464,35 +466,43 @@ impl Placer {
                 return reject(Reject::Invalid(r));
             }
         }
-        let (frozen_asset, frozen, notional) =
-            match (limit_like, req.side, req.price, req.qty, req.quote_qty) {
-                (true, _, None, _, _) => {
-                    return reject(Reject::Invalid(RejectReason::MissingPrice))
-                }
-                (true, _, _, None, _) | (false, _, _, None, None) => {
-                    return reject(Reject::Invalid(RejectReason::InvalidQuantity))
-                }
-                (true, _, _, _, Some(_)) | (false, _, _, Some(_), Some(_)) => {
-                    return reject(Reject::Invalid(RejectReason::BadQuantityFields))
-                }
-                (true, Side::Buy, Some(p), Some(q), None) => {
-                    let n = p.checked_notional(q)?;
-                    (spec.quote, n, Some(n))
-                }
-                (true, Side::Sell, Some(p), Some(q), None) => {
-                    (spec.base, Amount::from(q), Some(p.checked_notional(q)?))
-                }
-                (false, Side::Buy, _, None, Some(a)) => (spec.quote, a, Some(a)),
-                (false, Side::Sell, _, Some(q), None) => (spec.base, Amount::from(q), None),
-                (false, Side::Buy, _, Some(_), None) => {
-                    return reject(Reject::Unsupported(
-                        "a MARKET/STOP buy must give quoteOrderQty",
-                    ))
-                }
-                (false, Side::Sell, _, None, Some(_)) => {
-                    return reject(Reject::Unsupported("a MARKET/STOP sell must give quantity"))
-                }
-            };
+        // the shape checks; what is frozen comes from the one hold rule (`domain::hold`)
+        let notional = match (limit_like, req.side, req.price, req.qty, req.quote_qty) {
+            (true, _, None, _, _) => return reject(Reject::Invalid(RejectReason::MissingPrice)),
+            (true, _, _, None, _) | (false, _, _, None, None) => {
+                return reject(Reject::Invalid(RejectReason::InvalidQuantity))
+            }
+            (true, _, _, _, Some(_)) | (false, _, _, Some(_), Some(_)) => {
+                return reject(Reject::Invalid(RejectReason::BadQuantityFields))
+            }
+            (true, _, Some(p), Some(q), None) => Some(p.checked_notional(q)?),
+            (false, Side::Buy, _, None, Some(a)) => Some(a),
+            (false, Side::Sell, _, Some(_), None) => None,
+            (false, Side::Buy, _, Some(_), None) => {
+                return reject(Reject::Unsupported(
+                    "a MARKET/STOP buy must give quoteOrderQty",
+                ))
+            }
+            (false, Side::Sell, _, None, Some(_)) => {
+                return reject(Reject::Unsupported("a MARKET/STOP sell must give quantity"))
+            }
+        };
+        let shape = HoldShape {
+            side: req.side,
+            order_type: req.order_type,
+            price: req.price.filter(|_| limit_like),
+            qty: req.qty.map(Amount::from),
+            quote_qty: req.quote_qty,
+            filled_qty: Amount::ZERO,
+            filled_amount: Amount::ZERO,
+        };
+        let frozen = required_hold(&shape).ok_or_else(|| {
+            PlaceError::Config("an accepted order shape without a hold rule".into())
+        })??;
+        let frozen_asset = match held_asset(req.side) {
+            HeldAsset::Base => spec.base,
+            HeldAsset::Quote => spec.quote,
+        };
         if let Some(n) = notional {
             if n.get() < cfg.min_notional.get() {
                 return reject(Reject::Filter {
