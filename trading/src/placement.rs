@@ -28,7 +28,7 @@
 //! not known at placement, and nothing may trade with funds that were not frozen.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use domain::{
@@ -301,6 +301,7 @@ pub struct Placer {
     router: TableRouter,
     symbols: Arc<BTreeMap<Symbol, SymbolConfig>>,
     next_id: router::snowflake::IdSource,
+    lost_replies: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for Placer {
@@ -325,7 +326,16 @@ impl Placer {
             router,
             symbols: Arc::new(symbols),
             next_id,
+            lost_replies: Arc::default(),
         }
+    }
+
+    /// Fault injection: the next `n` COMMITs of this placer's batches succeed on the
+    /// server and then act as if their reply was lost (as when the connection breaks
+    /// right after the server committed). For tests of the "outcome unknown" path;
+    /// a production caller never sets it.
+    pub fn lose_commit_replies(&self, n: u32) {
+        self.lost_replies.store(n, Ordering::SeqCst);
     }
 
     /// Places an order: `Ok(Ok(ack))`, `Ok(Err(reject))` (nothing changed), or an
@@ -543,7 +553,17 @@ impl Placer {
     async fn write(&self, c: Checked) -> Result<Result<Ack, Reject>, PlaceError> {
         let shard = self.shards.shard_of(c.user_id);
         let pool = self.shards.pool(shard)?;
-        let mut out = write_batch(pool, shard.get(), &self.router, &[&c]).await?;
+        let mut out =
+            match write_batch(pool, shard.get(), &self.router, &[&c], &self.lost_replies).await {
+                Err(PlaceError::CommitUnknown(e)) => {
+                    return Err(PlaceError::OutcomeUnknown {
+                        order_id: c.order.order_id,
+                        client_order_id: c.client_order_id.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+                other => other?,
+            };
         out.pop()
             .ok_or_else(|| PlaceError::Config("empty batch result".into()))
     }
@@ -565,6 +585,7 @@ impl Placer {
                     cfg,
                     rx.clone(),
                     batches.clone(),
+                    self.lost_replies.clone(),
                 ))
             })
             .collect();
@@ -687,6 +708,7 @@ async fn group_loop(
     cfg: GroupCommit,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     batches: Arc<GroupStats>,
+    lost_replies: Arc<AtomicU32>,
 ) {
     let pool = match pool {
         Ok(p) => p,
@@ -720,7 +742,7 @@ async fn group_loop(
         jobs.sort_by_key(|j| (j.checked.user_id, j.checked.frozen_asset));
         let checked: Vec<&Checked> = jobs.iter().map(|j| &j.checked).collect();
         let t0 = std::time::Instant::now();
-        match write_batch(&pool, s, &router, &checked).await {
+        match write_batch(&pool, s, &router, &checked, &lost_replies).await {
             Ok(results) => {
                 batches.batches.fetch_add(1, Ordering::Relaxed);
                 batches
@@ -769,6 +791,7 @@ async fn write_batch(
     shard: u16,
     router: &TableRouter,
     jobs: &[&Checked],
+    lost_replies: &AtomicU32,
 ) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
     let mut last = None;
@@ -787,7 +810,7 @@ async fn write_batch(
             }
         };
         let mut tx = TextTx::new(conn);
-        match write_set(&mut tx, shard, router, jobs).await {
+        match write_set(&mut tx, shard, router, jobs, lost_replies).await {
             Ok(results) => return Ok(results),
             Err(e) => {
                 tx.abandon().await;
@@ -833,6 +856,7 @@ async fn write_set(
     shard: u16,
     router: &TableRouter,
     jobs: &[&Checked],
+    lost_replies: &AtomicU32,
 ) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
     use sqlx::Row;
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
@@ -928,8 +952,9 @@ async fn write_set(
     if accepted.is_empty() {
         router::sqltext::exec(tx.conn().map_err(place)?, "COMMIT")
             .await
-            .map_err(place)?;
+            .map_err(|e| PlaceError::CommitUnknown(RouterError::db_on_shard(shard, e)))?;
         tx.finish();
+        lose_reply(lost_replies, shard)?;
         return Ok(results);
     }
 
@@ -1045,7 +1070,21 @@ async fn write_set(
         .await
         .map_err(|e| PlaceError::CommitUnknown(RouterError::db_on_shard(shard, e)))?;
     tx.finish();
+    lose_reply(lost_replies, shard)?;
     Ok(results)
+}
+
+/// The fault injection of [`Placer::lose_commit_replies`], after a COMMIT succeeded.
+fn lose_reply(lost_replies: &AtomicU32, shard: u16) -> Result<(), PlaceError> {
+    let lose = lost_replies
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if lose {
+        return Err(PlaceError::CommitUnknown(RouterError::Busy(format!(
+            "shard {shard}: the commit reply was lost (fault injection)"
+        ))));
+    }
+    Ok(())
 }
 
 /// The earlier orders of `found` (user, client order id, symbol, order id) rows of

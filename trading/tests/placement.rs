@@ -15,7 +15,7 @@ use matcher::wire::OrderInput;
 use matcher::{RejectReason, StpMode};
 use router::{Snowflake, TableRouter};
 use testkit::TestEnv;
-use trading::placement::{load_symbols, PlaceRequest, Placer, Reject};
+use trading::placement::{load_symbols, PlaceError, PlaceRequest, Placer, Reject};
 
 async fn setup(name: &str) -> (TestEnv, Placer) {
     let h = common::Harness::new(name, 9).await;
@@ -549,5 +549,91 @@ async fn one_batch_decides_in_arrival_order_nets_freezes_and_answers_in_batch_re
         ]
     );
     assert_eq!(count(&env, 10, "SELECT COUNT(*) FROM outbox").await, 3);
+    env.drop_all().await;
+}
+
+/// A COMMIT that happened on the server but whose reply never came back (the
+/// connection broke right after): the retry inside the writer finds the order by its
+/// client order id and answers with it; if no retry gets an answer either, the caller
+/// gets "outcome unknown" with the order id, never "not committed" and never a second
+/// order when it retries with the same client order id.
+#[tokio::test]
+async fn a_lost_commit_reply_is_resolved_by_the_client_order_id_or_reported_unknown() {
+    let (env, placer) = setup("lostcommit").await;
+    let user = UserId::new(13).expect("user");
+    common::deposit(&env, user.get(), "USDT", "1000").await;
+    let shard = env.map.shard_of(user);
+    let writer = placer.group_writer(
+        shard,
+        trading::placement::GroupCommit {
+            queue: 64,
+            max_batch: 8,
+            max_wait: std::time::Duration::from_millis(1),
+            writers: 1,
+        },
+    );
+    let writers = [writer];
+    let orders = |cid: &str| {
+        let mut r = limit(13, Side::Buy, "50000", "0.002");
+        r.client_order_id = Some(cid.into());
+        r
+    };
+    let rows = || count(&env, 13, "SELECT COUNT(*) FROM client_orders");
+
+    // one reply lost: the writer's retry sees the committed order and answers with it
+    placer.lose_commit_replies(1);
+    let ack = placer
+        .place_grouped(&writers, &orders("lost-1"))
+        .await
+        .expect("resolved by the retry")
+        .expect("accepted");
+    assert!(
+        ack.duplicate,
+        "the answer is the order the lost COMMIT wrote"
+    );
+    assert_eq!(rows().await, 1);
+    assert_eq!(balance(&env, 13, "USDT").await, (amt("900"), amt("100")));
+
+    // every reply lost: outcome unknown, with the id the order has
+    placer.lose_commit_replies(3);
+    let err = placer
+        .place_grouped(&writers, &orders("lost-2"))
+        .await
+        .expect_err("no attempt got an answer");
+    let PlaceError::OutcomeUnknown {
+        order_id,
+        client_order_id,
+        ..
+    } = &err
+    else {
+        panic!("want outcome unknown, got {err:?}");
+    };
+    assert_eq!(client_order_id, "lost-2");
+    assert_eq!(
+        domain::Kinded::kind(&err),
+        domain::ErrorKind::OutcomeUnknown
+    );
+    // it did commit, once; the client's retry with the same id gets that order back
+    assert_eq!(rows().await, 2);
+    let again = placer
+        .place_grouped(&writers, &orders("lost-2"))
+        .await
+        .expect("retry")
+        .expect("accepted");
+    assert_eq!((again.order_id, again.duplicate), (*order_id, true));
+    assert_eq!(rows().await, 2, "the retry placed nothing new");
+    assert_eq!(balance(&env, 13, "USDT").await, (amt("800"), amt("200")));
+
+    // the same through the ungrouped path
+    placer.lose_commit_replies(3);
+    match placer.place(&orders("lost-3")).await {
+        Err(PlaceError::OutcomeUnknown {
+            client_order_id, ..
+        }) => {
+            assert_eq!(client_order_id, "lost-3")
+        }
+        other => panic!("want outcome unknown, got {other:?}"),
+    }
+    assert_eq!(rows().await, 3);
     env.drop_all().await;
 }
