@@ -80,6 +80,46 @@ where
     .transpose()
 }
 
+/// Every balance of `user` (spot), by asset: what the gateway's account endpoint and
+/// the balance stream start from. One query on the user's shard.
+///
+/// # Errors
+/// Database errors; a stored value that cannot be held exactly; a stored asset code
+/// that is not valid.
+pub async fn all_of(
+    shards: &router::ShardMap,
+    user: UserId,
+) -> Result<Vec<(Asset, Balance)>, RouterError> {
+    let shard = shards.shard_of(user).get();
+    let rows = sqlx::query(
+        "SELECT CAST(currency AS CHAR) AS currency, available, frozen, version FROM account_balances \
+         WHERE user_id = ? AND account_type = 'spot' ORDER BY currency",
+    )
+    .bind(user.get())
+    .fetch_all(shards.pool_for(user))
+    .await
+    .map_err(|e| RouterError::db_on_shard(shard, e))?;
+    rows.iter()
+        .map(|r| {
+            let code: String = r
+                .try_get("currency")
+                .map_err(|e| RouterError::db_on_shard(shard, e))?;
+            let asset = Asset::new(&code)
+                .map_err(|e| RouterError::InvalidInput(format!("stored asset {code:?}: {e}")))?;
+            Ok((
+                asset,
+                Balance {
+                    available: get_amount(r, "available")?,
+                    frozen: get_amount(r, "frozen")?,
+                    version: r
+                        .try_get("version")
+                        .map_err(|e| RouterError::db_on_shard(shard, e))?,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// Moves `amount` from available to frozen on the user's shard with the optimistic
 /// lock, retrying up to `max_retries` times when another writer got there first.
 ///

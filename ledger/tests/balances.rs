@@ -268,3 +268,45 @@ async fn the_audit_holds_after_deposits_and_catches_money_made_from_nothing() {
     assert!(!broken.holds(), "{broken:?}");
     env.drop_all().await;
 }
+
+#[tokio::test]
+async fn all_balances_of_a_user_come_from_one_read_of_its_shard_exactly() {
+    let env = TestEnv::new("allof").await;
+    let (u, other) = (
+        UserId::new(6).expect("user"),
+        UserId::new(10).expect("user"),
+    );
+    seed_balance(&env, u, "USDT", "1000.000000000000000001").await;
+    seed_balance(&env, u, "BTC", "0.5").await;
+    seed_balance(&env, other, "ETH", "3").await;
+    let f = freeze(
+        &env.map,
+        u,
+        &Asset::new("BTC").expect("asset"),
+        Amount::from_str("0.2").expect("a"),
+        3,
+    )
+    .await
+    .expect("freeze");
+    assert!(matches!(f, Freeze::Done(_)));
+    let all = ledger::balances::all_of(&env.map, u).await.expect("all");
+    let a = |s: &str| Amount::from_str(s).expect("amount");
+    let shown: Vec<(String, Amount, Amount)> = all
+        .iter()
+        .map(|(asset, b)| (asset.to_string(), b.available, b.frozen))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("BTC".to_owned(), a("0.3"), a("0.2")),
+            ("USDT".to_owned(), a("1000.000000000000000001"), a("0")),
+        ]
+    );
+    assert!(
+        ledger::balances::all_of(&env.map, UserId::new(99).expect("u"))
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    env.drop_all().await;
+}

@@ -1,5 +1,6 @@
-//! Readers of orders: one typed record per order row, by order id or by client order
-//! id, the open orders of a user, and a user's orders by cursor over the month tables.
+//! Readers of orders and trades: one typed record per order row, by order id or by
+//! client order id, the open orders of a user, a user's orders by cursor over the month
+//! tables, and a user's trades by trade-id cursor. (Balances: `ledger::balances::all_of`.)
 //!
 //! Invariants: an order id names exactly one month table (its snowflake month), so a
 //! lookup by id reads one table on one shard; a client order id is found through
@@ -321,4 +322,140 @@ pub async fn orders_of_user(
         }
     }
     Ok(out)
+}
+
+/// One side of a trade, as stored on its user's shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TradeRecord {
+    /// The trade id (per-symbol matcher sequence: grows with time across months).
+    pub trade_id: u64,
+    /// This row's user's side.
+    pub side: Side,
+    /// The symbol.
+    pub symbol: Symbol,
+    /// This user's order.
+    pub order_id: OrderId,
+    /// The other side's order.
+    pub counter_order_id: OrderId,
+    /// Price.
+    pub price: Price,
+    /// Base quantity.
+    pub qty: Qty,
+    /// Quote amount (`price × qty`).
+    pub amount: Amount,
+    /// Whether this user's order was the resting one.
+    pub is_maker: bool,
+    /// Fee charged to this user.
+    pub fee: Amount,
+    /// In this asset.
+    pub fee_asset: String,
+    /// Time, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// Where a list of trades starts and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradePage {
+    /// Only trades with a larger id (the previous page's last; Binance's `fromId` is
+    /// `after = fromId - 1`); none = from the first.
+    pub after: Option<u64>,
+    /// At most this many (1..=1000).
+    pub limit: u16,
+    /// The oldest month to read.
+    pub since: Month,
+}
+
+/// A user's trades of one symbol in trade-id order after `page.after`, from the month
+/// tables from `page.since` to the current month: one query per month table, stopping
+/// once the page is full.
+///
+/// # Errors
+/// A month table missing in the range is an error, never skipped; database errors;
+/// [`ReadError::Corrupt`] for a stored value that does not parse.
+pub async fn trades_of_user(
+    map: &ShardMap,
+    router: &TableRouter,
+    user: UserId,
+    symbol: Symbol,
+    page: TradePage,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<TradeRecord>, ReadError> {
+    let TradePage {
+        after,
+        limit,
+        since,
+    } = page;
+    let limit = usize::from(limit.clamp(1, 1000));
+    let shard = map.shard_of(user);
+    let tables = router.tables_in_range(TableKind::Trades, &symbol, since.start(), now)?;
+    let mut out = Vec::new();
+    for table in tables {
+        map.require_tables(shard, std::slice::from_ref(&table))
+            .await?;
+        let want = u64::try_from(limit - out.len()).unwrap_or(1000);
+        let sql = format!(
+            "SELECT trade_id, CAST(side AS CHAR) AS side, order_id, counter_order_id, \
+                    CAST(price AS CHAR) AS price, CAST(quantity AS CHAR) AS quantity, \
+                    CAST(amount AS CHAR) AS amount, is_maker, CAST(fee AS CHAR) AS fee, fee_currency, \
+                    CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) AS created_ms \
+             FROM `{}` WHERE user_id = ? AND trade_id > ? ORDER BY trade_id, side LIMIT ?",
+            table.as_str()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user.get())
+            .bind(after.unwrap_or(0))
+            .bind(want)
+            .fetch_all(map.pool(shard)?)
+            .await
+            .map_err(|e| RouterError::db_on_shard(shard.get(), e))?;
+        for row in &rows {
+            out.push(parse_trade(row, symbol, &table)?);
+        }
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn parse_trade(
+    row: &MySqlRow,
+    symbol: Symbol,
+    table: &TableName,
+) -> Result<TradeRecord, ReadError> {
+    let trade_id: u64 = row
+        .try_get("trade_id")
+        .map_err(|e| RouterError::db("trade row", e))?;
+    let bad = |reason: String| ReadError::Corrupt {
+        table: table.to_string(),
+        order_id: trade_id,
+        reason,
+    };
+    let text = |c: &str| -> Result<String, ReadError> {
+        row.try_get::<String, _>(c)
+            .map_err(|e| bad(format!("{c}: {e}")))
+    };
+    let id = |c: &str| -> Result<OrderId, ReadError> {
+        let raw: u64 = row.try_get(c).map_err(|e| bad(format!("{c}: {e}")))?;
+        OrderId::new(raw).map_err(|e| bad(format!("{c}: {e}")))
+    };
+    let amount = |c: &str| Amount::from_db_str(&text(c)?).map_err(|e| bad(format!("{c}: {e}")));
+    Ok(TradeRecord {
+        trade_id,
+        side: Side::from_db_str(&text("side")?).map_err(|e| bad(e.to_string()))?,
+        symbol,
+        order_id: id("order_id")?,
+        counter_order_id: id("counter_order_id")?,
+        price: Price::from_db_str(&text("price")?).map_err(|e| bad(format!("price: {e}")))?,
+        qty: Qty::from_db_str(&text("quantity")?).map_err(|e| bad(format!("quantity: {e}")))?,
+        amount: amount("amount")?,
+        is_maker: row
+            .try_get("is_maker")
+            .map_err(|e| bad(format!("is_maker: {e}")))?,
+        fee: amount("fee")?,
+        fee_asset: text("fee_currency")?,
+        created_ms: row
+            .try_get("created_ms")
+            .map_err(|e| bad(format!("created_ms: {e}")))?,
+    })
 }

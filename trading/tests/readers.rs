@@ -214,3 +214,80 @@ async fn a_cancel_by_order_or_client_id_answers_the_order_and_writes_one_request
     );
     owned.drop_all().await;
 }
+
+#[tokio::test]
+async fn a_users_trades_are_read_by_trade_id_cursor_with_every_field() {
+    let common::Harness {
+        env: owned,
+        router,
+        placer: _,
+    } = common::Harness::new("tradesof", 13).await;
+    let env = &owned;
+    let now = chrono::Utc::now();
+    let btc = router.symbol("BTCUSDT").expect("symbol");
+    let table = router
+        .table(router::TableKind::Trades, &btc, Month::of(now))
+        .expect("table");
+    let (u5, u9) = (UserId::new(5).expect("u"), UserId::new(9).expect("u"));
+    // fixtures as a settler writes them: user 5's halves of trades 1..=3, and user 9's
+    // half of trade 2 (users 5 and 9 live on the same shard)
+    for (trade, side, user, counter, maker) in [
+        (1u64, "buy", 5u64, 9u64, false),
+        (2, "sell", 5, 9, true),
+        (2, "buy", 9, 5, false),
+        (3, "buy", 5, 9, true),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO `{table}` (trade_id, side, symbol, order_id, user_id, counter_order_id, \
+               counter_user_id, price, quantity, amount, is_maker, fee, fee_currency, seq) \
+             VALUES (?, ?, 'BTCUSDT', ?, ?, ?, ?, '50000.5', '0.002', '100.001', ?, '0.000002', 'BTC', ?)"
+        ))
+        .bind(trade)
+        .bind(side)
+        .bind(trade * 100 + user)
+        .bind(user)
+        .bind(trade * 100 + counter)
+        .bind(counter)
+        .bind(maker)
+        .bind(trade)
+        .execute(env.map.pool_for(u5))
+        .await
+        .expect("fixture");
+    }
+    use trading::readers::{trades_of_user, TradePage};
+    let page = |after: Option<u64>, limit: u16| TradePage {
+        after,
+        limit,
+        since: Month::of(now),
+    };
+    let first = trades_of_user(&env.map, &router, u5, btc, page(None, 2), now)
+        .await
+        .expect("page 1");
+    assert_eq!(first.iter().map(|t| t.trade_id).collect::<Vec<_>>(), [1, 2]);
+    let t = &first[1];
+    assert_eq!((t.side, t.is_maker), (Side::Sell, true));
+    assert_eq!(t.order_id, OrderId::new(205).expect("id"));
+    assert_eq!(t.counter_order_id, OrderId::new(209).expect("id"));
+    assert_eq!(t.price, Price::from_str("50000.5").expect("p"));
+    assert_eq!(t.qty, Qty::from_str("0.002").expect("q"));
+    assert_eq!(
+        (t.amount, t.fee),
+        (common::amt("100.001"), common::amt("0.000002"))
+    );
+    assert_eq!(t.fee_asset, "BTC");
+    let second = trades_of_user(&env.map, &router, u5, btc, page(Some(2), 2), now)
+        .await
+        .expect("page 2");
+    assert_eq!(second.iter().map(|t| t.trade_id).collect::<Vec<_>>(), [3]);
+    let theirs = trades_of_user(&env.map, &router, u9, btc, page(None, 10), now)
+        .await
+        .expect("user 9");
+    assert_eq!(
+        theirs
+            .iter()
+            .map(|t| (t.trade_id, t.side))
+            .collect::<Vec<_>>(),
+        [(2, Side::Buy)]
+    );
+    owned.drop_all().await;
+}
