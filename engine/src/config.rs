@@ -5,6 +5,7 @@
 
 use figment::providers::{Env, Serialized};
 use figment::Figment;
+use router::RouterError;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::BusSettings;
@@ -51,16 +52,16 @@ impl EngineSettings {
     /// Defaults → `EXCHANGE_ENGINE__*`.
     ///
     /// # Errors
-    /// A malformed value, as text.
-    pub fn load() -> Result<Self, String> {
+    /// [`RouterError::Config`] for a malformed or out-of-range value.
+    pub fn load() -> Result<Self, RouterError> {
         let s: Self = Figment::from(Serialized::defaults(Self::default()))
             .merge(Env::prefixed("EXCHANGE_ENGINE__"))
             .extract()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| RouterError::Config(format!("engine settings: {e}")))?;
         if s.relay_batch == 0 || s.orders_partitions < 1 || s.snapshot_every == 0 {
-            return Err(
+            return Err(RouterError::Config(
                 "relay_batch, orders_partitions and snapshot_every must be positive".into(),
-            );
+            ));
         }
         Ok(s)
     }

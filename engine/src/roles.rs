@@ -68,9 +68,7 @@ pub async fn specs(map: &ShardMap) -> Result<BTreeMap<Symbol, SymbolSpec>> {
 /// Settings, the shards, the broker or the tables unreachable at start.
 pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
     let settings = Settings::load().context("router settings")?;
-    let es = EngineSettings::load()
-        .map_err(anyhow::Error::msg)
-        .context("engine settings")?;
+    let es = EngineSettings::load().context("engine settings")?;
     info!(settings = ?settings.redacted(), engine = ?es, "starting");
     if roles.is_empty() {
         roles = ALL_ROLES.to_vec();

@@ -242,20 +242,20 @@ impl UserStream {
     /// Publishes `events` in one round trip.
     ///
     /// # Errors
-    /// Redis errors, as text.
-    pub async fn publish(&self, events: &[UserEvent]) -> Result<(), String> {
+    /// [`RouterError::Redis`] when Redis is unreachable or refuses.
+    pub async fn publish(&self, events: &[UserEvent]) -> Result<(), RouterError> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut conn = self.redis.get().await.map_err(|e| e.to_string())?;
+        let mut conn = self.redis.get().await?;
         let mut pipe = deadpool_redis::redis::pipe();
         for e in events {
-            let body = serde_json::to_string(e).map_err(|e| e.to_string())?;
+            let body = serde_json::to_string(e)
+                .map_err(|e| RouterError::Redis(format!("encoding a user event: {e}")))?;
             pipe.publish(self.channel(e.user_id()), body).ignore();
         }
-        pipe.query_async::<()>(&mut *conn)
-            .await
-            .map_err(|e| e.to_string())
+        pipe.query_async::<()>(&mut *conn).await?;
+        Ok(())
     }
 }
 

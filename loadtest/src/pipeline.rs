@@ -32,7 +32,7 @@ pub async fn bench(
     rate: Option<u32>,
 ) -> Result<()> {
     use std::sync::atomic::Ordering;
-    let es = EngineSettings::load().map_err(anyhow::Error::msg)?;
+    let es = EngineSettings::load()?;
     // its own databases on the same shard servers: a second matcher stream must never
     // settle into the databases of the running exchange
     let env = testkit::TestEnv::new("bench").await;
