@@ -292,7 +292,7 @@ impl MarketData {
                 } => {
                     let book = if *side == Side::Buy { "bids" } else { "asks" };
                     let p = spec.price(*price).ok_or_else(|| bad("price"))?.to_string();
-                    if *qty == 0 {
+                    if qty.is_zero() {
                         pipe.zrem(self.keys.book(symbol, Book::of(*side)), &p)
                             .ignore();
                         pipe.hdel(self.keys.book_qty(symbol, Book::of(*side)), &p)
@@ -301,7 +301,7 @@ impl MarketData {
                         let q = spec.qty(*qty).ok_or_else(|| bad("qty"))?.to_string();
                         // ticks fit a double exactly below 2^53
                         #[allow(clippy::cast_precision_loss)]
-                        let score = *price as f64;
+                        let score = price.get() as f64;
                         pipe.zadd(self.keys.book(symbol, Book::of(*side)), &p, score)
                             .ignore();
                         pipe.hset(self.keys.book_qty(symbol, Book::of(*side)), &p, q)

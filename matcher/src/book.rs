@@ -184,7 +184,7 @@ impl Book {
                         price: order.price,
                         head: NIL,
                         tail: NIL,
-                        total: 0,
+                        total: Lots::ZERO,
                     },
                 );
                 i
@@ -218,7 +218,7 @@ impl Book {
         self.free.push(idx);
         let ladder = self.ladder_mut(order.side);
         let Ok(pos) = ladder.find(order.price) else {
-            return Some((order, 0));
+            return Some((order, Lots::ZERO));
         };
         let level = &mut ladder.levels[pos];
         if level.head == idx {
@@ -229,7 +229,7 @@ impl Book {
         }
         level.total -= order.remaining;
         let total = level.total;
-        if total == 0 {
+        if total.is_zero() {
             ladder.levels.remove(pos);
         }
         Some((order, total))
@@ -323,7 +323,7 @@ mod tests {
             for (op, price, lots, buy) in ops {
                 let side = if buy { Side::Buy } else { Side::Sell };
                 if op < 2 || live.is_empty() {
-                    let r = resting(next, side, price, lots);
+                    let r = resting(next, side, Ticks(price), Lots(lots));
                     next += 1;
                     book.insert(r);
                     live.push(r);
@@ -337,8 +337,8 @@ mod tests {
                         proptest::prop_assert!(better(side, w[0].0, w[1].0), "{:?} not sorted: {:?}", side, levels);
                     }
                     for (price, total) in &levels {
-                        let want: u64 = live.iter().filter(|r| r.side == side && r.price == *price).map(|r| r.remaining).sum();
-                        proptest::prop_assert_eq!(*total, want);
+                        let want: u64 = live.iter().filter(|r| r.side == side && r.price == *price).map(|r| r.remaining.get()).sum();
+                        proptest::prop_assert_eq!(total.get(), want);
                     }
                     // FIFO: orders at a level come out in insertion (= id) order
                     let ids: Vec<(Ticks, u64)> = book.orders(side).iter().map(|o| (o.price, o.order_id.get())).collect();

@@ -7,8 +7,9 @@
 //!   trades against the best opposite price first; within a price level, the order
 //!   that arrived first trades first. Every fill is at the resting (maker) order's price,
 //!   so a taker with a better limit gets the price improvement.
-//! * Prices and quantities are integers (ticks of `tick_size`, lots of `step_size`);
-//!   decimals are converted exactly at the boundary or rejected, never rounded.
+//! * Prices and quantities are integers, each its own type: [`Ticks`] of `tick_size`
+//!   and [`Lots`] of `step_size` (newtypes over `u64`, so one cannot stand in for the
+//!   other); decimals are converted exactly at the boundary or rejected, never rounded.
 //! * **LIMIT** trades while the opposite best price is at or better than its limit; the
 //!   rest depends on time in force: **GTC** rests, **IOC** expires, **FOK** is checked
 //!   against the book *before* anything trades and either fills completely or expires
@@ -156,7 +157,7 @@ enum Left {
 
 impl Left {
     fn is_done(self) -> bool {
-        matches!(self, Left::Lots(0) | Left::Quote(0))
+        matches!(self, Left::Lots(Lots::ZERO) | Left::Quote(0))
     }
 }
 
@@ -477,14 +478,14 @@ impl Matcher {
         let spec = &self.spec;
         let lots = |q: Option<domain::Qty>| -> Result<Lots, RejectReason> {
             let l = spec.lots(q.ok_or(RejectReason::InvalidQuantity)?)?;
-            if l == 0 {
+            if l.is_zero() {
                 return Err(RejectReason::InvalidQuantity);
             }
             Ok(l)
         };
         let price = || -> Result<Ticks, RejectReason> {
             let t = spec.ticks(n.price.ok_or(RejectReason::MissingPrice)?)?;
-            if t == 0 {
+            if t == Ticks(0) {
                 return Err(RejectReason::MissingPrice);
             }
             Ok(t)
@@ -511,7 +512,7 @@ impl Matcher {
         };
         let stop = || -> Result<Ticks, RejectReason> {
             let t = spec.ticks(n.stop_price.ok_or(RejectReason::MissingStopPrice)?)?;
-            if t == 0 {
+            if t == Ticks(0) {
                 return Err(RejectReason::MissingStopPrice);
             }
             Ok(t)
@@ -552,19 +553,19 @@ impl Matcher {
             .last_price
             .or_else(|| self.book.best(side.opposite()).map(|(p, _)| p))?;
         let bps = u128::from(self.spec.market_band_bps);
-        let r = u128::from(reference);
-        Some(match side {
+        let r = u128::from(reference.get());
+        Some(Ticks(match side {
             Side::Buy => u64::try_from(r * (10_000 + bps) / 10_000).unwrap_or(u64::MAX),
             // ceil, so the band never widens through rounding
             Side::Sell => u64::try_from((r * (10_000 - bps)).div_ceil(10_000))
                 .unwrap_or(0)
                 .max(1),
-        })
+        }))
     }
 
     /// FOK pre-check: can `qty` fill completely within `price`, given the taker's STP?
     fn fok_fillable(&self, o: &Order, price: Ticks, qty: Lots) -> bool {
-        let mut got: Lots = 0;
+        let mut got = Lots::ZERO;
         self.book.walk(o.side.opposite(), |m| {
             let ok = match o.side {
                 Side::Buy => m.price <= price,
@@ -633,7 +634,7 @@ impl Matcher {
     fn expire(&mut self, o: &Order, left: Left, reason: ExpireReason, out: &mut Vec<Event>) {
         let (remaining, remaining_quote) = match left {
             Left::Lots(l) => (l, 0),
-            Left::Quote(q) => (0, q),
+            Left::Quote(q) => (Lots::ZERO, q),
         };
         self.emit(out, |seq| Event::Expired {
             seq,
@@ -675,10 +676,10 @@ impl Matcher {
                     let affordable = q / self.spec.lot_cost(maker.price);
                     maker
                         .remaining
-                        .min(u64::try_from(affordable).unwrap_or(u64::MAX))
+                        .min(Lots(u64::try_from(affordable).unwrap_or(u64::MAX)))
                 }
             };
-            if lots == 0 {
+            if lots.is_zero() {
                 return End::QuoteExhausted;
             }
             let notional = self.spec.notional_atoms(maker.price, lots);
@@ -707,9 +708,11 @@ impl Matcher {
             let seq = self.next_seq();
             out.push(Event::Trade { seq, trade });
             let total = if maker_filled {
-                self.book.remove(maker.order_id).map_or(0, |(_, t)| t)
+                self.book
+                    .remove(maker.order_id)
+                    .map_or(Lots::ZERO, |(_, t)| t)
             } else {
-                self.book.reduce(maker.order_id, lots).unwrap_or(0)
+                self.book.reduce(maker.order_id, lots).unwrap_or(Lots::ZERO)
             };
             self.delta(opp, maker.price, total, out);
             self.last_price = Some(maker.price);
@@ -765,7 +768,7 @@ impl Matcher {
         };
         let remaining = match s.order.exec {
             Exec::Limit { qty, .. } | Exec::Market { qty } => qty,
-            Exec::MarketQuote { .. } => 0,
+            Exec::MarketQuote { .. } => Lots::ZERO,
         };
         self.emit(out, |seq| Event::Cancelled {
             seq,
@@ -779,7 +782,7 @@ impl Matcher {
 
     fn amend(&mut self, id: OrderId, user: UserId, new_qty: domain::Qty, out: &mut Vec<Event>) {
         let new = match self.spec.lots(new_qty) {
-            Ok(0) => Err(RejectReason::InvalidQuantity),
+            Ok(Lots::ZERO) => Err(RejectReason::InvalidQuantity),
             other => other,
         };
         let new = match new {
@@ -791,7 +794,7 @@ impl Matcher {
                 return self.reject(id, user, RejectReason::AmendNotLower, out);
             }
             let by = o.remaining - new;
-            let total = self.book.reduce(id, by).unwrap_or(0);
+            let total = self.book.reduce(id, by).unwrap_or(Lots::ZERO);
             self.delta(o.side, o.price, total, out);
             self.emit(out, |seq| Event::Amended {
                 seq,

@@ -1,14 +1,17 @@
 //! A symbol's trading rules and the exact conversion between decimals at the edge and
 //! the integers the matcher works in.
 //!
-//! * price → ticks: `price / tick_size`, must be a whole number;
-//! * quantity → lots: `qty / step_size`, must be a whole number;
+//! * price → [`Ticks`]: `price / tick_size`, must be a whole number;
+//! * quantity → [`Lots`]: `qty / step_size`, must be a whole number;
 //! * quote amounts are counted in quote atoms (`10^-quote_precision`), base amounts in
 //!   base atoms (`10^-base_precision`). `tick_size * step_size` must be a whole number
 //!   of quote atoms and `step_size` a whole number of base atoms, so every fill's
 //!   notional and quantity are exact integers of atoms.
 //!
 //! Nothing here rounds: a value off the grid is an error.
+//!
+//! [`Ticks`] and [`Lots`] are distinct newtypes over `u64` (serialized as the bare
+//! integer), so a price can never be used as a quantity or the other way round.
 
 use domain::{Amount, Asset, Decimal, Price, Qty, Symbol};
 use serde::{Deserialize, Serialize};
@@ -18,10 +21,80 @@ use super::types::RejectReason;
 /// `10^18`: decimals are compared on a grid of 10^-18 (the DECIMAL(36,18) grid).
 const E18: i128 = 1_000_000_000_000_000_000;
 
-/// Price in ticks of the symbol.
-pub type Ticks = u64;
-/// Quantity in lots (steps) of the symbol.
-pub type Lots = u64;
+/// A price in ticks of the symbol: `price / tick_size`. A newtype over `u64`, so a
+/// price cannot be passed where a quantity is meant; it has no arithmetic of its own
+/// (compare, or take the integer with [`Ticks::get`]). Serialized as the bare `u64`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+#[repr(transparent)]
+pub struct Ticks(pub u64);
+
+impl Ticks {
+    /// The integer number of ticks.
+    #[inline]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// A quantity in lots (steps) of the symbol: `qty / step_size`. A newtype over `u64`,
+/// so a quantity cannot be passed where a price is meant. Lots are added to (`+=`) and
+/// subtracted from (`-`, `-=`) lots only, with `u64` semantics (overflow panics in
+/// debug builds); a notional needs ticks and the spec ([`SymbolSpec::notional_atoms`]).
+/// Serialized as the bare `u64`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+#[repr(transparent)]
+pub struct Lots(pub u64);
+
+impl Lots {
+    /// No lots.
+    pub const ZERO: Lots = Lots(0);
+
+    /// The integer number of lots.
+    #[inline]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// `true` for zero lots.
+    #[inline]
+    pub const fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    /// `self + rhs`, capped at `u64::MAX` lots.
+    #[inline]
+    pub const fn saturating_add(self, rhs: Lots) -> Lots {
+        Lots(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl std::ops::Sub for Lots {
+    type Output = Lots;
+    #[inline]
+    fn sub(self, rhs: Lots) -> Lots {
+        Lots(self.0 - rhs.0)
+    }
+}
+
+impl std::ops::AddAssign for Lots {
+    #[inline]
+    fn add_assign(&mut self, rhs: Lots) {
+        self.0 += rhs.0;
+    }
+}
+
+impl std::ops::SubAssign for Lots {
+    #[inline]
+    fn sub_assign(&mut self, rhs: Lots) {
+        self.0 -= rhs.0;
+    }
+}
 
 /// A symbol's trading rules. (De)serialized as its parameters; the derived fields are
 /// recomputed and checked on the way in.
@@ -250,10 +323,12 @@ impl SymbolSpec {
     /// [`RejectReason::PriceNotOnTick`] off the grid, [`RejectReason::TooLarge`] past `u64`.
     #[inline]
     pub fn ticks(&self, price: Price) -> Result<Ticks, RejectReason> {
-        to_grid(price.get(), self.tick_e18, self.tick_pow10).map_err(|e| match e {
-            OffGrid::NotOnGrid => RejectReason::PriceNotOnTick,
-            OffGrid::TooLarge => RejectReason::TooLarge,
-        })
+        to_grid(price.get(), self.tick_e18, self.tick_pow10)
+            .map(Ticks)
+            .map_err(|e| match e {
+                OffGrid::NotOnGrid => RejectReason::PriceNotOnTick,
+                OffGrid::TooLarge => RejectReason::TooLarge,
+            })
     }
 
     /// Quantity → lots, exact.
@@ -262,10 +337,12 @@ impl SymbolSpec {
     /// [`RejectReason::QtyNotOnStep`] off the grid, [`RejectReason::TooLarge`] past `u64`.
     #[inline]
     pub fn lots(&self, qty: Qty) -> Result<Lots, RejectReason> {
-        to_grid(qty.get(), self.step_e18, self.step_pow10).map_err(|e| match e {
-            OffGrid::NotOnGrid => RejectReason::QtyNotOnStep,
-            OffGrid::TooLarge => RejectReason::TooLarge,
-        })
+        to_grid(qty.get(), self.step_e18, self.step_pow10)
+            .map(Lots)
+            .map_err(|e| match e {
+                OffGrid::NotOnGrid => RejectReason::QtyNotOnStep,
+                OffGrid::TooLarge => RejectReason::TooLarge,
+            })
     }
 
     /// A quote amount → quote atoms, exact.
@@ -287,13 +364,13 @@ impl SymbolSpec {
 
     /// Ticks → price (exact; `None` only for 0 ticks or out of range).
     pub fn price(&self, ticks: Ticks) -> Option<Price> {
-        let v = self.tick_e18.checked_mul(i128::from(ticks))?;
+        let v = self.tick_e18.checked_mul(i128::from(ticks.get()))?;
         Price::new(Decimal::try_from_i128_with_scale(v, 18).ok()?.normalize()).ok()
     }
 
     /// Lots → quantity.
     pub fn qty(&self, lots: Lots) -> Option<Qty> {
-        let v = self.step_e18.checked_mul(i128::from(lots))?;
+        let v = self.step_e18.checked_mul(i128::from(lots.get()))?;
         Qty::new(Decimal::try_from_i128_with_scale(v, 18).ok()?.normalize()).ok()
     }
 
@@ -318,19 +395,19 @@ impl SymbolSpec {
     /// Base atoms in `lots`.
     #[inline]
     pub fn base_atoms(&self, lots: Lots) -> u128 {
-        u128::from(lots) * self.base_atoms_per_lot
+        u128::from(lots.get()) * self.base_atoms_per_lot
     }
 
     /// Quote atoms of `lots` at `ticks` (the fill's notional).
     #[inline]
     pub fn notional_atoms(&self, ticks: Ticks, lots: Lots) -> u128 {
-        u128::from(ticks) * u128::from(lots) * self.quote_atoms_per_tick_lot
+        u128::from(ticks.get()) * u128::from(lots.get()) * self.quote_atoms_per_tick_lot
     }
 
     /// Quote atoms per lot at `ticks`.
     #[inline]
     pub fn lot_cost(&self, ticks: Ticks) -> u128 {
-        u128::from(ticks) * self.quote_atoms_per_tick_lot
+        u128::from(ticks.get()) * self.quote_atoms_per_tick_lot
     }
 
     /// The fee on `atoms` received at `ppm`, rounded **up** to a whole atom (in the
@@ -387,22 +464,35 @@ mod tests {
         }
     }
 
+    /// `serde(transparent)`: the newtypes encode exactly as the bare `u64`, so snapshots
+    /// and topic frames are unchanged by them.
+    #[test]
+    fn ticks_and_lots_encode_as_bare_integers() {
+        for v in [0u64, 1, 127, 128, 300, u64::MAX] {
+            let bare = postcard::to_stdvec(&v).expect("u64");
+            assert_eq!(postcard::to_stdvec(&Ticks(v)).expect("ticks"), bare);
+            assert_eq!(postcard::to_stdvec(&Lots(v)).expect("lots"), bare);
+            assert_eq!(postcard::from_bytes::<Ticks>(&bare).expect("t"), Ticks(v));
+            assert_eq!(postcard::from_bytes::<Lots>(&bare).expect("l"), Lots(v));
+        }
+    }
+
     #[test]
     fn non_decimal_ticks_use_the_general_path() {
         let s = spec("0.05", "0.5");
-        assert_eq!(s.ticks("1.15".parse().expect("p")), Ok(23));
+        assert_eq!(s.ticks("1.15".parse().expect("p")), Ok(Ticks(23)));
         assert_eq!(
             s.ticks("1.12".parse().expect("p")),
             Err(RejectReason::PriceNotOnTick)
         );
-        assert_eq!(s.lots("2".parse().expect("q")), Ok(4));
+        assert_eq!(s.lots("2".parse().expect("q")), Ok(Lots(4)));
         assert_eq!(
             s.lots("0.25".parse().expect("q")),
             Err(RejectReason::QtyNotOnStep)
         );
         let s = spec("0.01", "0.001");
-        assert_eq!(s.ticks("123.45".parse().expect("p")), Ok(12_345));
-        assert_eq!(s.ticks("123.4500".parse().expect("p")), Ok(12_345));
+        assert_eq!(s.ticks("123.45".parse().expect("p")), Ok(Ticks(12_345)));
+        assert_eq!(s.ticks("123.4500".parse().expect("p")), Ok(Ticks(12_345)));
         assert_eq!(
             s.ticks("123.451".parse().expect("p")),
             Err(RejectReason::PriceNotOnTick)

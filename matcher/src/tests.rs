@@ -105,8 +105,8 @@ fn trades(ev: &[Event]) -> Vec<(u64, u64, u64, u64)> {
             Event::Trade { trade, .. } => Some((
                 trade.taker_order.get(),
                 trade.maker_order.get(),
-                trade.price,
-                trade.qty,
+                trade.price.get(),
+                trade.qty.get(),
             )),
             _ => None,
         })
@@ -132,7 +132,7 @@ fn expiries(ev: &[Event]) -> Vec<(u64, u64, ExpireReason)> {
                 remaining,
                 reason,
                 ..
-            } => Some((order_id.get(), *remaining, *reason)),
+            } => Some((order_id.get(), remaining.get(), *reason)),
             _ => None,
         })
         .collect()
@@ -146,7 +146,7 @@ fn cancels(ev: &[Event]) -> Vec<(u64, u64, CancelReason)> {
                 remaining,
                 reason,
                 ..
-            } => Some((order_id.get(), *remaining, *reason)),
+            } => Some((order_id.get(), remaining.get(), *reason)),
             _ => None,
         })
         .collect()
@@ -169,9 +169,9 @@ fn price_time_priority_and_price_improvement() {
         trades(&ev),
         [(4, 2, 100, 5), (4, 3, 100, 5), (4, 1, 101, 2)]
     );
-    assert_eq!(m.best_ask(), Some((101, 3)));
+    assert_eq!(m.best_ask(), Some((Ticks(101), Lots(3))));
     assert_eq!(m.best_bid(), None, "fully filled taker does not rest");
-    assert_eq!(m.last_price(), Some(101));
+    assert_eq!(m.last_price(), Some(Ticks(101)));
     let seqs: Vec<u64> = ev.iter().map(Event::seq).collect();
     let first = seqs[0];
     assert_eq!(
@@ -201,7 +201,7 @@ fn partial_fill_rests_the_remainder_and_fees_round_up() {
         "maker sells: 0.1 % of 30_000_000 quote atoms"
     );
     assert!(t.maker_filled);
-    assert_eq!(m.best_bid(), Some((10_000, 4)));
+    assert_eq!(m.best_bid(), Some((Ticks(10_000), Lots(4))));
     // rounding up: 1 lot = 100_000 base atoms x 0.2 % = 200 exactly; odd notional rounds up
     assert_eq!(SymbolSpec::fee(1_001, 1_000), 2);
     assert_eq!(SymbolSpec::fee(1_000, 1_000), 1);
@@ -212,10 +212,13 @@ fn partial_fill_rests_the_remainder_and_fees_round_up() {
         "0.3".parse::<Amount>().expect("a")
     );
     assert_eq!(
-        s.price(10_000).expect("p"),
+        s.price(Ticks(10_000)).expect("p"),
         "100".parse::<Price>().expect("p")
     );
-    assert_eq!(s.qty(3).expect("q"), "0.003".parse::<Qty>().expect("q"));
+    assert_eq!(
+        s.qty(Lots(3)).expect("q"),
+        "0.003".parse::<Qty>().expect("q")
+    );
 }
 
 #[test]
@@ -230,7 +233,7 @@ fn ioc_and_fok() {
     let ev = run(&mut m, &[limit(4, 2, BUY, 102, 6, TimeInForce::Fok)]);
     assert!(trades(&ev).is_empty());
     assert_eq!(expiries(&ev), [(4, 6, ExpireReason::Fok)]);
-    assert_eq!(m.best_ask(), Some((102, 5)));
+    assert_eq!(m.best_ask(), Some((Ticks(102), Lots(5))));
     // FOK that can
     let ev = run(&mut m, &[limit(5, 2, BUY, 102, 5, TimeInForce::Fok)]);
     assert_eq!(trades(&ev), [(5, 2, 102, 5)]);
@@ -244,7 +247,7 @@ fn ioc_and_fok() {
         ],
     );
     assert_eq!(expiries(&ev), [(6, 1, ExpireReason::Ioc)]);
-    assert_eq!(m.best_bid(), Some((99, 1)));
+    assert_eq!(m.best_bid(), Some((Ticks(99), Lots(1))));
 }
 
 #[test]
@@ -265,7 +268,7 @@ fn market_orders_band_liquidity_and_quote() {
     let ev = run(&mut m, &[market(5, 1, BUY, 10)]);
     assert_eq!(trades(&ev), [(5, 2, 100, 2), (5, 3, 104, 2)]);
     assert_eq!(expiries(&ev), [(5, 6, ExpireReason::PriceBand)]);
-    assert_eq!(m.best_ask(), Some((106, 2)));
+    assert_eq!(m.best_ask(), Some((Ticks(106), Lots(2))));
     // market by quote amount: 2.12 USDT buys 2 lots at 1.06 (0.00212 BTC... 1 lot = 0.001)
     let spend = "0.00300".parse::<Amount>().expect("amt"); // 0.003 USDT
     let ev = run(
@@ -313,7 +316,7 @@ fn limit_maker_is_rejected_when_it_would_cross() {
     assert_eq!(rejects(&ev), [(2, RejectReason::WouldCross)]);
     let ev = run(&mut m, &[mk(3, 99)]);
     assert!(rejects(&ev).is_empty());
-    assert_eq!(m.best_bid(), Some((99, 1)));
+    assert_eq!(m.best_bid(), Some((Ticks(99), Lots(1))));
 }
 
 #[test]
@@ -333,7 +336,7 @@ fn self_trade_prevention_modes() {
     );
     assert!(trades(&ev).is_empty());
     assert_eq!(expiries(&ev), [(3, 3, ExpireReason::Stp)]);
-    assert_eq!(m.best_ask(), Some((100, 4)));
+    assert_eq!(m.best_ask(), Some((Ticks(100), Lots(4))));
     // EXPIRE_MAKER: own resting order cancelled, matching goes on
     let mut m = Matcher::new(spec());
     setup(&mut m);
@@ -343,7 +346,7 @@ fn self_trade_prevention_modes() {
     );
     assert_eq!(cancels(&ev), [(1, 2, CancelReason::Stp)]);
     assert_eq!(trades(&ev), [(3, 2, 100, 2)]);
-    assert_eq!(m.best_bid(), Some((100, 1)));
+    assert_eq!(m.best_bid(), Some((Ticks(100), Lots(1))));
     // EXPIRE_BOTH
     let mut m = Matcher::new(spec());
     setup(&mut m);
@@ -353,7 +356,7 @@ fn self_trade_prevention_modes() {
     );
     assert_eq!(cancels(&ev), [(1, 2, CancelReason::Stp)]);
     assert_eq!(expiries(&ev), [(3, 3, ExpireReason::Stp)]);
-    assert_eq!(m.best_ask(), Some((100, 2)));
+    assert_eq!(m.best_ask(), Some((Ticks(100), Lots(2))));
     // FOK respects STP in its pre-check
     let mut m = Matcher::new(spec());
     setup(&mut m);
@@ -446,10 +449,10 @@ fn cancel_and_amend() {
     assert!(matches!(
         ev[..],
         [
-            Event::BookDelta { qty: 7, .. },
+            Event::BookDelta { qty: Lots(7), .. },
             Event::Amended {
-                remaining: 2,
-                reduced_by: 3,
+                remaining: Lots(2),
+                reduced_by: Lots(3),
                 ..
             }
         ]
@@ -527,7 +530,7 @@ fn cancel_replace() {
         }],
     );
     assert_eq!(cancels(&ev), [(1, 5, CancelReason::Replaced)]);
-    assert_eq!(m.best_bid(), Some((101, 4)));
+    assert_eq!(m.best_bid(), Some((Ticks(101), Lots(4))));
     let mut again = new;
     again.order_id = oid(3);
     let ev = run(
@@ -544,7 +547,7 @@ fn cancel_replace() {
             (3, RejectReason::UnknownOrder)
         ]
     );
-    assert_eq!(m.best_bid(), Some((101, 4)));
+    assert_eq!(m.best_bid(), Some((Ticks(101), Lots(4))));
 }
 
 #[test]
@@ -658,7 +661,7 @@ fn snapshot_restores_everything() {
     let r = Matcher::restore(&bytes).expect("restore");
     assert_eq!(r.snapshot(), bytes);
     assert_eq!(r.orders(SELL), m.orders(SELL));
-    assert_eq!(r.last_price(), Some(105));
+    assert_eq!(r.last_price(), Some(Ticks(105)));
     assert!(Matcher::restore(&bytes[..bytes.len() / 2]).is_err());
     assert!(Matcher::restore(b"garbage").is_err());
 }
@@ -746,7 +749,7 @@ fn check_stream(cmds: &[Command]) -> Result<Vec<Event>, TestCaseError> {
                         };
                         ledger.placed.insert(
                             order_id.get(),
-                            n.qty.map_or(0, |x| m.spec().lots(x).unwrap_or(0)),
+                            n.qty.map_or(0, |x| m.spec().lots(x).map_or(0, Lots::get)),
                         );
                         continue;
                     };
@@ -763,7 +766,7 @@ fn check_stream(cmds: &[Command]) -> Result<Vec<Event>, TestCaseError> {
                         (
                             n.side,
                             if is_limit {
-                                n.price.and_then(|p| m.spec().ticks(p).ok())
+                                n.price.and_then(|p| m.spec().ticks(p).ok().map(Ticks::get))
                             } else {
                                 None
                             },
@@ -773,7 +776,7 @@ fn check_stream(cmds: &[Command]) -> Result<Vec<Event>, TestCaseError> {
                         Some(x) => {
                             ledger
                                 .placed
-                                .insert(order_id.get(), m.spec().lots(x).unwrap_or(0));
+                                .insert(order_id.get(), m.spec().lots(x).map_or(0, Lots::get));
                         }
                         None => {
                             ledger.by_quote.insert(order_id.get());
@@ -781,19 +784,19 @@ fn check_stream(cmds: &[Command]) -> Result<Vec<Event>, TestCaseError> {
                     }
                 }
                 Event::Trade { trade, .. } => {
-                    *ledger.filled.entry(trade.taker_order.get()).or_default() += trade.qty;
-                    *ledger.filled.entry(trade.maker_order.get()).or_default() += trade.qty;
+                    *ledger.filled.entry(trade.taker_order.get()).or_default() += trade.qty.get();
+                    *ledger.filled.entry(trade.maker_order.get()).or_default() += trade.qty.get();
                     // both limits respected
                     for id in [trade.taker_order.get(), trade.maker_order.get()] {
                         if let Some((side, Some(l))) = limits.get(&id) {
                             let ok = match side {
-                                Side::Buy => trade.price <= *l,
-                                Side::Sell => trade.price >= *l,
+                                Side::Buy => trade.price.get() <= *l,
+                                Side::Sell => trade.price.get() >= *l,
                             };
                             prop_assert!(
                                 ok,
                                 "trade at {} beyond limit {} of order {}",
-                                trade.price,
+                                trade.price.get(),
                                 l,
                                 id
                             );
@@ -815,7 +818,7 @@ fn check_stream(cmds: &[Command]) -> Result<Vec<Event>, TestCaseError> {
                                     "order {} older than maker {} at {} still rests",
                                     other,
                                     maker,
-                                    price
+                                    price.get()
                                 );
                             }
                         }
@@ -835,21 +838,21 @@ fn check_stream(cmds: &[Command]) -> Result<Vec<Event>, TestCaseError> {
                     remaining,
                     ..
                 } => {
-                    *ledger.gone.entry(order_id.get()).or_default() += remaining;
+                    *ledger.gone.entry(order_id.get()).or_default() += remaining.get();
                 }
                 Event::Amended {
                     order_id,
                     reduced_by,
                     ..
                 } => {
-                    *ledger.gone.entry(order_id.get()).or_default() += reduced_by;
+                    *ledger.gone.entry(order_id.get()).or_default() += reduced_by.get();
                 }
                 _ => {}
             }
         }
         // never crossed
         if let (Some((b, _)), Some((a, _))) = (m.best_bid(), m.best_ask()) {
-            prop_assert!(b < a, "crossed book: bid {} >= ask {}", b, a);
+            prop_assert!(b < a, "crossed book: bid {} >= ask {}", b.get(), a.get());
         }
         all.extend(out);
     }
@@ -862,7 +865,7 @@ fn check_stream(cmds: &[Command]) -> Result<Vec<Event>, TestCaseError> {
     let resting: BTreeMap<u64, u64> = [BUY, SELL]
         .iter()
         .flat_map(|s| m.orders(*s))
-        .map(|(id, _, _, l)| (id.get(), l))
+        .map(|(id, _, _, l)| (id.get(), l.get()))
         .collect();
     for (id, placed) in &ledger.placed {
         if m.stop_index.contains_key(&oid(*id)) {

@@ -1,8 +1,8 @@
 //! Commands into the matcher and events out of it.
 //!
 //! Commands carry the Binance-shaped request (decimals, optional fields); the matcher
-//! validates and converts them exactly. Events carry integers (ticks, lots, atoms) so
-//! the hot path never formats decimals; [`super::SymbolSpec`] turns them back into
+//! validates and converts them exactly. Events carry integers ([`Ticks`], [`Lots`],
+//! atoms as `u128`) so the hot path never formats decimals; [`super::SymbolSpec`] turns them back into
 //! exact decimals at the edge.
 
 use domain::{Amount, OrderId, OrderType, Price, Qty, Side, TimeInForce, UserId};

@@ -203,7 +203,7 @@ pub mod ours {
             for ev in &e.out {
                 match ev {
                     Event::Trade { trade, .. } if Some(trade.taker_order) == taker => {
-                        o.filled += trade.qty;
+                        o.filled += trade.qty.get();
                     }
                     Event::Rejected { .. } => o.rejected = true,
                     _ => {}
