@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use deadpool_redis::redis::{self, AsyncCommands};
 use domain::{Decimal, Side, Symbol};
 use router::keys::{Book, Keys};
+use router::marketdata::{Candle as Kline, RecentTrade};
 use rust_decimal::RoundingStrategy;
 use serde_json::json;
 
@@ -315,14 +316,15 @@ impl MarketData {
                     let quote = spec
                         .quote_amount(trade.quote_atoms)
                         .ok_or_else(|| bad("notional"))?;
-                    let t = json!({
-                        "id": trade.trade_id,
-                        "price": price.to_string(),
-                        "qty": qty.to_string(),
-                        "quoteQty": quote.to_string(),
-                        "time": now_ms,
-                        "isBuyerMaker": trade.taker_side == Side::Sell,
-                    });
+                    let t = serde_json::to_value(RecentTrade {
+                        id: trade.trade_id,
+                        price: price.to_string(),
+                        qty: qty.to_string(),
+                        quote_qty: quote.to_string(),
+                        time: now_ms,
+                        is_buyer_maker: trade.taker_side == Side::Sell,
+                    })
+                    .map_err(|e| bad(&e.to_string()))?;
                     pipe.lpush(self.keys.trades(symbol), t.to_string()).ignore();
                     pipe.set(self.keys.last_price(symbol), price.to_string())
                         .ignore();
@@ -412,85 +414,5 @@ impl MarketData {
         let mut conn = self.redis.get().await?;
         let () = pipe.query_async(&mut *conn).await?;
         Ok(())
-    }
-}
-
-/// A candle: open, high, low, close, base volume, quote volume, trade count (exact).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Kline {
-    open: Decimal,
-    high: Decimal,
-    low: Decimal,
-    close: Decimal,
-    volume: Decimal,
-    quote_volume: Decimal,
-    trades: u64,
-}
-
-impl Kline {
-    fn trade(price: Decimal, qty: Decimal, quote: Decimal) -> Self {
-        Self {
-            open: price,
-            high: price,
-            low: price,
-            close: price,
-            volume: qty,
-            quote_volume: quote,
-            trades: 1,
-        }
-    }
-
-    /// `self` followed by `later`.
-    fn merge(self, later: &Self) -> Option<Self> {
-        Some(Self {
-            open: self.open,
-            high: self.high.max(later.high),
-            low: self.low.min(later.low),
-            close: later.close,
-            volume: self.volume.checked_add(later.volume)?,
-            quote_volume: self.quote_volume.checked_add(later.quote_volume)?,
-            trades: self.trades.checked_add(later.trades)?,
-        })
-    }
-
-    fn render(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{}",
-            self.open.normalize(),
-            self.high.normalize(),
-            self.low.normalize(),
-            self.close.normalize(),
-            self.volume.normalize(),
-            self.quote_volume.normalize(),
-            self.trades
-        )
-    }
-
-    /// Binance's kline stream fields.
-    fn json(&self, start: u64, ms: u64) -> serde_json::Value {
-        json!({
-            "t": start, "T": start + ms - 1,
-            "o": self.open.normalize().to_string(), "h": self.high.normalize().to_string(),
-            "l": self.low.normalize().to_string(), "c": self.close.normalize().to_string(),
-            "v": self.volume.normalize().to_string(), "q": self.quote_volume.normalize().to_string(),
-            "n": self.trades,
-        })
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        let v: Vec<&str> = s.split(',').collect();
-        let d = |i: usize| v.get(i).and_then(|x| Decimal::from_str_exact(x).ok());
-        if v.len() != 7 {
-            return None;
-        }
-        Some(Self {
-            open: d(0)?,
-            high: d(1)?,
-            low: d(2)?,
-            close: d(3)?,
-            volume: d(4)?,
-            quote_volume: d(5)?,
-            trades: v[6].parse().ok()?,
-        })
     }
 }

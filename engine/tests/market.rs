@@ -101,6 +101,57 @@ async fn events_become_depth_trades_and_klines_once() {
             .expect("kline");
         assert_eq!(k, "50000,50000,50000,50000,0.05,2500,1", "{name}");
     }
+    // the typed reader (the gateway's) sees exactly what the writer wrote
+    let reader = router::marketdata::MarketReader::new(h.env.redis(), h.env.prefix.clone());
+    let (seq, rbids, rasks) = reader.depth(&btc, 10).await.expect("depth");
+    assert!(
+        seq > 0,
+        "the depth carries the matcher sequence it reflects"
+    );
+    let level = |p: &str, q: &str| (p.parse().expect("p"), q.parse().expect("q"));
+    assert_eq!(rasks, [level("50000", "0.15"), level("50010", "0.5")]);
+    assert_eq!(rbids, [level("49990", "0.1")]);
+    assert_eq!(
+        reader.depth(&btc, 1).await.expect("depth").2.len(),
+        1,
+        "limit"
+    );
+    let recent = reader.recent_trades(&btc, 5).await.expect("trades");
+    assert_eq!(recent.len(), 1);
+    assert_eq!(
+        (
+            recent[0].price.as_str(),
+            recent[0].qty.as_str(),
+            recent[0].is_buyer_maker
+        ),
+        ("50000", "0.05", false)
+    );
+    assert_eq!(
+        reader.last_price(&btc).await.expect("last"),
+        Some("50000".parse().expect("p"))
+    );
+    let candles = reader
+        .klines(&btc, "1m", minute_ms - 60_000, minute_ms)
+        .await
+        .expect("klines");
+    assert_eq!(candles.len(), 1);
+    assert_eq!(candles[0].0, minute_ms);
+    assert_eq!(candles[0].1.render(), "50000,50000,50000,50000,0.05,2500,1");
+    assert!(reader
+        .klines(&btc, "1m", 0, minute_ms - 1)
+        .await
+        .expect("klines")
+        .is_empty());
+    assert_eq!(
+        reader
+            .ticker(&btc)
+            .await
+            .expect("ticker")
+            .get("count")
+            .map(String::as_str),
+        Some("1")
+    );
+
     let msg = tokio::time::timeout(std::time::Duration::from_secs(10), channel.recv())
         .await
         .expect("market message")

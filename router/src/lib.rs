@@ -8,6 +8,8 @@
 //! * [`directory`] — dense user ids, email / API key lookups cached in Redis;
 //! * [`sqltext`] — multi-statement SQL text with exact literals; [`batch`] — per-shard
 //!   group commit of independent calls; [`replication`] — replica status;
+//! * [`keys`], [`marketdata`] — the Redis layout of market data, its value formats and
+//!   the reader;
 //! * [`telemetry`] — tracing set-up; [`shutdown`] — SIGTERM / Ctrl-C.
 //!
 //! Balances, funding, transfers and audits live in `ledger`; the operator's CLI is
@@ -19,6 +21,7 @@ pub mod directory;
 pub mod error;
 pub mod keys;
 pub mod lease;
+pub mod marketdata;
 pub mod replication;
 pub mod shards;
 pub mod shutdown;
