@@ -242,10 +242,15 @@ pub enum PlaceError {
         /// What failed.
         reason: String,
     },
-    /// Internal: a COMMIT whose reply was lost (becomes [`PlaceError::OutcomeUnknown`]
-    /// per order).
-    #[error("commit outcome unknown: {0}")]
-    CommitUnknown(RouterError),
+    /// Internal: a COMMIT whose reply was lost, with what that transaction would have
+    /// answered each job (becomes [`PlaceError::OutcomeUnknown`] per accepted order).
+    #[error("commit outcome unknown: {error}")]
+    CommitUnknown {
+        /// What failed.
+        error: RouterError,
+        /// The answers the transaction planned, one per job.
+        planned: Vec<Result<Ack, Reject>>,
+    },
     /// Database or routing error.
     #[error(transparent)]
     Router(#[from] RouterError),
@@ -266,7 +271,7 @@ impl domain::Kinded for PlaceError {
         match self {
             Self::Router(e) => e.kind(),
             Self::NotCommitted(_) => K::Unavailable,
-            Self::OutcomeUnknown { .. } | Self::CommitUnknown(_) => K::OutcomeUnknown,
+            Self::OutcomeUnknown { .. } | Self::CommitUnknown { .. } => K::OutcomeUnknown,
             Self::Id(_) => K::Unavailable,
             Self::Config(_) => K::Internal,
             Self::Money(_) => K::Rejected,
@@ -301,7 +306,7 @@ pub struct Placer {
     router: TableRouter,
     symbols: Arc<BTreeMap<Symbol, SymbolConfig>>,
     next_id: router::snowflake::IdSource,
-    lost_replies: Arc<AtomicU32>,
+    faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for Placer {
@@ -326,16 +331,13 @@ impl Placer {
             router,
             symbols: Arc::new(symbols),
             next_id,
-            lost_replies: Arc::default(),
+            faults: Arc::default(),
         }
     }
 
-    /// Fault injection: the next `n` COMMITs of this placer's batches succeed on the
-    /// server and then act as if their reply was lost (as when the connection breaks
-    /// right after the server committed). For tests of the "outcome unknown" path;
-    /// a production caller never sets it.
-    pub fn lose_commit_replies(&self, n: u32) {
-        self.lost_replies.store(n, Ordering::SeqCst);
+    /// Fault injection shared by every batch of this placer (tests only).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Places an order: `Ok(Ok(ack))`, `Ok(Err(reject))` (nothing changed), or an
@@ -365,7 +367,9 @@ impl Placer {
         symbol: Symbol,
         target: impl Into<CancelTarget>,
     ) -> Result<Result<OrderRecord, Reject>, PlaceError> {
-        if self.router.symbol(symbol.as_str()).is_err() || !self.symbols.contains_key(&symbol) {
+        // whitelisted is enough: a symbol dropped from the trading config (or halted)
+        // must still let its open orders be cancelled, or their funds stay frozen
+        if self.router.symbol(symbol.as_str()).is_err() {
             return Ok(Err(Reject::UnknownSymbol(symbol.to_string())));
         }
         let found = match target.into() {
@@ -553,17 +557,21 @@ impl Placer {
     async fn write(&self, c: Checked) -> Result<Result<Ack, Reject>, PlaceError> {
         let shard = self.shards.shard_of(c.user_id);
         let pool = self.shards.pool(shard)?;
-        let mut out =
-            match write_batch(pool, shard.get(), &self.router, &[&c], &self.lost_replies).await {
-                Err(PlaceError::CommitUnknown(e)) => {
-                    return Err(PlaceError::OutcomeUnknown {
-                        order_id: c.order.order_id,
-                        client_order_id: c.client_order_id.clone(),
-                        reason: e.to_string(),
-                    })
+        let mut out = match write_batch(pool, shard.get(), &self.router, &[&c], &self.faults).await
+        {
+            Err(PlaceError::CommitUnknown { error, planned }) => {
+                return match planned.into_iter().next() {
+                    Some(Ok(ack)) => Err(PlaceError::OutcomeUnknown {
+                        order_id: ack.order_id,
+                        client_order_id: ack.client_order_id,
+                        reason: error.to_string(),
+                    }),
+                    Some(Err(reject)) => Ok(Err(reject)),
+                    None => Err(PlaceError::Config("empty batch result".into())),
                 }
-                other => other?,
-            };
+            }
+            other => other?,
+        };
         out.pop()
             .ok_or_else(|| PlaceError::Config("empty batch result".into()))
     }
@@ -585,7 +593,7 @@ impl Placer {
                     cfg,
                     rx.clone(),
                     batches.clone(),
-                    self.lost_replies.clone(),
+                    self.faults.clone(),
                 ))
             })
             .collect();
@@ -626,6 +634,42 @@ impl Placer {
             client_order_id,
             reason: format!("group writer of shard {shard} dropped the request"),
         })?
+    }
+}
+
+/// Fault injection for tests of the "outcome unknown" path ([`Placer::faults`]); a
+/// production caller never sets it.
+#[derive(Debug, Default)]
+pub struct Faults {
+    lost_replies: AtomicU32,
+    failed_attempts: AtomicU32,
+}
+
+impl Faults {
+    /// The next `n` COMMITs that write succeed on the server and then act as if their
+    /// reply was lost (as when the connection breaks right after the server committed).
+    pub fn lose_commit_replies(&self, n: u32) {
+        self.lost_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` attempts of a batch fail before their first statement (as when the
+    /// connection is gone).
+    pub fn fail_attempts(&self, n: u32) {
+        self.failed_attempts.store(n, Ordering::SeqCst);
+    }
+
+    fn take(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn lose_reply(&self) -> bool {
+        Self::take(&self.lost_replies)
+    }
+
+    fn fail_attempt(&self) -> bool {
+        Self::take(&self.failed_attempts)
     }
 }
 
@@ -708,7 +752,7 @@ async fn group_loop(
     cfg: GroupCommit,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     batches: Arc<GroupStats>,
-    lost_replies: Arc<AtomicU32>,
+    faults: Arc<Faults>,
 ) {
     let pool = match pool {
         Ok(p) => p,
@@ -742,7 +786,7 @@ async fn group_loop(
         jobs.sort_by_key(|j| (j.checked.user_id, j.checked.frozen_asset));
         let checked: Vec<&Checked> = jobs.iter().map(|j| &j.checked).collect();
         let t0 = std::time::Instant::now();
-        match write_batch(&pool, s, &router, &checked, &lost_replies).await {
+        match write_batch(&pool, s, &router, &checked, &faults).await {
             Ok(results) => {
                 batches.batches.fetch_add(1, Ordering::Relaxed);
                 batches
@@ -756,17 +800,22 @@ async fn group_loop(
                     let _ = job.reply.send(Ok(r));
                 }
             }
-            Err(PlaceError::CommitUnknown(e)) => {
-                // the COMMIT's reply was lost and no retry could look: each caller gets
-                // its order id to look the order up (a retry with the same client
-                // order id is answered with the original order, never a second one)
-                let msg = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(PlaceError::OutcomeUnknown {
-                        order_id: job.checked.order.order_id,
-                        client_order_id: job.checked.client_order_id.clone(),
-                        reason: msg.clone(),
-                    }));
+            Err(PlaceError::CommitUnknown { error, planned }) => {
+                // the COMMIT's reply was lost and no retry could look: each accepted
+                // caller gets the id its order has if it was placed (a retry with the
+                // same client order id is answered with that order, never a second
+                // one); a refusal in that transaction wrote nothing and stands
+                let msg = error.to_string();
+                for (job, plan) in jobs.into_iter().zip(planned) {
+                    let answer = match plan {
+                        Ok(ack) => Err(PlaceError::OutcomeUnknown {
+                            order_id: ack.order_id,
+                            client_order_id: ack.client_order_id,
+                            reason: msg.clone(),
+                        }),
+                        Err(reject) => Ok(Err(reject)),
+                    };
+                    let _ = job.reply.send(answer);
                 }
             }
             Err(e) => {
@@ -791,16 +840,24 @@ async fn write_batch(
     shard: u16,
     router: &TableRouter,
     jobs: &[&Checked],
-    lost_replies: &AtomicU32,
+    faults: &Faults,
 ) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
     let mut last = None;
     // once a COMMIT's reply was lost, only a later attempt that completes can say
     // what happened (it finds the committed orders by their client order ids)
-    let mut unknown = false;
+    // the plan of the latest attempt whose COMMIT's reply was lost: what may be
+    // committed (each job's order id, or the earlier order it was answered with)
+    let mut unknown: Option<Vec<Result<Ack, Reject>>> = None;
     for attempt in 0..3u32 {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
+        }
+        if faults.fail_attempt() {
+            last = Some(PlaceError::NotCommitted(format!(
+                "shard {shard}: the attempt failed before it began (fault injection)"
+            )));
+            continue;
         }
         let conn = match pool.acquire().await {
             Ok(c) => c,
@@ -810,23 +867,30 @@ async fn write_batch(
             }
         };
         let mut tx = TextTx::new(conn);
-        match write_set(&mut tx, shard, router, jobs, lost_replies).await {
+        match write_set(&mut tx, shard, router, jobs, faults).await {
             Ok(results) => return Ok(results),
+            Err(PlaceError::CommitUnknown { error, planned }) => {
+                tx.abandon().await;
+                unknown = Some(planned);
+                last = Some(PlaceError::Router(error));
+            }
             Err(e) => {
                 tx.abandon().await;
-                unknown |= matches!(e, PlaceError::CommitUnknown(_));
                 last = Some(e);
             }
         }
     }
     let last = last.unwrap_or_else(|| PlaceError::NotCommitted("batch failed".into()));
-    if unknown {
-        return Err(match last {
-            PlaceError::CommitUnknown(e) => PlaceError::CommitUnknown(e),
-            other => PlaceError::CommitUnknown(RouterError::Busy(other.to_string())),
-        });
+    match unknown {
+        Some(planned) => Err(PlaceError::CommitUnknown {
+            error: match last {
+                PlaceError::Router(e) => e,
+                other => RouterError::Busy(other.to_string()),
+            },
+            planned,
+        }),
+        None => Err(last),
     }
-    Err(last)
 }
 
 /// A balance row locked by a batch.
@@ -856,7 +920,7 @@ async fn write_set(
     shard: u16,
     router: &TableRouter,
     jobs: &[&Checked],
-    lost_replies: &AtomicU32,
+    faults: &Faults,
 ) -> Result<Vec<Result<Ack, Reject>>, PlaceError> {
     use sqlx::Row;
     let place = |e| PlaceError::Router(RouterError::db_on_shard(shard, e));
@@ -868,15 +932,20 @@ async fn write_set(
 
     // 1. begin, look up, lock
     let mut sql = Sql::new();
-    sql.raw("START TRANSACTION; SELECT 'e', user_id, client_order_id, symbol, order_id FROM client_orders WHERE (user_id, client_order_id) IN (");
-    sql.tuples(jobs, |q, c| {
-        q.int(c.user_id.get()).comma().str(&c.client_order_id);
-    });
-    sql.raw("); SELECT 'b', user_id, currency, CAST(available AS CHAR), version FROM account_balances WHERE account_type = 'spot' AND (user_id, currency) IN (");
+    // the balances are locked first and the client order ids looked up after, with a
+    // locking read: a commit of the same placements still in flight (its reply lost,
+    // the server finishing it) holds those balance rows, so this waits for it and then
+    // sees its client order ids; a lookup taken first could miss them and refuse a
+    // placement that did commit as "insufficient balance"
+    sql.raw("START TRANSACTION; SELECT 'b', user_id, currency, CAST(available AS CHAR), version FROM account_balances WHERE account_type = 'spot' AND (user_id, currency) IN (");
     sql.tuples(keys.keys(), |q, (u, a)| {
         q.int(*u).comma().str(a.as_str());
     });
-    sql.raw(") FOR UPDATE");
+    sql.raw(") FOR UPDATE; SELECT 'e', user_id, client_order_id, symbol, order_id FROM client_orders WHERE (user_id, client_order_id) IN (");
+    sql.tuples(jobs, |q, c| {
+        q.int(c.user_id.get()).comma().str(&c.client_order_id);
+    });
+    sql.raw(") LOCK IN SHARE MODE");
     let ran = sql.run(tx.conn().map_err(place)?).await.map_err(place)?;
     let mut found = Vec::new();
     for row in &ran.rows {
@@ -913,7 +982,12 @@ async fn write_set(
     for c in jobs {
         let key = (c.user_id.get(), c.client_order_id.clone());
         if let Some(ack) = earlier.get(&key) {
-            results.push(Ok(ack.clone()));
+            // the order this job's own earlier attempt committed (its reply lost) is
+            // this placement, not a duplicate of another
+            results.push(Ok(Ack {
+                duplicate: ack.order_id != c.order.order_id,
+                ..ack.clone()
+            }));
             continue;
         }
         let slot = keys
@@ -950,11 +1024,14 @@ async fn write_set(
         accepted.push((c, left.checked_sub(c.frozen)?));
     }
     if accepted.is_empty() {
-        router::sqltext::exec(tx.conn().map_err(place)?, "COMMIT")
+        // nothing was written: the answers (earlier orders, refusals) are final whatever
+        // the COMMIT's reply; a connection whose COMMIT failed is closed, not pooled
+        if router::sqltext::exec(tx.conn().map_err(place)?, "COMMIT")
             .await
-            .map_err(|e| PlaceError::CommitUnknown(RouterError::db_on_shard(shard, e)))?;
-        tx.finish();
-        lose_reply(lost_replies, shard)?;
+            .is_ok()
+        {
+            tx.finish();
+        }
         return Ok(results);
     }
 
@@ -1066,25 +1143,26 @@ async fn write_set(
 
     // 3. commit: an error here leaves the outcome unknown (the server may have
     // committed and the reply been lost)
-    router::sqltext::exec(tx.conn().map_err(place)?, "COMMIT")
+    let unknown = |error: RouterError, planned: &[Result<Ack, Reject>]| PlaceError::CommitUnknown {
+        error,
+        planned: planned.to_vec(),
+    };
+    let conn = tx
+        .conn()
+        .map_err(|e| unknown(RouterError::db_on_shard(shard, e), &results))?;
+    router::sqltext::exec(conn, "COMMIT")
         .await
-        .map_err(|e| PlaceError::CommitUnknown(RouterError::db_on_shard(shard, e)))?;
+        .map_err(|e| unknown(RouterError::db_on_shard(shard, e), &results))?;
     tx.finish();
-    lose_reply(lost_replies, shard)?;
-    Ok(results)
-}
-
-/// The fault injection of [`Placer::lose_commit_replies`], after a COMMIT succeeded.
-fn lose_reply(lost_replies: &AtomicU32, shard: u16) -> Result<(), PlaceError> {
-    let lose = lost_replies
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if lose {
-        return Err(PlaceError::CommitUnknown(RouterError::Busy(format!(
-            "shard {shard}: the commit reply was lost (fault injection)"
-        ))));
+    if faults.lose_reply() {
+        return Err(unknown(
+            RouterError::Busy(format!(
+                "shard {shard}: the commit reply was lost (fault injection)"
+            )),
+            &results,
+        ));
     }
-    Ok(())
+    Ok(results)
 }
 
 /// The earlier orders of `found` (user, client order id, symbol, order id) rows of

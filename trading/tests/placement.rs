@@ -580,22 +580,25 @@ async fn a_lost_commit_reply_is_resolved_by_the_client_order_id_or_reported_unkn
     };
     let rows = || count(&env, 13, "SELECT COUNT(*) FROM client_orders");
 
-    // one reply lost: the writer's retry sees the committed order and answers with it
-    placer.lose_commit_replies(1);
+    // one reply lost: the writer's retry sees the committed order and answers with it,
+    // as this placement (not a duplicate of another one)
+    placer.faults().lose_commit_replies(1);
     let ack = placer
         .place_grouped(&writers, &orders("lost-1"))
         .await
         .expect("resolved by the retry")
         .expect("accepted");
     assert!(
-        ack.duplicate,
-        "the answer is the order the lost COMMIT wrote"
+        !ack.duplicate,
+        "the order the lost COMMIT wrote is this placement"
     );
     assert_eq!(rows().await, 1);
     assert_eq!(balance(&env, 13, "USDT").await, (amt("900"), amt("100")));
 
-    // every reply lost: outcome unknown, with the id the order has
-    placer.lose_commit_replies(3);
+    // the reply lost and the retries failing before they could look: outcome unknown,
+    // with the id the order has
+    placer.faults().lose_commit_replies(1);
+    placer.faults().fail_attempts(2);
     let err = placer
         .place_grouped(&writers, &orders("lost-2"))
         .await
@@ -625,7 +628,8 @@ async fn a_lost_commit_reply_is_resolved_by_the_client_order_id_or_reported_unkn
     assert_eq!(balance(&env, 13, "USDT").await, (amt("800"), amt("200")));
 
     // the same through the ungrouped path
-    placer.lose_commit_replies(3);
+    placer.faults().lose_commit_replies(1);
+    placer.faults().fail_attempts(2);
     match placer.place(&orders("lost-3")).await {
         Err(PlaceError::OutcomeUnknown {
             client_order_id, ..
@@ -635,5 +639,71 @@ async fn a_lost_commit_reply_is_resolved_by_the_client_order_id_or_reported_unkn
         other => panic!("want outcome unknown, got {other:?}"),
     }
     assert_eq!(rows().await, 3);
+    env.drop_all().await;
+}
+
+/// The race behind a lost COMMIT reply: the earlier attempt's transaction is still
+/// being committed by the server (it holds the balance row and its client order id is
+/// not visible yet) when the retry starts. The retry must wait for it and answer with
+/// that order, not read the balance the order already froze and refuse it as
+/// "insufficient balance" (it locks the balances before it looks the client id up).
+#[tokio::test]
+async fn a_retry_racing_the_commit_of_its_own_earlier_attempt_answers_with_that_order() {
+    let (env, placer) = setup("commitrace").await;
+    let user = UserId::new(17).expect("user");
+    common::deposit(&env, user.get(), "USDT", "100").await;
+    let router = TableRouter::new(&["BTCUSDT"]).expect("router");
+    let btc: domain::Symbol = "BTCUSDT".parse().expect("symbol");
+    let earlier = domain::OrderId::new(
+        router::snowflake::min_id_at(u64::try_from(Utc::now().timestamp_millis()).expect("ms"))
+            .expect("id")
+            | 7,
+    )
+    .expect("id");
+    let table = router.orders_table(&btc, earlier).expect("table");
+    // the earlier attempt, written but not committed: all of the 100 USDT frozen
+    let mut held = env.map.pool_for(user).begin().await.expect("begin");
+    for sql in [
+        "UPDATE account_balances SET available = available - 100, frozen = frozen + 100, \
+         version = version + 1 WHERE user_id = 17 AND currency = 'USDT'"
+            .to_owned(),
+        format!(
+            "INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) \
+             VALUES (17, 'race-1', 'BTCUSDT', {})",
+            earlier.get()
+        ),
+        format!(
+            "INSERT INTO `{table}` (order_id, client_order_id, user_id, symbol, side, type, \
+             time_in_force, price, quantity, frozen_currency, frozen_amount) \
+             VALUES ({}, 'race-1', 17, 'BTCUSDT', 'buy', 'limit', 'gtc', '50000', '0.002', 'USDT', '100')",
+            earlier.get()
+        ),
+    ] {
+        sqlx::query(&sql).execute(&mut *held).await.expect("earlier attempt");
+    }
+    let mut req = limit(17, Side::Buy, "50000", "0.002");
+    req.client_order_id = Some("race-1".into());
+    let retry = {
+        let placer = placer.clone();
+        tokio::spawn(async move { placer.place(&req).await })
+    };
+    // the retry is now waiting for the balance row; the earlier attempt commits
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !retry.is_finished(),
+        "the retry must wait for the row the commit holds"
+    );
+    held.commit().await.expect("commit");
+    let ack = retry
+        .await
+        .expect("task")
+        .expect("place")
+        .expect("answered with the committed order, not refused");
+    assert_eq!(ack.order_id, earlier);
+    assert_eq!(balance(&env, 17, "USDT").await, (amt("0"), amt("100")));
+    assert_eq!(
+        count(&env, 17, "SELECT COUNT(*) FROM client_orders").await,
+        1
+    );
     env.drop_all().await;
 }
