@@ -13,8 +13,8 @@ use domain::{OrderId, Side, UserId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::spec::{Lots, Ticks};
 use super::types::StpMode;
+use super::units::{Lots, Ticks};
 
 const NIL: u32 = u32::MAX;
 

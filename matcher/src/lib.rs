@@ -47,6 +47,7 @@
 mod book;
 mod spec;
 mod types;
+mod units;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -56,10 +57,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use book::{Book, Resting};
-pub use spec::{Lots, SpecError, SpecParams, SymbolSpec, Ticks};
+pub use spec::{SpecError, SpecParams, SymbolSpec};
 pub use types::{
     CancelReason, Command, Event, ExpireReason, NewOrder, RejectReason, StpMode, Trade,
 };
+pub use units::{Lots, Ticks};
 
 /// Default size of the duplicate-order-id window: at least the last 4,096 order ids (up
 /// to twice that), small enough to stay in cache. Redelivered inputs are dropped exactly

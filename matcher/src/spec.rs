@@ -17,84 +17,10 @@ use domain::{Amount, Asset, Decimal, Price, Qty, Symbol};
 use serde::{Deserialize, Serialize};
 
 use super::types::RejectReason;
+use super::units::{Lots, Ticks};
 
 /// `10^18`: decimals are compared on a grid of 10^-18 (the DECIMAL(36,18) grid).
 const E18: i128 = 1_000_000_000_000_000_000;
-
-/// A price in ticks of the symbol: `price / tick_size`. A newtype over `u64`, so a
-/// price cannot be passed where a quantity is meant; it has no arithmetic of its own
-/// (compare, or take the integer with [`Ticks::get`]). Serialized as the bare `u64`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-#[repr(transparent)]
-pub struct Ticks(pub u64);
-
-impl Ticks {
-    /// The integer number of ticks.
-    #[inline]
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-/// A quantity in lots (steps) of the symbol: `qty / step_size`. A newtype over `u64`,
-/// so a quantity cannot be passed where a price is meant. Lots are added to (`+=`) and
-/// subtracted from (`-`, `-=`) lots only, with `u64` semantics (overflow panics in
-/// debug builds); a notional needs ticks and the spec ([`SymbolSpec::notional_atoms`]).
-/// Serialized as the bare `u64`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-#[repr(transparent)]
-pub struct Lots(pub u64);
-
-impl Lots {
-    /// No lots.
-    pub const ZERO: Lots = Lots(0);
-
-    /// The integer number of lots.
-    #[inline]
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// `true` for zero lots.
-    #[inline]
-    pub const fn is_zero(self) -> bool {
-        self.0 == 0
-    }
-
-    /// `self + rhs`, capped at `u64::MAX` lots.
-    #[inline]
-    pub const fn saturating_add(self, rhs: Lots) -> Lots {
-        Lots(self.0.saturating_add(rhs.0))
-    }
-}
-
-impl std::ops::Sub for Lots {
-    type Output = Lots;
-    #[inline]
-    fn sub(self, rhs: Lots) -> Lots {
-        Lots(self.0 - rhs.0)
-    }
-}
-
-impl std::ops::AddAssign for Lots {
-    #[inline]
-    fn add_assign(&mut self, rhs: Lots) {
-        self.0 += rhs.0;
-    }
-}
-
-impl std::ops::SubAssign for Lots {
-    #[inline]
-    fn sub_assign(&mut self, rhs: Lots) {
-        self.0 -= rhs.0;
-    }
-}
 
 /// A symbol's trading rules. (De)serialized as its parameters; the derived fields are
 /// recomputed and checked on the way in.

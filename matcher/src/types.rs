@@ -8,7 +8,7 @@
 use domain::{Amount, OrderId, OrderType, Price, Qty, Side, TimeInForce, UserId};
 use serde::{Deserialize, Serialize};
 
-use super::spec::{Lots, Ticks};
+use super::units::{Lots, Ticks};
 
 /// Self-trade prevention (Binance `selfTradePreventionMode`), taken from the taker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
