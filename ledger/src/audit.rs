@@ -372,18 +372,14 @@ pub async fn frozen_on_shard(
                 Some(domain::hold::HoldShape {
                     side: domain::Side::from_db_str(&side).ok()?,
                     order_type: domain::OrderType::from_db_str(&ty).ok()?,
-                    price: match price.as_deref() {
-                        Some(p) => Some(domain::Price::from_db_str(p).ok()?),
-                        None => None,
-                    },
-                    qty: match qty.as_deref() {
-                        Some(q) => Some(Amount::from_db_str(q).ok()?),
-                        None => None,
-                    },
-                    quote_qty: match quote.as_deref() {
-                        Some(q) => Some(Amount::from_db_str(q).ok()?),
-                        None => None,
-                    },
+                    // a NULL column is `None`; a value that does not parse voids the shape
+                    price: price
+                        .as_deref()
+                        .map(domain::Price::from_db_str)
+                        .transpose()
+                        .ok()?,
+                    qty: qty.as_deref().map(Amount::from_db_str).transpose().ok()?,
+                    quote_qty: quote.as_deref().map(Amount::from_db_str).transpose().ok()?,
                     filled_qty: Amount::from_db_str(&fq).ok()?,
                     filled_amount: Amount::from_db_str(&fa).ok()?,
                 })

@@ -374,35 +374,26 @@ impl Placer {
         }
         let found = match target.into() {
             CancelTarget::Order(order_id) => {
-                match readers::order(&self.shards, &self.router, symbol, order_id, Some(user)).await
-                {
-                    Ok(mut rows) => rows.pop().map(|(_, o)| o),
-                    // a month without a table holds nobody's order
-                    Err(ReadError::Router(
-                        RouterError::MissingTable { .. }
-                        | RouterError::BadId { .. }
-                        | RouterError::BadRange(_),
-                    )) => None,
-                    Err(ReadError::Router(e)) => return Err(e.into()),
-                    Err(e @ ReadError::Corrupt { .. }) => {
-                        return Err(PlaceError::Config(e.to_string()))
-                    }
-                }
+                readers::order(&self.shards, &self.router, symbol, order_id, Some(user))
+                    .await
+                    .map(|mut rows| rows.pop().map(|(_, o)| o))
             }
             CancelTarget::Client(cid) => {
-                match readers::order_by_client_id(&self.shards, &self.router, user, &cid).await {
-                    Ok(o) => o.filter(|o| o.symbol == symbol),
-                    Err(ReadError::Router(
-                        RouterError::MissingTable { .. }
-                        | RouterError::BadId { .. }
-                        | RouterError::BadRange(_),
-                    )) => None,
-                    Err(ReadError::Router(e)) => return Err(e.into()),
-                    Err(e @ ReadError::Corrupt { .. }) => {
-                        return Err(PlaceError::Config(e.to_string()))
-                    }
-                }
+                readers::order_by_client_id(&self.shards, &self.router, user, &cid)
+                    .await
+                    .map(|o| o.filter(|o| o.symbol == symbol))
             }
+        };
+        let found = match found {
+            Ok(found) => found,
+            // an id no table can hold, or a month without a table: nobody's order
+            Err(ReadError::Router(
+                RouterError::MissingTable { .. }
+                | RouterError::BadId { .. }
+                | RouterError::BadRange(_),
+            )) => None,
+            Err(ReadError::Router(e)) => return Err(e.into()),
+            Err(e @ ReadError::Corrupt { .. }) => return Err(PlaceError::Config(e.to_string())),
         };
         let Some(order) = found.filter(|o| o.status.is_open()) else {
             return Ok(Err(Reject::UnknownOrder));
@@ -561,12 +552,7 @@ impl Placer {
         {
             Err(PlaceError::CommitUnknown { error, planned }) => {
                 return match planned.into_iter().next() {
-                    Some(Ok(ack)) => Err(PlaceError::OutcomeUnknown {
-                        order_id: ack.order_id,
-                        client_order_id: ack.client_order_id,
-                        reason: error.to_string(),
-                    }),
-                    Some(Err(reject)) => Ok(Err(reject)),
+                    Some(plan) => unknown_answer(plan, &error.to_string()),
                     None => Err(PlaceError::Config("empty batch result".into())),
                 }
             }
@@ -807,15 +793,7 @@ async fn group_loop(
                 // one); a refusal in that transaction wrote nothing and stands
                 let msg = error.to_string();
                 for (job, plan) in jobs.into_iter().zip(planned) {
-                    let answer = match plan {
-                        Ok(ack) => Err(PlaceError::OutcomeUnknown {
-                            order_id: ack.order_id,
-                            client_order_id: ack.client_order_id,
-                            reason: msg.clone(),
-                        }),
-                        Err(reject) => Ok(Err(reject)),
-                    };
-                    let _ = job.reply.send(answer);
+                    let _ = job.reply.send(unknown_answer(plan, &msg));
                 }
             }
             Err(e) => {
@@ -828,6 +806,23 @@ async fn group_loop(
                 }
             }
         }
+    }
+}
+
+/// A caller's answer when its batch's COMMIT reply was lost: an accepted placement
+/// may or may not exist ([`PlaceError::OutcomeUnknown`] with the id it has if it was
+/// placed); a refusal in that transaction wrote nothing and stands.
+fn unknown_answer(
+    plan: Result<Ack, Reject>,
+    reason: &str,
+) -> Result<Result<Ack, Reject>, PlaceError> {
+    match plan {
+        Ok(ack) => Err(PlaceError::OutcomeUnknown {
+            order_id: ack.order_id,
+            client_order_id: ack.client_order_id,
+            reason: reason.to_owned(),
+        }),
+        Err(reject) => Ok(Err(reject)),
     }
 }
 
