@@ -235,3 +235,68 @@ pub fn shardctl(env: &TestEnv) -> std::process::Command {
         .env("RUST_LOG", "warn");
     c
 }
+
+/// Databases with this month's tables and the symbol config, and a placer over them:
+/// what every placement test starts from.
+#[derive(Debug)]
+pub struct Placement {
+    /// This test's databases and Redis prefix.
+    pub env: TestEnv,
+    /// The table router of `BTCUSDT`, `ETHUSDT`, `ETHBTC`.
+    pub router: router::TableRouter,
+    /// The symbols' configuration, as loaded from meta.
+    pub symbols: std::collections::BTreeMap<domain::Symbol, trading::placement::SymbolConfig>,
+    /// A placer issuing order ids from snowflake worker `worker`.
+    pub placer: trading::placement::Placer,
+}
+
+/// Fresh databases named after `name` with month tables and the symbol config, and a
+/// placer issuing order ids from snowflake worker `worker`.
+pub async fn placement(name: &str, worker: u8) -> Placement {
+    let env = TestEnv::new(name).await;
+    let router = router::TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router");
+    env.map
+        .ensure_tables(&router, chrono::Utc::now(), 1)
+        .await
+        .expect("tables");
+    let symbols = trading::placement::load_symbols(env.map.meta())
+        .await
+        .expect("symbols");
+    let ids = std::sync::Arc::new(router::Snowflake::new(0, worker).expect("ids"));
+    let placer = trading::placement::Placer::new(
+        env.map.clone(),
+        router.clone(),
+        symbols.clone(),
+        std::sync::Arc::new(move || ids.next_id()),
+    );
+    Placement {
+        env,
+        router,
+        symbols,
+        placer,
+    }
+}
+
+/// A BTCUSDT GTC request of `user` (no client order id).
+pub fn order_request(
+    user: u64,
+    side: domain::Side,
+    ty: domain::OrderType,
+    price: Option<&str>,
+    qty: Option<&str>,
+    quote: Option<&str>,
+) -> trading::placement::PlaceRequest {
+    trading::placement::PlaceRequest {
+        user_id: uid(user),
+        symbol: "BTCUSDT".parse().expect("symbol"),
+        side,
+        order_type: ty,
+        tif: domain::TimeInForce::Gtc,
+        price: price.map(|p| p.parse().expect("price")),
+        qty: qty.map(|q| q.parse().expect("qty")),
+        quote_qty: quote.map(amt),
+        stop_price: None,
+        stp: matcher::StpMode::None,
+        client_order_id: None,
+    }
+}

@@ -8,11 +8,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::Utc;
-use common::{amt, balance};
-use domain::{Amount, Asset, OrderType, Price, Qty, Side, TimeInForce, UserId};
+use common::{amt, balance, limit};
+use domain::{Amount, Asset, OrderType, Price, Qty, Side, UserId};
 use ledger::balances::credit_deposit;
 use matcher::wire::OrderInput;
-use matcher::{RejectReason, StpMode};
+use matcher::RejectReason;
 use router::{Snowflake, TableRouter};
 use testkit::TestEnv;
 use trading::placement::{load_symbols, PlaceError, PlaceRequest, Placer, Reject};
@@ -20,22 +20,6 @@ use trading::placement::{load_symbols, PlaceError, PlaceRequest, Placer, Reject}
 async fn setup(name: &str) -> (TestEnv, Placer) {
     let h = common::Harness::new(name, 9).await;
     (h.env, h.placer)
-}
-
-fn limit(user: u64, side: Side, price: &str, qty: &str) -> PlaceRequest {
-    PlaceRequest {
-        user_id: UserId::new(user).expect("user"),
-        symbol: "BTCUSDT".parse().expect("symbol"),
-        side,
-        order_type: OrderType::Limit,
-        tif: TimeInForce::Gtc,
-        price: Some(Price::from_str(price).expect("price")),
-        qty: Some(Qty::from_str(qty).expect("qty")),
-        quote_qty: None,
-        stop_price: None,
-        stp: StpMode::None,
-        client_order_id: None,
-    }
 }
 
 async fn count(env: &TestEnv, user: u64, sql: &str) -> i64 {

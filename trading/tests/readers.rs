@@ -7,25 +7,15 @@ mod common;
 use std::str::FromStr;
 
 use domain::{Month, OrderId, OrderStatus, OrderType, Price, Qty, Side, TimeInForce, UserId};
-use matcher::StpMode;
+
 use router::RouterError;
 use trading::placement::PlaceRequest;
 use trading::readers::{order, order_by_client_id, orders_of_user, Page, ReadError};
 
 fn buy(user: u64, price: &str, cid: &str) -> PlaceRequest {
-    PlaceRequest {
-        user_id: UserId::new(user).expect("user"),
-        symbol: "BTCUSDT".parse().expect("symbol"),
-        side: Side::Buy,
-        order_type: OrderType::Limit,
-        tif: TimeInForce::Gtc,
-        price: Some(Price::from_str(price).expect("price")),
-        qty: Some(Qty::from_str("0.01").expect("qty")),
-        quote_qty: None,
-        stop_price: None,
-        stp: StpMode::None,
-        client_order_id: Some(cid.into()),
-    }
+    let mut r = common::limit(user, Side::Buy, price, "0.01");
+    r.client_order_id = Some(cid.into());
+    r
 }
 
 #[tokio::test]

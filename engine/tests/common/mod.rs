@@ -10,22 +10,21 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use domain::{Amount, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
+use domain::{Amount, OrderType, Side, Symbol, UserId};
 use engine::bus::{ensure_topic, producer, BusSettings};
 use engine::metrics::Metrics;
 use engine::relay::Relay;
 use engine::service::{run_matching, run_settler, MatchingCore, SnapshotStore, Topics};
 use engine::settle::{Settler, UserStream};
-use matcher::{StpMode, SymbolSpec};
+use matcher::SymbolSpec;
 use rand::distr::{Alphanumeric, SampleString};
-use router::{Snowflake, TableRouter};
+use router::TableRouter;
 use testkit::TestEnv;
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use testkit::{all_audits_hold, balance};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use trading::placement::{load_symbols, PlaceRequest, Placer};
+use trading::placement::{PlaceRequest, Placer};
 
 /// An exact amount from text.
 pub fn amt(s: &str) -> Amount {
@@ -41,19 +40,7 @@ pub fn req(
     qty: Option<&str>,
     quote: Option<&str>,
 ) -> PlaceRequest {
-    PlaceRequest {
-        user_id: UserId::new(user).expect("user"),
-        symbol: "BTCUSDT".parse().expect("symbol"),
-        side,
-        order_type: ty,
-        tif: TimeInForce::Gtc,
-        price: price.map(|p| Price::from_str(p).expect("price")),
-        qty: qty.map(|q| Qty::from_str(q).expect("qty")),
-        quote_qty: quote.map(amt),
-        stop_price: None,
-        stp: StpMode::None,
-        client_order_id: None,
-    }
+    testkit::order_request(user, side, ty, price, qty, quote)
 }
 
 /// Credits a completed deposit of `amount` `asset` to `user` (txid `d-{user}-{asset}`).
@@ -107,27 +94,18 @@ pub struct Harness {
 impl Harness {
     /// Fresh databases named after `name`; order ids from snowflake worker `worker`.
     pub async fn new(name: &str, worker: u8) -> Self {
-        let env = TestEnv::new(name).await;
-        let router = TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router");
-        env.map
-            .ensure_tables(&router, Utc::now(), 1)
-            .await
-            .expect("tables");
-        let symbols = load_symbols(env.map.meta()).await.expect("symbols");
-        let specs = symbols.iter().map(|(s, c)| (*s, c.spec.clone())).collect();
-        let ids = Arc::new(Snowflake::new(0, worker).expect("ids"));
-        let placer = Placer::new(
-            env.map.clone(),
-            router.clone(),
-            symbols,
-            Arc::new(move || ids.next_id()),
-        );
-        let count = NonZeroU16::new(env.map.count()).expect("count");
+        let p = testkit::placement(name, worker).await;
+        let specs = p
+            .symbols
+            .iter()
+            .map(|(s, c)| (*s, c.spec.clone()))
+            .collect();
+        let count = NonZeroU16::new(p.env.map.count()).expect("count");
         Self {
-            env,
-            router,
+            env: p.env,
+            router: p.router,
             specs,
-            placer,
+            placer: p.placer,
             count,
         }
     }

@@ -3,12 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
-
-use chrono::Utc;
-use router::{Snowflake, TableRouter};
+use domain::{OrderType, Side};
+use router::TableRouter;
 use testkit::TestEnv;
-use trading::placement::{load_symbols, Placer};
+use trading::placement::{PlaceRequest, Placer};
 
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use testkit::{amt, balance};
@@ -36,24 +34,16 @@ pub struct Harness {
 impl Harness {
     /// Fresh databases named after `name`; order ids from snowflake worker `worker`.
     pub async fn new(name: &str, worker: u8) -> Self {
-        let env = TestEnv::new(name).await;
-        let router = TableRouter::new(&["BTCUSDT", "ETHUSDT", "ETHBTC"]).expect("router");
-        env.map
-            .ensure_tables(&router, Utc::now(), 1)
-            .await
-            .expect("tables");
-        let symbols = load_symbols(env.map.meta()).await.expect("symbols");
-        let ids = Arc::new(Snowflake::new(0, worker).expect("ids"));
-        let placer = Placer::new(
-            env.map.clone(),
-            router.clone(),
-            symbols,
-            Arc::new(move || ids.next_id()),
-        );
+        let p = testkit::placement(name, worker).await;
         Self {
-            env,
-            router,
-            placer,
+            env: p.env,
+            router: p.router,
+            placer: p.placer,
         }
     }
+}
+
+/// A BTCUSDT GTC limit request.
+pub fn limit(user: u64, side: Side, price: &str, qty: &str) -> PlaceRequest {
+    testkit::order_request(user, side, OrderType::Limit, Some(price), Some(qty), None)
 }
