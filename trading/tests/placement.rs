@@ -623,6 +623,7 @@ async fn a_lost_commit_reply_is_resolved_by_the_client_order_id_or_reported_unkn
         other => panic!("want outcome unknown, got {other:?}"),
     }
     assert_eq!(rows().await, 3);
+    testkit::audits_hold(&env).await;
     env.drop_all().await;
 }
 
@@ -689,5 +690,6 @@ async fn a_retry_racing_the_commit_of_its_own_earlier_attempt_answers_with_that_
         count(&env, 17, "SELECT COUNT(*) FROM client_orders").await,
         1
     );
+    testkit::audits_hold(&env).await;
     env.drop_all().await;
 }

@@ -133,6 +133,7 @@ async fn orders_are_read_by_id_by_client_id_and_by_cursor() {
         Err(ReadError::Router(RouterError::MissingTable { .. })) => {}
         other => panic!("a month without tables must say so: {other:?}"),
     }
+    testkit::audits_hold(env).await;
     owned.drop_all().await;
 }
 
@@ -202,6 +203,7 @@ async fn a_cancel_by_order_or_client_id_answers_the_order_and_writes_one_request
         before + 2,
         "one request per accepted cancel"
     );
+    testkit::audits_hold(env).await;
     owned.drop_all().await;
 }
 
