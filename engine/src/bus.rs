@@ -24,6 +24,18 @@ pub struct BusSettings {
     pub brokers: String,
     /// `client.id` shown in broker logs.
     pub client_id: String,
+    /// Largest message a producer sends (`message.max.bytes`; keep it at or below the
+    /// broker's own limit). Everything that frames several records into one message
+    /// sizes its frames from this ([`BusSettings::frame_budget`]).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// librdkafka's and Kafka's default message limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
 }
 
 impl Default for BusSettings {
@@ -31,8 +43,31 @@ impl Default for BusSettings {
         Self {
             brokers: "127.0.0.1:9092".to_owned(),
             client_id: "exchange".to_owned(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
+}
+
+impl BusSettings {
+    /// Settings for `brokers` with the default message limit.
+    pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            client_id: client_id.into(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// Most payload bytes one framed message may carry: the message limit less an
+    /// eighth for the key, the record and batch headers and the protocol framing.
+    pub fn frame_budget(&self) -> usize {
+        frame_budget(self.max_message_bytes)
+    }
+}
+
+/// [`BusSettings::frame_budget`] of a message limit (at least 4 KiB).
+pub fn frame_budget(max_message_bytes: usize) -> usize {
+    (max_message_bytes - max_message_bytes / 8).max(4096)
 }
 
 /// Errors of the bus layer.
@@ -66,6 +101,7 @@ fn base(settings: &BusSettings) -> ClientConfig {
 pub fn producer(settings: &BusSettings) -> Result<FutureProducer, BusError> {
     Ok(base(settings)
         .set("enable.idempotence", "true")
+        .set("message.max.bytes", settings.max_message_bytes.to_string())
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000")

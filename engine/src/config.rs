@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::bus::BusSettings;
 use crate::service::Topics;
 
+/// Smallest `max_message_bytes` accepted: a frame must hold the largest single input or
+/// event with room to spare.
+pub const MIN_MESSAGE_BYTES: usize = 16 * 1024;
+
 /// Engine settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EngineSettings {
@@ -31,6 +35,9 @@ pub struct EngineSettings {
     /// ... or when this many seconds passed since the last one and something was
     /// applied since.
     pub snapshot_every_s: u64,
+    /// Largest broker message the engine's producers send (`message.max.bytes`, at or
+    /// below the broker's limit); matcher outputs and relay frames are split to fit.
+    pub max_message_bytes: usize,
 }
 
 impl Default for EngineSettings {
@@ -44,6 +51,7 @@ impl Default for EngineSettings {
             orders_partitions: 4,
             snapshot_every: 10_000,
             snapshot_every_s: 60,
+            max_message_bytes: crate::bus::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -63,6 +71,12 @@ impl EngineSettings {
                 "relay_batch, orders_partitions and snapshot_every must be positive".into(),
             ));
         }
+        if !(MIN_MESSAGE_BYTES..=1_000_000_000).contains(&s.max_message_bytes) {
+            return Err(RouterError::Config(format!(
+                "max_message_bytes must be between {MIN_MESSAGE_BYTES} and 1000000000, not {}",
+                s.max_message_bytes
+            )));
+        }
         Ok(s)
     }
 
@@ -71,6 +85,7 @@ impl EngineSettings {
         BusSettings {
             brokers: self.brokers.clone(),
             client_id: client_id.to_owned(),
+            max_message_bytes: self.max_message_bytes,
         }
     }
 

@@ -34,12 +34,85 @@ pub struct Metrics {
     pub transfers_recovered: AtomicU64,
     /// 1 once every role has started.
     pub ready: AtomicU64,
+    /// Health of each supervised role, by name (`matcher`, `settler-2`, …).
+    roles: std::sync::Mutex<std::collections::BTreeMap<String, RoleHealth>>,
+}
+
+/// One supervised role's state.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoleHealth {
+    /// Running (and, after a failure, running for long enough to count as healthy).
+    pub up: bool,
+    /// Times it was started again after a failure.
+    pub restarts: u64,
+    /// Why it last failed.
+    pub last_error: Option<String>,
 }
 
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn with_roles<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::BTreeMap<String, RoleHealth>) -> T,
+    ) -> T {
+        // a panic while holding this lock cannot leave it inconsistent: recover it
+        let mut g = self
+            .roles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    /// Marks `role` running.
+    pub fn role_up(&self, role: &str) {
+        self.with_roles(|r| r.entry(role.to_owned()).or_default().up = true);
+    }
+
+    /// Marks `role` failed with `error` (it will be restarted).
+    pub fn role_down(&self, role: &str, error: &str) {
+        self.with_roles(|r| {
+            let h = r.entry(role.to_owned()).or_default();
+            h.up = false;
+            h.last_error = Some(error.to_owned());
+        });
+    }
+
+    /// Counts a restart of `role`.
+    pub fn role_restarted(&self, role: &str) {
+        self.with_roles(|r| r.entry(role.to_owned()).or_default().restarts += 1);
+    }
+
+    /// Every role's health, by name.
+    pub fn roles(&self) -> std::collections::BTreeMap<String, RoleHealth> {
+        self.with_roles(|r| r.clone())
+    }
+
+    /// `Ok` when the process has started every role and none is down; otherwise the
+    /// text `/ready` answers with.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) != 1 {
+            return Err("starting\n".into());
+        }
+        let down: String = self
+            .roles()
+            .into_iter()
+            .filter(|(_, h)| !h.up)
+            .map(|(name, h)| {
+                format!(
+                    "down: {name}: {}\n",
+                    h.last_error.as_deref().unwrap_or("not running")
+                )
+            })
+            .collect();
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(down)
+        }
     }
 
     /// Prometheus text exposition.
@@ -95,7 +168,11 @@ impl Metrics {
                 "settlement attempts that failed",
                 &self.settle_errors,
             ),
-            ("exchange_ready", "1 when every role runs", &self.ready),
+            (
+                "exchange_started",
+                "1 once every role was started",
+                &self.ready,
+            ),
         ];
         let mut out = String::new();
         for (name, help, v) in rows {
@@ -109,12 +186,36 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             ));
         }
+        let roles = self.roles();
+        let ready = u8::from(self.readiness().is_ok());
+        out.push_str(&format!(
+            "# HELP exchange_ready 1 when every role runs\n# TYPE exchange_ready gauge\nexchange_ready {ready}\n"
+        ));
+        out.push_str(
+            "# HELP exchange_role_up 1 while the role runs\n# TYPE exchange_role_up gauge\n",
+        );
+        for (name, h) in &roles {
+            out.push_str(&format!(
+                "exchange_role_up{{role=\"{name}\"}} {}\n",
+                u8::from(h.up)
+            ));
+        }
+        out.push_str(
+            "# HELP exchange_role_restarts_total restarts after a failure\n# TYPE exchange_role_restarts_total counter\n",
+        );
+        for (name, h) in &roles {
+            out.push_str(&format!(
+                "exchange_role_restarts_total{{role=\"{name}\"}} {}\n",
+                h.restarts
+            ));
+        }
         out
     }
 }
 
 /// Serves `/metrics`, `/health` (always 200 while the process runs) and `/ready` (200
-/// once `ready` is 1) on `addr` until `stop`.
+/// once every role was started and while none is down; 503 naming the roles down and
+/// why otherwise) on `addr` until `stop`.
 ///
 /// # Errors
 /// The bind error.
@@ -145,10 +246,10 @@ pub async fn serve(
             let (status, body) = match path {
                 "/metrics" => ("200 OK", metrics.render()),
                 "/health" => ("200 OK", "ok\n".to_owned()),
-                "/ready" if metrics.ready.load(Ordering::Relaxed) == 1 => {
-                    ("200 OK", "ready\n".to_owned())
-                }
-                "/ready" => ("503 Service Unavailable", "starting\n".to_owned()),
+                "/ready" => match metrics.readiness() {
+                    Ok(()) => ("200 OK", "ready\n".to_owned()),
+                    Err(why) => ("503 Service Unavailable", why),
+                },
                 _ => ("404 Not Found", "not found\n".to_owned()),
             };
             let resp = format!(

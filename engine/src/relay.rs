@@ -48,8 +48,14 @@ pub const MULTI_FRAME: u8 = 1;
 
 /// Most rows framed into one broker message.
 pub const ROWS_PER_MESSAGE: usize = 512;
-/// Most payload bytes framed into one broker message (under the usual 1 MB limit).
+/// Default most bytes framed into one broker message (under the usual 1 MB limit); a
+/// relay built from settings uses [`crate::bus::BusSettings::frame_budget`] instead.
 pub const BYTES_PER_MESSAGE: usize = 512 * 1024;
+
+/// Bytes a row adds to a multi-row frame besides its payload (seq + length).
+const ROW_HEADER: usize = 12;
+/// Bytes of a multi-row frame's own header (marker + source + count).
+const MULTI_HEADER: usize = 9;
 
 /// Frames one payload with its source shard and sequence (the original format, still
 /// understood by [`unframe`]).
@@ -66,8 +72,8 @@ pub fn frame(source: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
 /// One message per round and key instead of one per row: the broker's cost is per
 /// message far more than per byte.
 pub fn frame_many(source: u32, rows: &[(u64, &[u8])]) -> Vec<u8> {
-    let size: usize = rows.iter().map(|(_, p)| 12 + p.len()).sum();
-    let mut v = Vec::with_capacity(9 + size);
+    let size: usize = rows.iter().map(|(_, p)| ROW_HEADER + p.len()).sum();
+    let mut v = Vec::with_capacity(MULTI_HEADER + size);
     v.push(MULTI_FRAME);
     v.extend_from_slice(&source.to_be_bytes());
     v.extend_from_slice(&u32::try_from(rows.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -81,6 +87,37 @@ pub fn frame_many(source: u32, rows: &[(u64, &[u8])]) -> Vec<u8> {
         v.extend_from_slice(payload);
     }
     v
+}
+
+/// A framed message to be: topic, key, and its rows in seq order.
+pub type Group<'a> = (&'a str, &'a [u8], Rows<'a>);
+
+/// Groups `(seq, topic, key, payload)` rows (in seq order) into messages: one per
+/// (topic, key) run, each at most [`ROWS_PER_MESSAGE`] rows and `frame_bytes` framed
+/// bytes (a single row larger than that still gets a message of its own, which the
+/// producer then refuses loudly). Seq order is kept within each key.
+pub fn group_rows<'a>(
+    rows: impl IntoIterator<Item = (u64, &'a str, &'a [u8], &'a [u8])>,
+    frame_bytes: usize,
+) -> Vec<Group<'a>> {
+    // (topic, key, rows, framed bytes)
+    let mut groups: Vec<(&str, &[u8], Rows<'_>, usize)> = Vec::new();
+    let mut open: std::collections::HashMap<(&str, &[u8]), usize> =
+        std::collections::HashMap::new();
+    for (seq, topic, key, payload) in rows {
+        let slot = open.get(&(topic, key)).copied().filter(|&i| {
+            let g = &groups[i];
+            g.2.len() < ROWS_PER_MESSAGE && g.3 + ROW_HEADER + payload.len() <= frame_bytes
+        });
+        let i = slot.unwrap_or_else(|| {
+            groups.push((topic, key, Vec::new(), MULTI_HEADER));
+            open.insert((topic, key), groups.len() - 1);
+            groups.len() - 1
+        });
+        groups[i].2.push((seq, payload));
+        groups[i].3 += ROW_HEADER + payload.len();
+    }
+    groups.into_iter().map(|(t, k, r, _)| (t, k, r)).collect()
 }
 
 /// `(seq, payload)` rows of one source.
@@ -135,6 +172,8 @@ pub struct Relay {
     producer: FutureProducer,
     topic_prefix: String,
     batch: u32,
+    /// Most bytes of one framed message.
+    frame_bytes: usize,
     /// The connection holding this shard's relay lock, kept across rounds (detached
     /// from the pool: dropping it closes it, which releases the lock).
     held: Arc<tokio::sync::Mutex<Option<sqlx::MySqlConnection>>>,
@@ -174,9 +213,18 @@ impl Relay {
             producer,
             topic_prefix: topic_prefix.into(),
             batch: batch.max(1),
+            frame_bytes: BYTES_PER_MESSAGE,
             held: Arc::default(),
             gap: Arc::default(),
         }
+    }
+
+    /// Frames of at most `bytes` (the producer's message limit less headroom:
+    /// [`crate::bus::BusSettings::frame_budget`]).
+    #[must_use]
+    pub fn with_frame_budget(mut self, bytes: usize) -> Self {
+        self.frame_bytes = bytes.max(MULTI_HEADER + ROW_HEADER + 1);
+        self
     }
 
     /// Tracks a gap after the mark `published`; one lasting 10 s is logged as an
@@ -370,29 +418,14 @@ impl Relay {
             .await
             .map_err(|e| self.db(e))?;
         let source = u32::from(self.shard.get());
-        // one message per (topic, key) run of rows, in seq order within each key
-        // (topic, key, rows, payload bytes)
-        let mut groups: Vec<(&str, &[u8], Rows<'_>, usize)> = Vec::new();
-        let mut open: std::collections::HashMap<(&str, &[u8]), usize> =
-            std::collections::HashMap::new();
-        for (seq, topic, key, payload, _) in &rows {
-            let slot = open
-                .get(&(topic.as_str(), key.as_slice()))
-                .copied()
-                .filter(|&i| {
-                    let g = &groups[i];
-                    g.2.len() < ROWS_PER_MESSAGE && g.3 + payload.len() <= BYTES_PER_MESSAGE
-                });
-            let i = slot.unwrap_or_else(|| {
-                groups.push((topic, key, Vec::new(), 0));
-                open.insert((topic.as_str(), key.as_slice()), groups.len() - 1);
-                groups.len() - 1
-            });
-            groups[i].2.push((*seq, payload));
-            groups[i].3 += payload.len();
-        }
+        let groups = group_rows(
+            rows.iter().map(|(seq, topic, key, payload, _)| {
+                (*seq, topic.as_str(), &key[..], &payload[..])
+            }),
+            self.frame_bytes,
+        );
         let mut acks = Vec::with_capacity(groups.len());
-        for (topic, key, rows, _) in &groups {
+        for (topic, key, rows) in &groups {
             let topic = format!("{}{topic}", self.topic_prefix);
             let bytes = frame_many(source, rows);
             let ack = self
@@ -456,5 +489,37 @@ mod tests {
         let mut longer = m.clone();
         longer.push(0);
         assert_eq!(unframe(&longer), None, "trailing bytes");
+    }
+
+    #[test]
+    fn groups_fit_the_frame_budget_and_keep_seq_order_per_key() {
+        let payload = [7u8; 100];
+        let rows: Vec<(u64, &str, &[u8], &[u8])> = (1..=1_000u64)
+            .map(|seq| {
+                let key: &[u8] = if seq % 3 == 0 { b"ETHUSDT" } else { b"BTCUSDT" };
+                (seq, "orders", key, &payload[..])
+            })
+            .collect();
+        let budget = 4_096;
+        let groups = group_rows(rows.iter().copied(), budget);
+        let mut seen = 0;
+        for (_, key, rows) in &groups {
+            let framed = frame_many(0, rows);
+            assert!(framed.len() <= budget, "{} > {budget}", framed.len());
+            assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "seq order");
+            assert!(rows
+                .iter()
+                .all(|(seq, _)| (seq % 3 == 0) == (*key == b"ETHUSDT")));
+            seen += rows.len();
+        }
+        assert_eq!(seen, 1_000, "every row in exactly one frame");
+        // 100-byte rows frame at 112 bytes: 36 to a 4 KiB frame
+        assert!(groups.iter().all(|g| g.2.len() <= 36));
+        // the row cap applies to tiny rows
+        let tiny: Vec<(u64, &str, &[u8], &[u8])> = (1..=2_000u64)
+            .map(|s| (s, "orders", &b"k"[..], &b""[..]))
+            .collect();
+        let g = group_rows(tiny.iter().copied(), usize::MAX);
+        assert_eq!(g.len(), 2_000usize.div_ceil(ROWS_PER_MESSAGE));
     }
 }

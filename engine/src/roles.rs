@@ -5,7 +5,9 @@
 //! in flight and return.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::num::NonZeroU16;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +50,83 @@ pub const ALL_ROLES: [Role; 5] = [
     Role::Market,
     Role::Recovery,
 ];
+
+/// One attempt of a role: given the stop signal, a future that runs until stop (`Ok`)
+/// or fails (`Err` with the reason).
+pub type RoleFn = Box<
+    dyn FnMut(watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send,
+>;
+
+/// After a failure, a new attempt counts as up once it has run this long.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// First pause before a restart; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest pause before a restart.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// An attempt that ran this long resets the backoff.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// Runs a role until `stop`, starting it again whenever it ends early: an error or a
+/// panic marks it down in `metrics` (so `/ready` says which role and why), then after a
+/// backoff (1 s doubling to 30 s) a new attempt starts from scratch — the matcher from
+/// its snapshot and the replay after it, a settler from its `applied_seq` marks. After a
+/// failure the role counts as up again only once an attempt has run [`HEALTHY_AFTER`],
+/// so a role failing in a loop stays down.
+pub async fn supervise(
+    name: String,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+    mut run: RoleFn,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut failed = false;
+    loop {
+        if !failed {
+            metrics.role_up(&name);
+        }
+        let started = std::time::Instant::now();
+        let mut attempt = tokio::spawn(run(stop.clone()));
+        let ended = if failed {
+            tokio::select! {
+                r = &mut attempt => Some(r),
+                () = tokio::time::sleep(HEALTHY_AFTER) => {
+                    info!(role = %name, "role healthy again");
+                    metrics.role_up(&name);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let ended = match ended {
+            Some(r) => r,
+            None => attempt.await,
+        };
+        let why = match ended {
+            Ok(Ok(())) if *stop.borrow() => return,
+            Ok(Ok(())) => "returned without being asked to stop".to_owned(),
+            Ok(Err(e)) => e,
+            Err(e) if e.is_panic() => format!("panicked: {e}"),
+            Err(e) => e.to_string(),
+        };
+        if *stop.borrow() {
+            return;
+        }
+        if started.elapsed() >= BACKOFF_RESET {
+            backoff = FIRST_BACKOFF;
+        }
+        error!(role = %name, error = %why, restart_in = ?backoff, "role failed; restarting");
+        metrics.role_down(&name, &why);
+        failed = true;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        metrics.role_restarted(&name);
+    }
+}
 
 /// The symbols' matcher specs from meta.
 ///
@@ -109,9 +188,13 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
             }
         }));
     }
+    let sup = |name: String, run: RoleFn| {
+        tokio::spawn(supervise(name, metrics.clone(), stop.clone(), run))
+    };
     if roles.contains(&Role::Relay) {
         // one producer (one librdkafka client, one poll thread) for every shard's relay
-        let relay_producer = producer(&es.bus("relay"))?;
+        let relay_bus = es.bus("relay");
+        let relay_producer = producer(&relay_bus)?;
         for &shard in &shards {
             let relay = Relay::new(
                 shard,
@@ -119,35 +202,51 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
                 relay_producer.clone(),
                 topics.prefix.clone(),
                 es.relay_batch,
-            );
-            let (m, s, idle) = (
-                metrics.clone(),
-                stop.clone(),
-                Duration::from_millis(es.relay_idle_ms),
-            );
-            tasks.push(tokio::spawn(async move { relay.run(idle, m, s).await }));
+            )
+            .with_frame_budget(relay_bus.frame_budget());
+            let (m, idle) = (metrics.clone(), Duration::from_millis(es.relay_idle_ms));
+            tasks.push(sup(
+                format!("relay-{}", shard.get()),
+                Box::new(move |s| {
+                    let (relay, m) = (relay.clone(), m.clone());
+                    Box::pin(async move {
+                        relay.run(idle, m, s).await;
+                        Ok(())
+                    })
+                }),
+            ));
         }
     }
     if roles.contains(&Role::Matcher) {
-        let core = MatchingCore::new(specs.values().cloned(), count);
         let store = SnapshotStore {
             pool: map.meta().clone(),
             every: es.snapshot_every,
             every_time: Duration::from_secs(es.snapshot_every_s.max(1)),
             keep: 3,
         };
-        let (b, t, m, s) = (
-            es.bus("matcher"),
-            topics.clone(),
-            metrics.clone(),
-            stop.clone(),
-        );
+        let (b, t, m) = (es.bus("matcher"), topics.clone(), metrics.clone());
         let group = format!("{}matcher", topics.prefix);
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = run_matching(&b, &t, &group, core, Some(store), m, s).await {
-                error!(error = %e, "matching service stopped");
-            }
-        }));
+        let specs = specs.clone();
+        tasks.push(sup(
+            "matcher".into(),
+            Box::new(move |s| {
+                // a fresh core each time: the books come back from the snapshot and the
+                // replay that follows it
+                let core = MatchingCore::new(specs.values().cloned(), count);
+                let (b, t, m, g, store) = (
+                    b.clone(),
+                    t.clone(),
+                    m.clone(),
+                    group.clone(),
+                    store.clone(),
+                );
+                Box::pin(async move {
+                    run_matching(&b, &t, &g, core, Some(store), m, s)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        ));
     }
     if roles.contains(&Role::Settler) {
         let user_stream = crate::settle::UserStream::new(
@@ -163,18 +262,25 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
                 specs.clone(),
             )
             .with_user_stream(user_stream.clone());
-            let (b, t, m, s) = (
-                es.bus("settler"),
-                topics.clone(),
-                metrics.clone(),
-                stop.clone(),
-            );
+            let (b, t, m) = (es.bus("settler"), topics.clone(), metrics.clone());
             let group = format!("{}settler-{}", topics.prefix, shard.get());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = run_settler(&b, &t, &group, settler, shard, m, s).await {
-                    error!(error = %e, shard = shard.get(), "settler stopped");
-                }
-            }));
+            tasks.push(sup(
+                format!("settler-{}", shard.get()),
+                Box::new(move |s| {
+                    let (b, t, m, g, settler) = (
+                        b.clone(),
+                        t.clone(),
+                        m.clone(),
+                        group.clone(),
+                        settler.clone(),
+                    );
+                    Box::pin(async move {
+                        run_settler(&b, &t, &g, settler, shard, m, s)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                }),
+            ));
         }
     }
     if roles.contains(&Role::Market) {
@@ -183,13 +289,19 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
             settings.redis.key_prefix.clone(),
             specs.clone(),
         );
-        let (b, t, s) = (es.bus("market-data"), topics.clone(), stop.clone());
+        let (b, t) = (es.bus("market-data"), topics.clone());
         let group = format!("{}market-data", topics.prefix);
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::service::run_market_data(&b, &t, &group, md, s).await {
-                error!(error = %e, "market data stopped");
-            }
-        }));
+        tasks.push(sup(
+            "market-data".into(),
+            Box::new(move |s| {
+                let (b, t, g, md) = (b.clone(), t.clone(), group.clone(), md.clone());
+                Box::pin(async move {
+                    crate::service::run_market_data(&b, &t, &g, md, s)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        ));
     }
     if roles.contains(&Role::Recovery) {
         // issues no ids: it only finishes globals that exist
@@ -197,19 +309,27 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
             map.clone(),
             Arc::new(|| Err(router::SnowflakeError::LeaseLost)),
         );
-        let (m, mut s) = (metrics.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                match tcc.recover().await {
-                    Ok(r) => Metrics::add(&m.transfers_recovered, r.confirmed + r.cancelled),
-                    Err(e) => warn!(error = %e, "transfer recovery pass failed"),
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = s.changed() => return,
-                }
-            }
-        }));
+        let m = metrics.clone();
+        tasks.push(sup(
+            "recovery".into(),
+            Box::new(move |mut s| {
+                let (tcc, m) = (tcc.clone(), m.clone());
+                Box::pin(async move {
+                    loop {
+                        match tcc.recover().await {
+                            Ok(r) => {
+                                Metrics::add(&m.transfers_recovered, r.confirmed + r.cancelled);
+                            }
+                            Err(e) => warn!(error = %e, "transfer recovery pass failed"),
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = s.changed() => return Ok(()),
+                        }
+                    }
+                })
+            }),
+        ));
     }
     Metrics::add(&metrics.ready, 1);
     info!(?roles, shards = ?shards.iter().map(|s| s.get()).collect::<Vec<_>>(), "engine running");

@@ -235,6 +235,47 @@ impl Topics {
 /// A message to publish: topic, partition (None = by key), key, payload.
 type Send = (String, Option<i32>, Vec<u8>, Vec<u8>);
 
+/// Most inputs the matching service applies before it publishes what they produced: a
+/// backlog (a restart, a burst) is worked off in rounds of this size, so one round's
+/// output, the settlers' transactions and memory stay bounded.
+pub const MAX_INPUTS_PER_ROUND: usize = 4_096;
+
+/// Encodes `events` as consecutive messages of at most `budget` bytes each, in order
+/// (`encode` turns a run of events into one message). Runs are cut evenly by the size
+/// the whole run measured, and any part still too large is cut again.
+///
+/// # Errors
+/// A single event whose encoding alone exceeds `budget`.
+pub fn encode_within(
+    events: &[Event],
+    budget: usize,
+    encode: &impl Fn(&[Event]) -> Vec<u8>,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<(), ServiceError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let bytes = encode(events);
+    if bytes.len() <= budget {
+        out.push(bytes);
+        return Ok(());
+    }
+    if events.len() == 1 {
+        return Err(ServiceError::Publish(format!(
+            "one event encodes to {} bytes, above the frame budget of {budget} bytes",
+            bytes.len()
+        )));
+    }
+    // aim at 90 % of the budget so uneven events rarely need a second cut
+    let target = (budget - budget / 10).max(1);
+    let parts = bytes.len().div_ceil(target).clamp(2, events.len());
+    let per = events.len().div_ceil(parts);
+    for run in events.chunks(per) {
+        encode_within(run, budget, encode, out)?;
+    }
+    Ok(())
+}
+
 async fn publish_all(producer: &FutureProducer, sends: Vec<Send>) -> Result<(), ServiceError> {
     let mut acks = Vec::with_capacity(sends.len());
     for (topic, partition, key, payload) in &sends {
@@ -314,12 +355,15 @@ pub async fn run_matching(
         };
         let mut out = Output::default();
         let mut applied = 0u64;
-        let mut handle = |m: &rdkafka::message::BorrowedMessage<'_>| {
+        let mut taken = 0usize;
+        // applies one message's inputs; returns how many it held
+        let mut handle = |m: &rdkafka::message::BorrowedMessage<'_>| -> usize {
             offsets.insert(m.partition(), m.offset() + 1);
             let Some((source, rows)) = m.payload().and_then(unframe) else {
                 warn!(offset = m.offset(), "unframed message on orders");
-                return;
+                return 0;
             };
+            let held = rows.len();
             for (seq, payload) in rows {
                 match OrderInput::decode(payload) {
                     Ok(input) => {
@@ -336,43 +380,52 @@ pub async fn run_matching(
                     }
                 }
             }
+            held
         };
         match first {
-            Ok(m) => handle(&m),
+            Ok(m) => taken += handle(&m),
             Err(e) => {
                 warn!(error = %e, "orders consumer");
                 continue;
             }
         }
-        // take what else is already there (a batch), without waiting
-        for _ in 0..1_000 {
+        // take what else is already there (a round), without waiting, up to the cap
+        while taken < MAX_INPUTS_PER_ROUND {
             match tokio::time::timeout(Duration::from_millis(1), c.recv()).await {
-                Ok(Ok(m)) => handle(&m),
+                Ok(Ok(m)) => taken += handle(&m),
                 _ => break,
             }
         }
+        // every message within the producer's limit: a long run of one (shard, symbol)
+        // becomes several consecutive batches (settlers skip by seq, so a cut anywhere
+        // is safe)
+        let budget = bus.frame_budget();
         let mut sends = Vec::new();
         for ((shard, symbol), events) in out.fills {
-            let batch = FillBatch {
-                stream: topic.clone(),
-                symbol,
-                events,
-            };
-            sends.push((
-                topics.fills(),
-                Some(i32::from(shard.get())),
-                symbol.as_str().as_bytes().to_vec(),
-                batch.encode(),
-            ));
+            let mut parts = Vec::new();
+            let encode = |run: &[Event]| FillBatch::encode_parts(&topic, &symbol, run);
+            encode_within(&events, budget, &encode, &mut parts)?;
+            for bytes in parts {
+                sends.push((
+                    topics.fills(),
+                    Some(i32::from(shard.get())),
+                    symbol.as_str().as_bytes().to_vec(),
+                    bytes,
+                ));
+            }
         }
         for (symbol, events) in out.market {
-            let bytes = postcard::to_stdvec(&events).unwrap_or_default();
-            sends.push((
-                topics.market(),
-                None,
-                symbol.as_str().as_bytes().to_vec(),
-                bytes,
-            ));
+            let mut parts = Vec::new();
+            let encode = |run: &[Event]| postcard::to_stdvec(run).unwrap_or_default();
+            encode_within(&events, budget, &encode, &mut parts)?;
+            for bytes in parts {
+                sends.push((
+                    topics.market(),
+                    None,
+                    symbol.as_str().as_bytes().to_vec(),
+                    bytes,
+                ));
+            }
         }
         debug!(messages = sends.len(), "publishing matcher output");
         publish_all(&p, sends).await?;
@@ -531,5 +584,56 @@ pub async fn run_market_data(
         if let Err(e) = c.commit_message(&m, CommitMode::Async) {
             debug!(error = %e, "offset commit (a hint) failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{OrderId, UserId};
+
+    fn accepted(seq: u64) -> Event {
+        Event::Accepted {
+            seq,
+            // ids of growing width: events of uneven size
+            order_id: OrderId::new(seq * seq * 1_000_003).expect("id"),
+            user_id: UserId::new(seq).expect("user"),
+        }
+    }
+
+    #[test]
+    fn a_long_run_is_cut_into_messages_within_the_budget_in_order() {
+        let symbol: Symbol = "BTCUSDT".parse().expect("symbol");
+        let events: Vec<Event> = (1..=50_000).map(accepted).collect();
+        let encode = |run: &[Event]| FillBatch::encode_parts("orders", &symbol, run);
+        let whole = encode(&events);
+        let budget = 64 * 1024;
+        assert!(
+            whole.len() > 4 * budget,
+            "the run must need several messages"
+        );
+        let mut parts = Vec::new();
+        encode_within(&events, budget, &encode, &mut parts).expect("fits");
+        let mut back = Vec::new();
+        for p in &parts {
+            assert!(p.len() <= budget, "{} > {budget}", p.len());
+            let b = FillBatch::decode(p).expect("decodes");
+            assert_eq!((b.stream.as_str(), b.symbol), ("orders", symbol));
+            back.extend(b.events);
+        }
+        assert_eq!(back, events, "every event once, in order");
+        // near-full messages, not a halving cascade
+        assert!(
+            parts.len() <= whole.len().div_ceil(budget) + 2,
+            "{} parts",
+            parts.len()
+        );
+        // a run that fits is one message, byte for byte what encode gives
+        let mut one = Vec::new();
+        encode_within(&events[..10], budget, &encode, &mut one).expect("fits");
+        assert_eq!(one, vec![encode(&events[..10])]);
+        // one event over the budget is an error, not a message the broker refuses
+        let err = encode_within(&events[..1], 8, &encode, &mut Vec::new());
+        assert!(matches!(err, Err(ServiceError::Publish(_))), "{err:?}");
     }
 }

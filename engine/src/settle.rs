@@ -57,10 +57,29 @@ pub struct FillBatch {
     pub events: Vec<Event>,
 }
 
+/// [`FillBatch`] over borrowed parts: the same encoding, without copying the events
+/// (the matcher splits one run of events into several batches by size).
+#[derive(Serialize)]
+struct FillBatchRef<'a> {
+    stream: &'a str,
+    symbol: &'a Symbol,
+    events: &'a [Event],
+}
+
 impl FillBatch {
     /// Bytes for the topic.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).unwrap_or_default()
+        Self::encode_parts(&self.stream, &self.symbol, &self.events)
+    }
+
+    /// The bytes of a batch of `events` (what [`FillBatch::encode`] gives).
+    pub fn encode_parts(stream: &str, symbol: &Symbol, events: &[Event]) -> Vec<u8> {
+        postcard::to_stdvec(&FillBatchRef {
+            stream,
+            symbol,
+            events,
+        })
+        .unwrap_or_default()
     }
 
     /// Parses bytes from the topic.

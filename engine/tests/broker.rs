@@ -21,10 +21,7 @@ const FIRST_HALF: usize = 1_000;
 
 fn settings() -> BusSettings {
     let port = std::env::var("EXCHANGE_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
-    BusSettings {
-        brokers: format!("127.0.0.1:{port}"),
-        client_id: "broker-test".into(),
-    }
+    BusSettings::new(format!("127.0.0.1:{port}"), "broker-test")
 }
 
 fn stack(args: &[&str]) {

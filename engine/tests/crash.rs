@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::amt;
+use common::EngineProcess;
 use domain::{Amount, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
 use ledger::audit::{conservation, frozen_vs_open_orders, trade_halves};
 use matcher::StpMode;
@@ -22,83 +22,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
 use router::{Month, Snowflake, TableKind, TableRouter};
 use testkit::TestEnv;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trading::placement::{load_symbols, PlaceRequest, Placer};
-
-/// One engine process hosting one role.
-struct Role {
-    name: &'static str,
-    port: u16,
-    env: Vec<(String, String)>,
-    log: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Role {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_engine"))
-            .args(["run", "--roles", self.name])
-            .envs(self.env.iter().cloned())
-            .env(
-                "EXCHANGE_ENGINE__HTTP_ADDR",
-                format!("127.0.0.1:{}", self.port),
-            )
-            .env(
-                "RUST_LOG",
-                std::env::var("CRASH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn engine");
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("SIGKILL"); // std's kill is SIGKILL on unix
-            c.wait().expect("reap");
-        }
-    }
-
-    async fn ready(&self) {
-        let until = Instant::now() + Duration::from_secs(60);
-        while http_get(self.port, "/ready").await.as_deref() != Some("ready\n") {
-            assert!(
-                Instant::now() < until,
-                "{} not ready; log {}",
-                self.name,
-                self.log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing() {
@@ -118,35 +42,22 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
     );
 
     let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
-    let kafka = std::env::var("EXCHANGE_KAFKA_PORT").unwrap_or_else(|_| "9092".into());
-    let child_env: Vec<(String, String)> = vec![
-        ("EXCHANGE_SHARD_URLS".into(), env.settings.shards.join(",")),
-        ("EXCHANGE_META".into(), env.settings.meta.clone()),
-        ("EXCHANGE_REDIS__URL".into(), env.settings.redis.url.clone()),
-        (
-            "EXCHANGE_ENGINE__BROKERS".into(),
-            format!("127.0.0.1:{kafka}"),
-        ),
-        (
-            "EXCHANGE_ENGINE__TOPIC_PREFIX".into(),
-            format!("t_crash_{tag}_"),
-        ),
-        ("EXCHANGE_ENGINE__ORDERS_PARTITIONS".into(), "2".into()),
-        // snapshots every 50 inputs, so the restarted matcher resumes from one
-        ("EXCHANGE_ENGINE__SNAPSHOT_EVERY".into(), "50".into()),
-    ];
+    let mut child_env = common::engine_env(&env, &format!("t_crash_{tag}_"));
+    // snapshots every 50 inputs, so the restarted matcher resumes from one
+    child_env.push(("EXCHANGE_ENGINE__SNAPSHOT_EVERY".into(), "50".into()));
     let logs = std::env::temp_dir().join(format!("crash-{tag}"));
     std::fs::create_dir_all(&logs).expect("log dir");
     let base_port = 19_500 + u16::from(rand::rng().random::<u8>()) * 3;
-    let mut roles: Vec<Role> = ["relay", "matcher", "settler"]
+    let mut roles: Vec<EngineProcess> = ["relay", "matcher", "settler"]
         .into_iter()
         .enumerate()
-        .map(|(i, name)| Role {
-            name,
-            port: base_port + u16::try_from(i).expect("i"),
-            env: child_env.clone(),
-            log: logs.join(format!("{name}.log")),
-            child: None,
+        .map(|(i, name)| {
+            EngineProcess::new(
+                name,
+                base_port + u16::try_from(i).expect("i"),
+                child_env.clone(),
+                logs.join(format!("{name}.log")),
+            )
         })
         .collect();
     for r in &mut roles {
