@@ -7,6 +7,8 @@
 //! prefix; [`TestEnv::drop_all`] removes them. The servers come from the normal
 //! settings (defaults / `EXCHANGE_*` env), i.e. the stack `scripts/stack.sh` started.
 
+pub mod engine;
+
 use rand::distr::{Alphanumeric, SampleString};
 use router::directory::redis_pool;
 use router::{Settings, ShardMap, UserDirectory};
@@ -208,6 +210,28 @@ pub async fn deposit(env: &TestEnv, user: u64, asset: &str, amount: &str) {
     .expect("deposit");
 }
 
+/// The workspace's own build of binary `name`, next to the running test
+/// (`target/<profile>/<name>`); `cargo test --workspace` builds every binary before any
+/// test runs. A test binary run alone needs `cargo build -p <crate>` first, and says so.
+///
+/// # Panics
+/// When the binary is not there.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bins` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
 /// `shardctl` pointed at `env`'s databases and Redis prefix, with quiet logs: add
 /// arguments (and environment), then run it.
 ///
@@ -216,19 +240,7 @@ pub async fn deposit(env: &TestEnv, user: u64, asset: &str, amount: &str) {
 /// runs. A test binary of another package run alone needs `cargo build -p shardctl`
 /// first, and says so.
 pub fn shardctl(env: &TestEnv) -> std::process::Command {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> → target/<profile>/shardctl
-    let bin = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .map(|d| d.join(format!("shardctl{}", std::env::consts::EXE_SUFFIX)))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p shardctl` (cargo test --workspace does)",
-        bin.display()
-    );
-    let mut c = std::process::Command::new(bin);
+    let mut c = std::process::Command::new(workspace_bin("shardctl"));
     c.env("EXCHANGE_SHARD_URLS", env.settings.shards.join(","))
         .env("EXCHANGE_META", &env.settings.meta)
         .env("EXCHANGE_REDIS__KEY_PREFIX", &env.prefix)

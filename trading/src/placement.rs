@@ -417,6 +417,15 @@ impl Placer {
     }
 
     /// Validation and freeze computation, no I/O.
+    /// Every check [`Placer::place`] makes before writing (symbol, filters, grid, order
+    /// shape), without the balance and without writing: `POST /api/v3/order/test`.
+    ///
+    /// # Errors
+    /// As `place` before its transaction (an order id that cannot be issued).
+    pub fn check_only(&self, req: &PlaceRequest) -> Result<Result<(), Reject>, PlaceError> {
+        Ok(self.check(req)?.map(|_| ()))
+    }
+
     fn check(&self, req: &PlaceRequest) -> Result<Result<Checked, Reject>, PlaceError> {
         let reject = |r| Ok(Err(r));
         let Ok(symbol) = self.router.symbol(req.symbol.as_str()) else {

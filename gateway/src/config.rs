@@ -1,0 +1,53 @@
+//! The gateway's own settings (shards, meta, Redis and ids come from
+//! `router::Settings`): built-in defaults → environment `EXCHANGE_GATEWAY__*`
+//! (e.g. `EXCHANGE_GATEWAY__HTTP_ADDR=0.0.0.0:8080`).
+
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use router::RouterError;
+use serde::{Deserialize, Serialize};
+
+/// Gateway settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Listen address of the API (REST; WebSocket later on the same port).
+    pub http_addr: String,
+    /// Largest request body, bytes (a bigger one is refused with 413 in the API's
+    /// format).
+    pub max_body_bytes: usize,
+    /// A request taking longer is answered 503 (-1007 for writes would be wrong: the
+    /// timeout applies before a write starts only; writes run to their end).
+    pub request_timeout_ms: u64,
+    /// Group commit per shard for placements (the pipeline's throughput path).
+    pub group_commit: bool,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+            group_commit: true,
+        }
+    }
+}
+
+impl GatewaySettings {
+    /// Defaults → `EXCHANGE_GATEWAY__*`.
+    ///
+    /// # Errors
+    /// [`RouterError::Config`] for a malformed or out-of-range value.
+    pub fn load() -> Result<Self, RouterError> {
+        let s: Self = Figment::from(Serialized::defaults(Self::default()))
+            .merge(Env::prefixed("EXCHANGE_GATEWAY__"))
+            .extract()
+            .map_err(|e| RouterError::Config(format!("gateway settings: {e}")))?;
+        if s.max_body_bytes < 1024 || s.request_timeout_ms == 0 {
+            return Err(RouterError::Config(
+                "max_body_bytes must be at least 1024 and request_timeout_ms positive".into(),
+            ));
+        }
+        Ok(s)
+    }
+}
