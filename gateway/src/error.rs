@@ -212,6 +212,8 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
+        resp.extensions_mut()
+            .insert(crate::ops::ErrorCode(self.code));
         if let Some(s) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

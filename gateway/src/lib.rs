@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod ops;
 pub mod params;
 pub mod private;
 pub mod public;
@@ -90,7 +91,18 @@ pub type Shared = Arc<AppState>;
 /// The API's routes, with every non-handler answer in Binance's error format.
 pub fn app(state: Shared) -> Router {
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
+    let metrics = Arc::new(ops::Metrics::default());
+    let exposition = metrics.clone();
     Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = exposition.clone();
+                async move { m.render() }
+            }),
+        )
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
         .route("/api/v3/exchangeInfo", get(public::exchange_info))
@@ -129,6 +141,7 @@ pub fn app(state: Shared) -> Router {
                 }
             },
         ))
+        .layer(axum::middleware::from_fn_with_state(metrics, ops::count))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| ApiError::internal().into_response(),
         ))

@@ -153,6 +153,18 @@ impl MarketReader {
         }
     }
 
+    /// Redis answers `PING` (readiness).
+    ///
+    /// # Errors
+    /// [`RouterError::Redis`] when it is unreachable or refuses.
+    pub async fn ping(&self) -> Result<(), RouterError> {
+        let mut conn = self.redis.get().await?;
+        let _: String = deadpool_redis::redis::cmd("PING")
+            .query_async(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     /// The layout it reads.
     pub fn keys(&self) -> &Keys {
         &self.keys

@@ -82,3 +82,24 @@ pub async fn ping_redis(
         .await?;
     Ok(pong)
 }
+
+/// The servers of `map` (meta, then each shard) that do not answer `SELECT 1` within
+/// `timeout`, by name (`meta`, `shard 2`): empty when all do. For readiness probes.
+pub async fn unreachable(map: &crate::ShardMap, timeout: Duration) -> Vec<String> {
+    async fn alive(pool: &MySqlPool, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await,
+            Ok(Ok(_))
+        )
+    }
+    let mut down = Vec::new();
+    if !alive(map.meta(), timeout).await {
+        down.push("meta".to_owned());
+    }
+    for (shard, pool) in map.iter() {
+        if !alive(pool, timeout).await {
+            down.push(format!("shard {shard}"));
+        }
+    }
+    down
+}

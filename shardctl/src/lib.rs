@@ -237,6 +237,15 @@ enum UserAction {
         #[arg(required = true)]
         emails: Vec<String>,
     },
+    /// Create an HMAC API key for a user (the gateway's `X-MBX-APIKEY`); the secret is
+    /// printed once and cannot be shown again.
+    Key {
+        user_id: u64,
+        #[arg(long, default_value = "shardctl")]
+        label: String,
+    },
+    /// Revoke an API key (effective at once: the gateway's cache entry goes too).
+    RevokeKey { api_key: String },
 }
 
 /// Prints `value` as one line of JSON (`json`), or the human way.
@@ -369,6 +378,48 @@ pub async fn run(cli: Cli) -> Result<bool> {
                 })?;
             }
             Ok(true)
+        }
+        Command::User {
+            action: UserAction::Key { user_id, label },
+        } => {
+            #[derive(Serialize)]
+            struct Created {
+                user_id: u64,
+                api_key: String,
+                secret: router::directory::Secret,
+            }
+            let user = UserId::new(user_id)?;
+            let key = directory(&settings)?.create_api_key(user, &label).await?;
+            emit(
+                json,
+                &Created {
+                    user_id,
+                    api_key: key.key,
+                    secret: key.secret,
+                },
+                |c| {
+                    println!("user_id {}", c.user_id);
+                    println!("api_key {}", c.api_key);
+                    println!("secret  {}   (shown once)", c.secret.expose());
+                },
+            )?;
+            Ok(true)
+        }
+        Command::User {
+            action: UserAction::RevokeKey { api_key },
+        } => {
+            let revoked = directory(&settings)?.revoke_api_key(&api_key).await?;
+            emit(json, &serde_json::json!({ "revoked": revoked }), |_| {
+                println!(
+                    "{}",
+                    if revoked {
+                        "revoked"
+                    } else {
+                        "no such active key"
+                    }
+                );
+            })?;
+            Ok(revoked)
         }
     }
 }
