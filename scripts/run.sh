@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One command on a fresh machine: install what is missing, start the service stack,
 # build, apply migrations, create month tables ahead, start the engine (outbox relays,
-# matching service, settlers) and run the demo: users on all four shards deposit and
-# trade; their settled balances, orders and the money audit are printed.
+# matching service, settlers, market data) and the gateway (the Binance-compatible API
+# on http://127.0.0.1:8080), and run the demo: users on all four shards deposit and
+# trade, two of them over the REST API with signed requests; their settled balances,
+# orders and the money audit are printed.
 # Idempotent: run it again and it reuses everything (each run deposits and trades
 # again, so balances grow; the audit holds after every run).
-# Stop: scripts/engine.sh stop && scripts/stack.sh stop.
+# Stop: scripts/services.sh stop && scripts/stack.sh stop.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=env.sh
@@ -20,8 +22,8 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "service stack (MariaDB x$EXCHANGE_SHARDS, Redis, Kafka, Mongo, S3)"
 scripts/stack.sh start
 
-step "building shardctl and engine (the first build takes several minutes on 2 cores)"
-cargo build --quiet -p shardctl -p engine -p loadtest
+step "building shardctl, engine, gateway (the first build takes several minutes on 2 cores)"
+cargo build --quiet -p shardctl -p engine -p gateway -p loadtest
 shardctl="$CARGO_TARGET_DIR/debug/shardctl"
 
 step "migrations (meta + every shard)"
@@ -41,9 +43,9 @@ step "demo: where trader6 lives"
 step "demo: order ids (snowflake; worker id leased in Redis; the month picks the table)"
 "$shardctl" ids --count 3
 
-step "engine: outbox relays, matching service and settlers for every shard (restarted: the binary may be new)"
-scripts/engine.sh stop
-scripts/engine.sh start
+step "engine and gateway: relays, matcher, settlers, market data; the REST API (restarted: the binaries may be new)"
+scripts/services.sh stop
+scripts/services.sh start
 
 step "demo: users on all four shards trade BTCUSDT through the whole pipeline"
 "$CARGO_TARGET_DIR/debug/loadtest" demo
@@ -65,10 +67,23 @@ wid=$("$shardctl" withdraw list --status reviewing --json | python3 -c 'import j
 "$shardctl" withdraw process "$wid"
 "$shardctl" withdraw complete "$wid" --txid "demo-sent-$wid"
 
+step "demo: traders 3 and 4 over the gateway's REST API (keys from shardctl, funds by chain deposit)"
+fund() { # user asset amount
+  local tx="demo-gw-$1-$2-$(date +%s%N)"
+  "$shardctl" chain deposit "$1" "$2" "$3" --txid "$tx" >/dev/null
+  "$shardctl" chain confirm "$tx" "$2" >/dev/null
+}
+fund 3 BTC 1
+fund 4 USDT 10000
+key_of() { "$shardctl" --json user key "$1" --label demo | python3 -c 'import json,sys; k=json.load(sys.stdin); print(k["api_key"], k["secret"])'; }
+read -r k3 s3 < <(key_of 3)
+read -r k4 s4 < <(key_of 4)
+python3 scripts/demo-gateway.py "http://${EXCHANGE_GATEWAY__HTTP_ADDR:-127.0.0.1:8080}" "$k3" "$s3" "$k4" "$s4"
+
 step "demo: the money audits (conservation, frozen vs holds, trade halves)"
 "$shardctl" audit
 
 step "status"
 "$shardctl" status
-scripts/engine.sh status
-printf '\nthe stack and the engine keep running: stop with scripts/engine.sh stop && scripts/stack.sh stop (wipe: scripts/stack.sh wipe)\n' >&2
+scripts/services.sh status
+printf '\nthe stack, the engine and the gateway (http://%s/api/v3/exchangeInfo) keep running: stop with scripts/services.sh stop && scripts/stack.sh stop (wipe: scripts/stack.sh wipe)\n' "${EXCHANGE_GATEWAY__HTTP_ADDR:-127.0.0.1:8080}" >&2

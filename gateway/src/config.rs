@@ -20,6 +20,8 @@ pub struct GatewaySettings {
     pub request_timeout_ms: u64,
     /// Group commit per shard for placements (the pipeline's throughput path).
     pub group_commit: bool,
+    /// Rate limits (`EXCHANGE_GATEWAY__LIMITS__WEIGHT_PER_MINUTE`, …).
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for GatewaySettings {
@@ -29,6 +31,7 @@ impl Default for GatewaySettings {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             group_commit: true,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -40,7 +43,7 @@ impl GatewaySettings {
     /// [`RouterError::Config`] for a malformed or out-of-range value.
     pub fn load() -> Result<Self, RouterError> {
         let s: Self = Figment::from(Serialized::defaults(Self::default()))
-            .merge(Env::prefixed("EXCHANGE_GATEWAY__"))
+            .merge(Env::prefixed("EXCHANGE_GATEWAY__").split("__"))
             .extract()
             .map_err(|e| RouterError::Config(format!("gateway settings: {e}")))?;
         if s.max_body_bytes < 1024 || s.request_timeout_ms == 0 {

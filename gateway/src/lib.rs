@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod ops;
 pub mod params;
 pub mod private;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub directory: UserDirectory,
     /// Market data.
     pub market: MarketReader,
+    /// Rate limits.
+    pub limiter: limits::Limiter,
     /// Milliseconds since the Unix epoch (a test drives it).
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -130,6 +133,10 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v3/allOrders", get(private::all_orders))
         .route("/api/v3/myTrades", get(private::my_trades))
         .route("/api/v3/account", get(private::account))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_requests,
+        ))
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(
@@ -146,6 +153,41 @@ pub fn app(state: Shared) -> Router {
             |_: Box<dyn std::any::Any + Send>| ApiError::internal().into_response(),
         ))
         .with_state(state)
+}
+
+/// Counts a request's weight against its IP's budget and answers
+/// `X-MBX-USED-WEIGHT-1M`. When Redis cannot be asked the request goes through (the
+/// limits protect capacity, not money) and the failure is logged.
+async fn limit_requests(
+    axum::extract::State(s): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let w = limits::weight(
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+    );
+    let used = match s.limiter.request(ip, w, s.now_ms()).await {
+        Ok(used) => Some(used),
+        Err(e) if e.code == -1001 => {
+            tracing::warn!("rate limiter unavailable; request let through");
+            None
+        }
+        Err(e) => return e.into_response(),
+    };
+    let mut resp = next.run(req).await;
+    if let Some(u) = used {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&u.to_string()) {
+            resp.headers_mut().insert("x-mbx-used-weight-1m", v.clone());
+            resp.headers_mut().insert("x-mbx-used-weight", v);
+        }
+    }
+    resp
 }
 
 async fn unknown_path(uri: axum::http::Uri) -> Response {
@@ -211,7 +253,8 @@ pub async fn state_from_settings(
         settings.redis.key_prefix.clone(),
         settings.redis.cache_ttl_s,
     );
-    let market = MarketReader::new(redis, settings.redis.key_prefix.clone());
+    let market = MarketReader::new(redis.clone(), settings.redis.key_prefix.clone());
+    let limiter = limits::Limiter::new(redis, settings.redis.key_prefix.clone(), gs.limits);
     let state = AppState {
         settings: gs,
         symbols,
@@ -221,6 +264,7 @@ pub async fn state_from_settings(
         writers,
         directory,
         market,
+        limiter,
         clock: system_clock(),
     };
     Ok((Arc::new(state), lease))
@@ -236,9 +280,12 @@ pub async fn serve(
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Runs the gateway until SIGTERM / Ctrl-C, then stops accepting and drains the

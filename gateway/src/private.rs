@@ -191,10 +191,22 @@ fn place_request(
     ))
 }
 
-/// `POST /api/v3/order`.
-pub async fn new_order(State(s): State<Shared>, r: Req) -> Answer {
+/// `POST /api/v3/order`, with `X-MBX-ORDER-COUNT-10S` / `-1D`.
+pub async fn new_order(
+    State(s): State<Shared>,
+    r: Req,
+) -> Result<([(&'static str, String); 2], Json<Value>), ApiError> {
     let user = authenticate(&s, &r).await?;
     let (req, resp) = place_request(&s, user, &r.params)?;
+    let (ten_s, day) = s.limiter.order(user.get(), s.now_ms()).await?;
+    let headers = [
+        ("x-mbx-order-count-10s", ten_s.to_string()),
+        ("x-mbx-order-count-1d", day.to_string()),
+    ];
+    Ok((headers, place(&s, user, req, resp).await?))
+}
+
+async fn place(s: &Shared, user: UserId, req: PlaceRequest, resp: RespType) -> Answer {
     let placed = match &s.writers {
         Some(w) => s.placer.place_grouped(w, &req).await,
         None => s.placer.place(&req).await,

@@ -48,6 +48,16 @@ impl Gw {
     /// Fresh databases named after `name`, `users` registered users (ids 1..=n), and
     /// the gateway serving them.
     pub async fn start(name: &str, worker: u8, users: u64) -> Self {
+        Self::start_with(name, worker, users, gateway::limits::Limits::default()).await
+    }
+
+    /// [`Gw::start`] with these rate limits.
+    pub async fn start_with(
+        name: &str,
+        worker: u8,
+        users: u64,
+        limits: gateway::limits::Limits,
+    ) -> Self {
         let p = testkit::placement(name, worker).await;
         testkit::users(&p.env, users).await;
         let writers = Arc::new(
@@ -60,6 +70,7 @@ impl Gw {
         let state = AppState {
             settings: GatewaySettings {
                 max_body_bytes: 4096,
+                limits,
                 ..GatewaySettings::default()
             },
             symbols: p.symbols.clone(),
@@ -69,6 +80,7 @@ impl Gw {
             writers: Some(writers),
             directory: p.env.directory(),
             market: MarketReader::new(p.env.redis(), p.env.prefix.clone()),
+            limiter: gateway::limits::Limiter::new(p.env.redis(), p.env.prefix.clone(), limits),
             clock: gateway::system_clock(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
