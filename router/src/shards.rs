@@ -281,6 +281,20 @@ fn pool_for(url: &str, p: &PoolSettings) -> Result<MySqlPool, RouterError> {
         .charset("utf8mb4")
         .log_statements(tracing::log::LevelFilter::Trace);
     Ok(MySqlPoolOptions::new()
+        // settlement, the outbox seq counter and the daily withdrawal limit are written
+        // for READ COMMITTED (a locking read followed by plain reads must see what
+        // committed before the lock); stock MySQL 8 and MariaDB default to REPEATABLE
+        // READ, so every session sets it rather than trusting the server's config
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(
+                    &mut *conn,
+                    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                )
+                .await?;
+                Ok(())
+            })
+        })
         .max_connections(p.max_connections)
         .min_connections(p.min_connections)
         .acquire_timeout(p.acquire_timeout())

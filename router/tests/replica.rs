@@ -3,133 +3,13 @@
 //! the replica's state and lag, says "not a replica" for the primary, sees a stopped
 //! SQL thread; `shardctl status` shows it in the shard's `replication_lag` column.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
 use router::replication::replica_status;
+use testkit::mariadb::Server;
 use testkit::TestEnv;
-
-/// A MariaDB server of this test; killed and removed when dropped.
-struct Server {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A MariaDB program, from PATH or the Debian package's sbin.
-fn program(name: &str) -> String {
-    let on_path = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if on_path {
-        return name.to_owned();
-    }
-    ["/usr/sbin", "/usr/bin"]
-        .iter()
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or_else(|| name.to_owned())
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().expect("id");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-impl Server {
-    fn start(name: &str, server_id: u32, extra: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "exchange-replica-test-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let port = free_port();
-        let d = dir.display();
-        let cnf = format!(
-            "[mysqld]\nuser = {user}\ndatadir = {d}/data\nport = {port}\nbind-address = 127.0.0.1\n\
-             socket = {d}/sock\npid-file = {d}/pid\nlog-error = {d}/err.log\nserver-id = {server_id}\n\
-             skip-name-resolve\ninnodb_buffer_pool_size = 32M\ninnodb_log_file_size = 16M\n\
-             performance_schema = OFF\n{extra}\n",
-            user = whoami()
-        );
-        std::fs::write(dir.join("my.cnf"), cnf).expect("my.cnf");
-        let cnf = format!("--defaults-file={d}/my.cnf");
-        let init = Command::new(program("mariadb-install-db"))
-            .args([
-                cnf.as_str(),
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ])
-            .output()
-            .expect("mariadb-install-db (installed by scripts/install.sh)");
-        assert!(
-            init.status.success(),
-            "install-db: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let child = Command::new(program("mariadbd"))
-            .arg(&cnf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd");
-        let server = Self { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.sql("SELECT 1").is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not start: {}",
-                std::fs::read_to_string(server.dir.join("err.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        server
-    }
-
-    /// Runs SQL as root over the socket; stdout.
-    fn sql(&self, sql: &str) -> Result<String, String> {
-        let out = Command::new(program("mariadb"))
-            .args([
-                "--no-defaults",
-                &format!("--socket={}/sock", self.dir.display()),
-                "-uroot",
-                "-N",
-                "-e",
-                sql,
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn url(&self, user: &str) -> String {
-        format!("mysql://{user}:{user}@127.0.0.1:{}", self.port)
-    }
-}
 
 /// Polls until `f` is true (a real replica needs a moment).
 async fn eventually<F, Fut>(what: &str, mut f: F)

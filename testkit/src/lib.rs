@@ -8,6 +8,7 @@
 //! settings (defaults / `EXCHANGE_*` env), i.e. the stack `scripts/stack.sh` started.
 
 pub mod engine;
+pub mod mariadb;
 
 use rand::distr::{Alphanumeric, SampleString};
 use router::directory::redis_pool;
@@ -55,6 +56,30 @@ impl TestEnv {
         let map = ShardMap::connect_creating(&settings)
             .await
             .expect("create test databases");
+        TestEnv {
+            prefix: settings.redis.key_prefix.clone(),
+            settings,
+            map,
+        }
+    }
+
+    /// Fresh migrated databases for four shards and meta, all on the one server at
+    /// `server_url` (`mysql://user:pass@host:port`): for a server configured unlike the
+    /// stack's ([`mariadb::Server`]). Redis is the stack's, under a prefix of its own.
+    pub async fn on_one_server(name: &str, server_url: &str) -> TestEnv {
+        let tag = Alphanumeric
+            .sample_string(&mut rand::rng(), 6)
+            .to_lowercase();
+        let db = format!("t_{name}_{tag}");
+        let mut settings = Settings::load().expect("settings");
+        let n = settings.shards.len();
+        settings.shards = (0..n).map(|i| format!("{server_url}/{db}_{i}")).collect();
+        settings.meta = format!("{server_url}/{db}_meta");
+        settings.redis.key_prefix = format!("test:{db}:");
+        let map = ShardMap::connect_creating(&settings)
+            .await
+            .expect("create test databases");
+        map.migrate_up().await.expect("migrate up");
         TestEnv {
             prefix: settings.redis.key_prefix.clone(),
             settings,
