@@ -548,27 +548,41 @@ async fn request_once(
     let shard = map.shard_of(user).get();
     let place = |e| RouterError::db_on_shard(shard, e);
     let pool = map.pool_for(user);
-    // 2FA
-    let row: Option<(bool, Option<String>, bool)> = sqlx::query_as(
+    let mut tx = pool.begin().await.map_err(place)?;
+    // 2FA, decided under the user's row lock: the lock flag, the code and the failure
+    // count are read and written by one request at a time, so N parallel guesses are
+    // judged one after another and the lock stops them after TWO_FACTOR_ATTEMPTS
+    let row: Option<(bool, Option<String>, bool, u64)> = sqlx::query_as(
         "SELECT is_2fa_enabled, totp_secret, \
-                COALESCE(totp_locked_until > CURRENT_TIMESTAMP(3), FALSE) FROM users WHERE id = ?",
+                COALESCE(totp_locked_until > CURRENT_TIMESTAMP(3), FALSE), totp_last_step \
+         FROM users WHERE id = ? FOR UPDATE",
     )
     .bind(user.get())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(place)?;
-    let (two_fa, secret, locked) = row.ok_or(FundingError::UnknownUser(user.get()))?;
-    let step = if two_fa {
+    let (two_fa, secret, locked, last_step) = row.ok_or(FundingError::UnknownUser(user.get()))?;
+    if two_fa {
         if locked {
             return Err(FundingError::TwoFactorLocked);
         }
         let code = two_factor_code.ok_or(FundingError::TwoFactorRequired)?;
         let secret = secret.ok_or(FundingError::TwoFactorInvalid)?;
         match totp_match(&secret, code, now_unix) {
-            Some(step) => Some(step),
+            // a code is good once: its step must be later than the last one accepted
+            Some(step) if step > last_step => {
+                sqlx::query("UPDATE users SET totp_last_step = ?, totp_failures = 0 WHERE id = ?")
+                    .bind(step)
+                    .bind(user.get())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(place)?;
+            }
+            Some(_) => return Err(FundingError::TwoFactorInvalid),
             None => {
-                // counted in its own statement: the refusal changes nothing else. (SET
-                // assigns left to right: both read the count before this failure.)
+                // the failure is counted and committed on its own: the refusal changes
+                // nothing else. (SET assigns left to right: both read the count before
+                // this failure.)
                 sqlx::query(
                     "UPDATE users SET \
                        totp_locked_until = IF(totp_failures + 1 >= ?, CURRENT_TIMESTAMP(3) + INTERVAL 15 MINUTE, totp_locked_until), \
@@ -578,28 +592,12 @@ async fn request_once(
                 .bind(TWO_FACTOR_ATTEMPTS)
                 .bind(TWO_FACTOR_ATTEMPTS)
                 .bind(user.get())
-                .execute(pool)
-                .await
-                .map_err(place)?;
-                return Err(FundingError::TwoFactorInvalid);
-            }
-        }
-    } else {
-        None
-    };
-    let mut tx = pool.begin().await.map_err(place)?;
-    if let Some(step) = step {
-        // a code is good once: its step must be later than the last one accepted
-        let fresh =
-            sqlx::query("UPDATE users SET totp_last_step = ?, totp_failures = 0 WHERE id = ? AND totp_last_step < ?")
-                .bind(step)
-                .bind(user.get())
-                .bind(step)
                 .execute(&mut *tx)
                 .await
                 .map_err(place)?;
-        if fresh.rows_affected() != 1 {
-            return Err(FundingError::TwoFactorInvalid);
+                tx.commit().await.map_err(place)?;
+                return Err(FundingError::TwoFactorInvalid);
+            }
         }
     }
     let allowed: Option<(u64,)> = sqlx::query_as(
@@ -616,9 +614,9 @@ async fn request_once(
         return Err(FundingError::AddressNotAllowed(address.to_owned()));
     }
     // serialise this user's requests on the balance row, then the rolling limit: the
-    // SUM below runs after the lock, and under READ COMMITTED (the servers' isolation,
-    // set by scripts/stack.sh) it sees every request committed before it. Under
-    // REPEATABLE READ the snapshot would predate the lock: keep READ COMMITTED.
+    // SUM below runs after the lock, and under READ COMMITTED (which every pooled
+    // session sets: router's pool) it sees every request committed before it. Under
+    // REPEATABLE READ the snapshot would predate the lock.
     let locked: Option<(u64,)> = sqlx::query_as(
         "SELECT version FROM account_balances WHERE user_id = ? AND currency = ? AND account_type = 'spot' FOR UPDATE",
     )

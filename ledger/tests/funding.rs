@@ -506,3 +506,72 @@ async fn the_chain_simulator_and_the_withdrawal_commands_work_without_a_gateway(
     assert!(ok, "{out}");
     env.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_parallel_wrong_codes_are_judged_one_by_one_and_lock_after_five() {
+    let env = TestEnv::new("totprace").await;
+    users(&env, 1).await;
+    fund(&env, 1, "BTC", "20", "btc-race").await;
+    funding::add_address(&env.map, uid(1), "BTC", "BTC", "bc1ok", None)
+        .await
+        .expect("address");
+    let secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    sqlx::query("UPDATE users SET is_2fa_enabled = TRUE, totp_secret = ? WHERE id = 1")
+        .bind(secret)
+        .execute(env.map.pool_for(uid(1)))
+        .await
+        .expect("2fa");
+    let now = 1_700_000_000u64;
+    let right = funding::totp_at(secret, now / 30).expect("code");
+    // 500 guesses at once, none of them the right code
+    let tasks: Vec<_> = (0..500u32)
+        .map(|i| {
+            let map = env.map.clone();
+            let guess = format!("{:06}", (right + 1 + i) % 1_000_000);
+            tokio::spawn(async move {
+                funding::request_withdrawal(
+                    &map,
+                    10_000 + u64::from(i),
+                    uid(1),
+                    "BTC",
+                    "BTC",
+                    "bc1ok",
+                    "1",
+                    Some(&guess),
+                    now,
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut invalid, mut locked) = (0, 0);
+    for t in tasks {
+        match t.await.expect("task") {
+            Err(FundingError::TwoFactorInvalid) => invalid += 1,
+            Err(FundingError::TwoFactorLocked) => locked += 1,
+            other => panic!("a wrong code must be refused: {other:?}"),
+        }
+    }
+    assert_eq!(
+        (invalid, locked),
+        (5, 495),
+        "five codes evaluated, then the lock holds for every other guess"
+    );
+    // locked: even the right code is refused now, and nothing moved
+    let r = funding::request_withdrawal(
+        &env.map,
+        20_000,
+        uid(1),
+        "BTC",
+        "BTC",
+        "bc1ok",
+        "1",
+        Some(&format!("{right:06}")),
+        now,
+    )
+    .await;
+    assert!(matches!(r, Err(FundingError::TwoFactorLocked)), "{r:?}");
+    assert_eq!(balance(&env, 1, "BTC").await, (amt("20"), Amount::ZERO));
+    audits_hold(&env).await;
+    env.drop_all().await;
+}
