@@ -226,21 +226,24 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         };
         let (b, t, m) = (es.bus("matcher"), topics.clone(), metrics.clone());
         let group = format!("{}matcher", topics.prefix);
-        let specs = specs.clone();
+        let map = map.clone();
         tasks.push(sup(
             "matcher".into(),
             Box::new(move |s| {
-                // a fresh core each time: the books come back from the snapshot and the
-                // replay that follows it
-                let core = MatchingCore::new(specs.values().cloned(), count);
-                let (b, t, m, g, store) = (
+                let (b, t, m, g, store, map) = (
                     b.clone(),
                     t.clone(),
                     m.clone(),
                     group.clone(),
                     store.clone(),
+                    map.clone(),
                 );
                 Box::pin(async move {
+                    // a fresh core each time, from the symbols as meta has them now (a
+                    // symbol added since the start gets its book); the books come back
+                    // from the snapshot and the replay that follows it
+                    let now = self::specs(&map).await.map_err(|e| format!("{e:#}"))?;
+                    let core = MatchingCore::new(now.into_values(), count);
                     run_matching(&b, &t, &g, core, Some(store), m, s)
                         .await
                         .map_err(|e| e.to_string())

@@ -59,6 +59,19 @@ pub enum ServiceError {
     /// A snapshot could not be read, restored or written.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// An input the matcher cannot apply (no book for its symbol, undecodable): the
+    /// service stops rather than skip it, since its funds stay frozen until it is
+    /// matched or refused. A restart reloads the symbols, so a symbol added to the
+    /// config after the matcher started is picked up.
+    #[error("input at offset {offset} of partition {partition}: {reason}")]
+    Input {
+        /// Partition of the orders topic.
+        partition: i32,
+        /// Offset of the message.
+        offset: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The books of every symbol this matcher owns, and the routing of their events.
@@ -114,13 +127,23 @@ impl MatchingCore {
         Ok(())
     }
 
-    /// Applies one framed input; `false` if it was a redelivery (or for an unknown
-    /// symbol, which is logged).
-    pub fn apply(&mut self, source: u32, seq: u64, input: &OrderInput, out: &mut Output) -> bool {
+    /// Applies one framed input; `Ok(false)` if it was a redelivery.
+    ///
+    /// # Errors
+    /// The symbol has no book here (the input is not skipped: see
+    /// [`ServiceError::Input`]).
+    pub fn apply(
+        &mut self,
+        source: u32,
+        seq: u64,
+        input: &OrderInput,
+        out: &mut Output,
+    ) -> Result<bool, String> {
         let symbol = *input.symbol();
         let Some(book) = self.books.get_mut(&symbol) else {
-            warn!(%symbol, "input for a symbol this matcher does not own");
-            return false;
+            return Err(format!(
+                "no book for symbol {symbol} (not in this matcher's config)"
+            ));
         };
         let cmd = match input {
             OrderInput::Place { order, .. } => Command::Place(order.clone()),
@@ -133,7 +156,7 @@ impl MatchingCore {
         };
         let mut events = Vec::new();
         if !book.apply_sourced(source, seq, &cmd, &mut events) {
-            return false;
+            return Ok(false);
         }
         for e in events {
             if matches!(e, Event::Trade { .. } | Event::BookDelta { .. }) {
@@ -146,7 +169,7 @@ impl MatchingCore {
                     .push(e.clone());
             }
         }
-        true
+        Ok(true)
     }
 }
 
@@ -356,34 +379,41 @@ pub async fn run_matching(
         let mut out = Output::default();
         let mut applied = 0u64;
         let mut taken = 0usize;
-        // applies one message's inputs; returns how many it held
-        let mut handle = |m: &rdkafka::message::BorrowedMessage<'_>| -> usize {
-            offsets.insert(m.partition(), m.offset() + 1);
-            let Some((source, rows)) = m.payload().and_then(unframe) else {
-                warn!(offset = m.offset(), "unframed message on orders");
-                return 0;
-            };
-            let held = rows.len();
-            for (seq, payload) in rows {
-                match OrderInput::decode(payload) {
-                    Ok(input) => {
-                        let counter = if core.apply(source, seq, &input, &mut out) {
-                            applied += 1;
-                            &metrics.inputs_applied
-                        } else {
-                            &metrics.inputs_duplicate
-                        };
-                        Metrics::add(counter, 1);
-                    }
-                    Err(e) => {
-                        warn!(offset = m.offset(), seq, error = %e, "undecodable order input");
-                    }
+        // applies one message's inputs; returns how many it held. An input that cannot
+        // be applied stops the service (nothing of this round is published or
+        // snapshotted, so a restart meets it again)
+        let mut handle =
+            |m: &rdkafka::message::BorrowedMessage<'_>| -> Result<usize, ServiceError> {
+                let bad = |reason: String| ServiceError::Input {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    reason,
+                };
+                let (source, rows) = m
+                    .payload()
+                    .and_then(unframe)
+                    .ok_or_else(|| bad("not a framed outbox message".into()))?;
+                let held = rows.len();
+                for (seq, payload) in rows {
+                    let input = OrderInput::decode(payload).map_err(|e| {
+                        bad(format!("seq {seq} of shard {source}: undecodable: {e}"))
+                    })?;
+                    let fresh = core
+                        .apply(source, seq, &input, &mut out)
+                        .map_err(|r| bad(format!("seq {seq} of shard {source}: {r}")))?;
+                    let counter = if fresh {
+                        applied += 1;
+                        &metrics.inputs_applied
+                    } else {
+                        &metrics.inputs_duplicate
+                    };
+                    Metrics::add(counter, 1);
                 }
-            }
-            held
-        };
+                offsets.insert(m.partition(), m.offset() + 1);
+                Ok(held)
+            };
         match first {
-            Ok(m) => taken += handle(&m),
+            Ok(m) => taken += handle(&m)?,
             Err(e) => {
                 warn!(error = %e, "orders consumer");
                 continue;
@@ -392,7 +422,7 @@ pub async fn run_matching(
         // take what else is already there (a round), without waiting, up to the cap
         while taken < MAX_INPUTS_PER_ROUND {
             match tokio::time::timeout(Duration::from_millis(1), c.recv()).await {
-                Ok(Ok(m)) => taken += handle(&m),
+                Ok(Ok(m)) => taken += handle(&m)?,
                 _ => break,
             }
         }
