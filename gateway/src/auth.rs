@@ -3,9 +3,11 @@
 //! query string followed by the exact body, with the `signature` pair itself taken
 //! out of whichever of the two carries it (python-binance signs a form body, the
 //! official SDK a query string, ccxt either). `timestamp` is mandatory; `recvWindow`
-//! (default 5,000 ms, at most 60,000) bounds its age: `timestamp + recvWindow` is the
-//! last instant accepted, and a timestamp more than 1 s ahead of the server's clock is
-//! refused. Checks run in Binance's order: key format, key, timestamp, signature.
+//! (default 5,000 ms, at most 60,000; up to three decimals, i.e. to the microsecond, as
+//! Binance takes it and binance-sdk-spot documents and sends it: `6000.5`) bounds its
+//! age: `timestamp + recvWindow` is the last instant accepted, and a timestamp more
+//! than 1 s ahead of the server's clock is refused. Checks run in Binance's order: key
+//! format, key, timestamp, signature.
 
 use hmac::{Hmac, Mac};
 use router::directory::KeyAuth;
@@ -70,23 +72,52 @@ pub fn key_format_ok(key: &str) -> bool {
 /// Checks `timestamp` and `recvWindow` of `params` against `now_ms`.
 ///
 /// # Errors
-/// -1102 without a timestamp, -1100 for a malformed one, -1131 for a window above
-/// 60 s, -1021 outside the window or more than 1 s ahead.
+/// -1102 without a timestamp, -1100 for a malformed timestamp or window, -1131 for a
+/// window above 60 s, -1021 outside the window or more than 1 s ahead.
 pub fn check_time(params: &Params, now_ms: u64) -> Result<(), ApiError> {
     let ts = params
         .u64_opt("timestamp")?
         .ok_or_else(|| ApiError::mandatory("timestamp"))?;
-    let window = params.u64_opt("recvWindow")?.unwrap_or(DEFAULT_RECV_WINDOW);
-    if window > MAX_RECV_WINDOW {
+    let window_us = match params.get("recvWindow") {
+        None => DEFAULT_RECV_WINDOW * 1_000,
+        Some(v) => recv_window_us(v)?,
+    };
+    if window_us > MAX_RECV_WINDOW * 1_000 {
         return Err(ApiError::invalid(Invalid::RecvWindow));
     }
     if ts > now_ms + FUTURE_TOLERANCE {
         return Err(ApiError::ahead_of_server(FUTURE_TOLERANCE));
     }
-    if now_ms > ts.saturating_add(window) {
+    // in microseconds: the server's clock is whole ms, a window may not be
+    let (now_us, ts_us) = (u128::from(now_ms) * 1_000, u128::from(ts) * 1_000);
+    if now_us > ts_us + u128::from(window_us) {
         return Err(ApiError::outside_recv_window());
     }
     Ok(())
+}
+
+/// The legal range of `recvWindow`: ms with at most three decimals.
+pub const RECV_WINDOW_RANGE: &str = "^[0-9]{1,20}(\\.[0-9]{1,3})?$";
+
+/// `recvWindow` (ms, up to three decimals) in µs.
+///
+/// # Errors
+/// -1100 for anything but digits with at most three decimals.
+fn recv_window_us(v: &str) -> Result<u64, ApiError> {
+    let bad = || ApiError::illegal_chars("recvWindow", RECV_WINDOW_RANGE);
+    let (ms, frac) = match v.split_once('.') {
+        Some((_, "")) => return Err(bad()),
+        Some(parts) => parts,
+        None => (v, ""),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !(1..=20).contains(&ms.len()) || !digits(ms) || frac.len() > 3 || !digits(frac) {
+        return Err(bad());
+    }
+    let ms: u64 = ms.parse().map_err(|_| bad())?;
+    let us: u64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+    // beyond u64 µs is beyond the 60 s maximum anyway
+    Ok(ms.saturating_mul(1_000).saturating_add(us))
 }
 
 /// Verifies a signed request whose key resolved to `auth`.
@@ -171,6 +202,33 @@ mod tests {
             check_time(&p("timestamp=1.5"), now).expect_err("bad").code,
             -1100
         );
+    }
+
+    #[test]
+    fn the_window_takes_microseconds() {
+        // binance-sdk-spot documents and sends `recvWindow=6000.5` (up to 3 decimals)
+        let p = |q: &str| Params::parse(q, b"").expect("params");
+        let now = 1_000_000;
+        assert!(check_time(&p("timestamp=994000&recvWindow=6000.5"), now).is_ok());
+        assert!(check_time(&p("timestamp=994000&recvWindow=6000.000"), now).is_ok());
+        assert_eq!(
+            check_time(&p("timestamp=994000&recvWindow=5999.999"), now)
+                .expect_err("one µs short")
+                .code,
+            -1021
+        );
+        assert!(check_time(&p("timestamp=940000&recvWindow=60000.000"), now).is_ok());
+        assert_eq!(
+            check_time(&p("timestamp=940000&recvWindow=60000.001"), now)
+                .expect_err("above 60 s")
+                .code,
+            -1131
+        );
+        for bad in ["6000.1234", "6000.", ".5", "1e3", "-1", "6000.5.1", "6 000"] {
+            let e =
+                check_time(&p(&format!("timestamp=994000&recvWindow={bad}")), now).expect_err(bad);
+            assert_eq!(e.code, -1100, "{bad}");
+        }
     }
 
     #[test]
