@@ -87,6 +87,21 @@ impl Params {
             .transpose()
     }
 
+    /// A boolean parameter (`false` when absent). Case-insensitive, as Binance takes
+    /// it: python-binance sends a Python `True` as `True`, ccxt and the official SDK
+    /// send `true`.
+    ///
+    /// # Errors
+    /// -1100 for anything but `true` or `false`.
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(_) => Err(ApiError::illegal_chars(name, "^(true|false)$")),
+        }
+    }
+
     /// `limit` with a default and a maximum (Binance clamps nothing: above the
     /// maximum is an error).
     ///
@@ -247,6 +262,16 @@ mod tests {
             assert_eq!(parse_symbol(bad).expect_err(bad).code, -1121, "{bad}");
         }
         assert!(parse_symbol("BTCUSDT").is_ok());
+    }
+
+    #[test]
+    fn flags_are_case_insensitive() {
+        let p = Params::parse("a=true&b=True&c=FALSE&d=yes", b"").expect("parse");
+        assert!(p.flag("a").expect("a"));
+        assert!(p.flag("b").expect("python-binance's str(True)"));
+        assert!(!p.flag("c").expect("c"));
+        assert!(!p.flag("absent").expect("absent"));
+        assert_eq!(p.flag("d").expect_err("d").code, -1100);
     }
 
     #[test]

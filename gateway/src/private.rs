@@ -254,7 +254,7 @@ pub async fn test_order(State(s): State<Shared>, r: Req) -> Answer {
     let user = authenticate(&s, &r).await?;
     let (req, _) = place_request(&s, user, &r.params)?;
     s.placer.check_only(&req)??;
-    if r.params.get("computeCommissionRates") == Some("true") {
+    if r.params.flag("computeCommissionRates")? {
         let spec = &listed(&s, &req.symbol)?.spec;
         let rate = |ppm: u32| text(rust_decimal::Decimal::new(i64::from(ppm), 6));
         return Ok(Json(json!({
@@ -605,7 +605,7 @@ pub async fn my_trades(State(s): State<Shared>, r: Req) -> Answer {
 pub async fn account(State(s): State<Shared>, r: Req) -> Answer {
     let user = authenticate(&s, &r).await?;
     let balances = ledger::balances::all_of(&s.map, user).await?;
-    let omit_zero = r.params.get("omitZeroBalances") == Some("true");
+    let omit_zero = r.params.flag("omitZeroBalances")?;
     let list: Vec<Value> = balances
         .iter()
         .filter(|(_, b)| !(omit_zero && b.available.is_zero() && b.frozen.is_zero()))
