@@ -247,6 +247,13 @@ pub async fn report_deposit(
             "txid must be 1..=255 characters".into(),
         ));
     }
+    // every refusal before the txid is claimed: a refused report claims nothing
+    if chain.is_empty() || chain.len() > 20 || from_address.len() > 255 || to_address.len() > 255 {
+        return Err(FundingError::InvalidAmount {
+            amount: amount.to_string(),
+            reason: "chain must be 1..=20 and addresses at most 255 characters".into(),
+        });
+    }
     sqlx::query("INSERT IGNORE INTO deposit_txids (txid, currency, user_id) VALUES (?, ?, ?)")
         .bind(txid)
         .bind(params.asset.as_str())
@@ -268,12 +275,6 @@ pub async fn report_deposit(
         });
     }
     let shard = map.shard_of(user).get();
-    if chain.is_empty() || chain.len() > 20 || from_address.len() > 255 || to_address.len() > 255 {
-        return Err(FundingError::InvalidAmount {
-            amount: amount.to_string(),
-            reason: "chain must be 1..=20 and addresses at most 255 characters".into(),
-        });
-    }
     // a plain INSERT (IGNORE would also turn truncation into a warning); a repeated
     // report finds the row already there
     let inserted = sqlx::query(
@@ -469,7 +470,7 @@ pub async fn add_address(
 ) -> Result<(), FundingError> {
     let params = asset_params(map.meta(), asset).await?;
     active_user(map, user).await?;
-    if address.is_empty() || address.len() > 255 || chain.is_empty() || chain.len() > 20 {
+    if !valid_address(address) || chain.is_empty() || chain.len() > 20 {
         return Err(FundingError::AddressNotAllowed(address.to_owned()));
     }
     let shard = map.shard_of(user).get();
@@ -485,6 +486,16 @@ pub async fn add_address(
     .await
     .map_err(|e| RouterError::db_on_shard(shard, e))?;
     Ok(())
+}
+
+/// An address as chains write them: 1–128 of ASCII letters, digits and `._:-`. No
+/// spaces anywhere — the column's collation pads with spaces (`utf8mb4_bin` is PAD
+/// SPACE on MariaDB), so `"Taddr "` would otherwise match the allowlisted `"Taddr"`.
+pub fn valid_address(address: &str) -> bool {
+    (1..=128).contains(&address.len())
+        && address
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Requests a withdrawal: checks, then freezes the amount and queues it for review, in
@@ -543,6 +554,9 @@ async fn request_once(
                 params.withdraw_fee
             },
         });
+    }
+    if !valid_address(address) {
+        return Err(FundingError::AddressNotAllowed(address.to_owned()));
     }
     active_user(map, user).await?;
     let shard = map.shard_of(user).get();

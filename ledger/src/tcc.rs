@@ -65,8 +65,8 @@ pub enum TransferError {
     /// The payer or payee does not exist.
     #[error("unknown user {0}")]
     UnknownUser(u64),
-    /// Not a configured asset.
-    #[error("unknown asset {0}")]
+    /// Not a configured asset, or a disabled one.
+    #[error("unknown or disabled asset {0}")]
     UnknownAsset(String),
     /// Zero, negative, or finer than the asset's precision.
     #[error("invalid amount {amount}: {reason}")]
@@ -246,8 +246,16 @@ pub struct Tcc {
     /// read when the queues start (the first transfer), later changes are ignored.
     pub batch_max: usize,
     batches: Arc<OnceLock<Batches>>,
-    precisions: Arc<RwLock<HashMap<Asset, u32>>>,
+    /// Asset → (precision, enabled, read at), kept [`ASSET_CACHE_TTL`].
+    precisions: Arc<RwLock<AssetCache>>,
 }
+
+/// Asset → (precision, enabled, when read).
+type AssetCache = HashMap<Asset, (u32, bool, std::time::Instant)>;
+
+/// How long a read of an asset's row (precision, enabled) is trusted: disabling an
+/// asset stops its transfers within this.
+pub const ASSET_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Tcc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -394,26 +402,37 @@ impl Tcc {
         Ok((asset_code, value))
     }
 
-    /// An asset's decimal places (`None`: not configured). Cached: an asset's precision
-    /// is fixed once it has balances.
+    /// An enabled asset's decimal places (`None`: not configured, or disabled). Read
+    /// from meta at most every [`ASSET_CACHE_TTL`], so a disabled asset is refused soon
+    /// after it is disabled.
     async fn precision(&self, asset: Asset) -> Result<Option<u32>, TransferError> {
-        if let Some(p) = self
+        let cached = self
             .precisions
             .read()
             .ok()
             .and_then(|m| m.get(&asset).copied())
-        {
-            return Ok(Some(p));
-        }
-        let row: Option<(u32,)> = sqlx::query_as("SELECT `precision` FROM assets WHERE asset = ?")
-            .bind(asset.as_str())
-            .fetch_optional(self.meta())
-            .await
-            .map_err(meta_err)?;
-        if let (Some((p,)), Ok(mut m)) = (row, self.precisions.write()) {
-            m.insert(asset, p);
-        }
-        Ok(row.map(|(p,)| p))
+            .filter(|(_, _, at)| at.elapsed() < ASSET_CACHE_TTL);
+        let (p, enabled) = match cached {
+            Some((p, enabled, _)) => (p, enabled),
+            None => {
+                let row: Option<(u32, String)> = sqlx::query_as(
+                    "SELECT `precision`, CAST(status AS CHAR) FROM assets WHERE asset = ?",
+                )
+                .bind(asset.as_str())
+                .fetch_optional(self.meta())
+                .await
+                .map_err(meta_err)?;
+                let Some((p, status)) = row else {
+                    return Ok(None);
+                };
+                let enabled = status == "enabled";
+                if let Ok(mut m) = self.precisions.write() {
+                    m.insert(asset, (p, enabled, std::time::Instant::now()));
+                }
+                (p, enabled)
+            }
+        };
+        Ok(enabled.then_some(p))
     }
 
     /// Transfers `amount` of `asset` from `from` to `to`.

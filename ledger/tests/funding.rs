@@ -36,6 +36,14 @@ async fn fund(env: &TestEnv, user: u64, asset: &str, amount: &str, txid: &str) {
 async fn a_deposit_is_credited_once_at_its_required_confirmations() {
     let env = TestEnv::new("deposit").await;
     users(&env, 2).await;
+    // a refused report (no chain) claims nothing: the txid stays free for the report
+    // that is right
+    let refused =
+        funding::report_deposit(&env.map, uid(2), "BTC", "", "tx-a", "x", "y", "0.5").await;
+    assert!(
+        matches!(refused, Err(FundingError::InvalidAmount { .. })),
+        "{refused:?}"
+    );
     // BTC needs 2 confirmations
     let d = funding::report_deposit(
         &env.map,
@@ -323,8 +331,12 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
                 .await
         }
     };
-    let refusals: [(&str, &str, &str); 6] = [
+    let refusals: [(&str, &str, &str); 9] = [
         ("1", "bc1other", "allowlist"),
+        // PAD SPACE would make these equal to `bc1ok` in SQL: refused before any query
+        ("1", "bc1ok ", "allowlist"),
+        ("1", "bc1ok\t", "allowlist"),
+        ("1", " bc1ok", "allowlist"),
         ("0", "bc1ok", "must be positive"),
         ("-1", "bc1ok", "must be positive"),
         ("0.000000001", "bc1ok", "8 decimal places"),
@@ -334,6 +346,23 @@ async fn bad_withdrawals_are_refused_and_change_nothing() {
     for (amount, address, why) in refusals {
         let e = req(amount, address, None).await.expect_err(why);
         assert!(e.to_string().contains(why), "{amount} {address}: {e}");
+    }
+    // addresses with spaces, controls, unicode or no length are never allowlisted
+    let long = "a".repeat(129);
+    for bad in [
+        "bc1ok ",
+        " bc1ok",
+        "bc1 ok",
+        "bc1\u{0}ok",
+        "bc1ök",
+        "",
+        long.as_str(),
+    ] {
+        let e = funding::add_address(&env.map, uid(1), "BTC", "BTC", bad, None).await;
+        assert!(
+            matches!(e, Err(FundingError::AddressNotAllowed(_))),
+            "{bad:?}: {e:?}"
+        );
     }
     // within the limit, then over it in total
     funding::request_withdrawal(&env.map, 8001, uid(1), "BTC", "BTC", "bc1ok", "6", None, 0)

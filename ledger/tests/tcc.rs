@@ -100,7 +100,7 @@ async fn bad_transfers_are_refused_and_change_nothing() {
         (1, 2, "USDT", "0", "must be positive"),
         (1, 2, "USDT", "-5", "must be positive"),
         (1, 2, "USDT", "0.000000001", "8 decimal places"),
-        (1, 2, "DOGE", "1", "unknown asset"),
+        (1, 2, "DOGE", "1", "unknown or disabled asset"),
         (1, 2, "USDT", "abc", "invalid amount"),
         (1, 2, "USDT", "100.00000001", "insufficient balance"),
     ];
@@ -123,6 +123,21 @@ async fn bad_transfers_are_refused_and_change_nothing() {
     assert_eq!((n, cancelled), (1, 1));
     assert_eq!(balance(&env, 1, "USDT").await, (amt("100"), Amount::ZERO));
     assert_eq!(balance(&env, 2, "USDT").await, (Amount::ZERO, Amount::ZERO));
+    // a disabled asset does not move (the coordinator re-reads the asset's row)
+    sqlx::query("UPDATE assets SET status = 'disabled' WHERE asset = 'USDT'")
+        .execute(env.map.meta())
+        .await
+        .expect("disable");
+    let e = tcc(&env, 3)
+        .transfer(uid(1), uid(2), "USDT", "1")
+        .await
+        .expect_err("disabled");
+    assert!(matches!(e, TransferError::UnknownAsset(_)), "{e}");
+    sqlx::query("UPDATE assets SET status = 'enabled' WHERE asset = 'USDT'")
+        .execute(env.map.meta())
+        .await
+        .expect("enable");
+    assert_eq!(balance(&env, 1, "USDT").await, (amt("100"), Amount::ZERO));
     audits_hold(&env).await;
     env.drop_all().await;
 }

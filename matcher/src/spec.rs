@@ -338,8 +338,14 @@ impl SymbolSpec {
 
     /// The fee on `atoms` received at `ppm`, rounded **up** to a whole atom (in the
     /// exchange's favour). The exact split (net = atoms - fee) is what the ledger gets.
+    ///
+    /// Exact and overflow-free for every `atoms` and every `ppm` a spec accepts
+    /// (≤ 1,000,000): with `atoms = q·10^6 + r`, the fee is `q·ppm + ⌈r·ppm / 10^6⌉`,
+    /// and `q·ppm ≤ atoms`. (`atoms · ppm` itself wraps above 2^108 atoms, which an
+    /// 18-decimal asset reaches at about 3·10^14 units.)
     #[inline]
     pub fn fee(atoms: u128, ppm: u32) -> u128 {
+        debug_assert!(ppm <= 1_000_000, "a spec refuses fees above 100 %");
         // u64 when it fits (128-bit division is a slow library call)
         if let Some(p) = u64::try_from(atoms)
             .ok()
@@ -347,13 +353,42 @@ impl SymbolSpec {
         {
             return u128::from(p.div_ceil(1_000_000));
         }
-        (atoms * u128::from(ppm)).div_ceil(1_000_000)
+        let ppm = u128::from(ppm.min(1_000_000));
+        let (q, r) = (atoms / 1_000_000, atoms % 1_000_000);
+        q * ppm + (r * ppm).div_ceil(1_000_000)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fees_on_huge_18_decimal_amounts_do_not_wrap() {
+        // 10^18 units of an 18-decimal asset: 10^36 atoms (atoms × ppm would wrap)
+        let atoms: u128 = 10u128.pow(36);
+        assert_eq!(SymbolSpec::fee(atoms, 1_000), 10u128.pow(33));
+        assert_eq!(
+            SymbolSpec::fee(atoms + 1, 1_000),
+            10u128.pow(33) + 1,
+            "rounded up"
+        );
+        assert_eq!(
+            SymbolSpec::fee(u128::MAX, 1_000_000),
+            u128::MAX,
+            "100 % of everything"
+        );
+        assert_eq!(SymbolSpec::fee(u128::MAX, 0), 0);
+        // the u64 path and the wide path agree where both apply
+        for (a, p) in [
+            (999_999u128, 1u32),
+            (12_345_678_901, 2_500),
+            (u128::from(u64::MAX), 7),
+        ] {
+            let wide = (a * u128::from(p)).div_ceil(1_000_000);
+            assert_eq!(SymbolSpec::fee(a, p), wide, "{a} {p}");
+        }
+    }
 
     fn spec(tick: &str, step: &str) -> SymbolSpec {
         SymbolSpec::new(

@@ -1183,13 +1183,36 @@ async fn existing(
         let symbol = router.symbol(&symbol)?;
         let order_id = OrderId::new(order_id).map_err(|e| PlaceError::Config(e.to_string()))?;
         let table = router.orders_table(&symbol, order_id)?;
-        let (asset, frozen): (String, String) = sqlx::query_as(&format!(
-            "SELECT frozen_currency, CAST(frozen_amount AS CHAR) FROM `{table}` WHERE order_id = ?"
+        // the ack of the original placement: what it froze then (the hold rule at
+        // nothing filled), not what is still frozen now after fills
+        type Row = (
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (asset, side, ty, price, qty, quote): Row = sqlx::query_as(&format!(
+            "SELECT frozen_currency, CAST(side AS CHAR), CAST(type AS CHAR), CAST(price AS CHAR), \
+                    CAST(quantity AS CHAR), CAST(quote_quantity AS CHAR) FROM `{table}` WHERE order_id = ?"
         ))
         .bind(order_id.get())
         .fetch_one(&mut *conn)
         .await
         .map_err(place)?;
+        let corrupt =
+            |what: &str| PlaceError::Config(format!("order {order_id} in {table}: bad {what}"));
+        let shape = domain::hold::HoldShape {
+            side: Side::from_db_str(&side).map_err(|_| corrupt("side"))?,
+            order_type: OrderType::from_db_str(&ty).map_err(|_| corrupt("type"))?,
+            price: price.as_deref().map(Price::from_db_str).transpose()?,
+            qty: qty.as_deref().map(Amount::from_db_str).transpose()?,
+            quote_qty: quote.as_deref().map(Amount::from_db_str).transpose()?,
+            filled_qty: Amount::ZERO,
+            filled_amount: Amount::ZERO,
+        };
+        let frozen = domain::hold::required_hold(&shape).ok_or_else(|| corrupt("shape"))??;
         out.insert(
             (user, client_order_id.clone()),
             Ack {
@@ -1197,7 +1220,7 @@ async fn existing(
                 symbol,
                 client_order_id,
                 frozen_asset: Asset::new(&asset).map_err(|e| PlaceError::Config(e.to_string()))?,
-                frozen: Amount::from_db_str(&frozen)?,
+                frozen,
                 duplicate: true,
             },
         );
