@@ -805,16 +805,44 @@ async fn group_loop(
                     let _ = job.reply.send(unknown_answer(plan, &msg));
                 }
             }
-            Err(e) => {
-                // nothing of the batch is durable: every caller learns it
-                let msg = e.to_string();
+            Err(e) if jobs.len() > 1 => {
+                // nothing of the batch is durable. One job can be the cause (its month
+                // table missing, an earlier order's symbol gone): each job is written
+                // again on its own, so the others succeed and only the cause fails
+                tracing::debug!(error = %e, jobs = jobs.len(), "batch failed; writing its jobs one by one");
                 for job in jobs {
-                    let _ = job.reply.send(Err(PlaceError::NotCommitted(format!(
-                        "batch not committed: {msg}"
-                    ))));
+                    let one = [&job.checked];
+                    let answer = match write_batch(&pool, s, &router, &one, &faults).await {
+                        Ok(mut r) => Ok(r.pop().unwrap_or(Err(Reject::UnknownOrder))),
+                        Err(PlaceError::CommitUnknown { error, planned }) => {
+                            planned.into_iter().next().map_or_else(
+                                || Err(PlaceError::NotCommitted(error.to_string())),
+                                |plan| unknown_answer(plan, &error.to_string()),
+                            )
+                        }
+                        Err(e) => Err(not_committed(e)),
+                    };
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                // a batch of one: its caller learns why
+                let e = not_committed(e);
+                if let Some(job) = jobs.into_iter().next() {
+                    let _ = job.reply.send(Err(e));
                 }
             }
         }
+    }
+}
+
+/// What a caller whose write failed (nothing committed) is told: a missing month
+/// table as such (it will not heal by retrying), anything else as "not committed".
+fn not_committed(e: PlaceError) -> PlaceError {
+    match e {
+        PlaceError::Router(r @ RouterError::MissingTable { .. }) => PlaceError::Router(r),
+        PlaceError::NotCommitted(m) => PlaceError::NotCommitted(m),
+        other => PlaceError::NotCommitted(format!("not committed: {other}")),
     }
 }
 
