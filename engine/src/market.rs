@@ -18,8 +18,12 @@
 //!   with every batch and once a second by [`MarketData::refresh_tickers`], so old
 //!   trades leave the window even when nothing trades;
 //! * channel `md:SYM` — a JSON message per applied batch
-//!   `{"symbol","events":[...],"ticker":{...},"klines":{"1m":{...},...}}`, for the
-//!   WebSocket streams (`klines` only when the batch traded).
+//!   `{"symbol","U","u","E","events":[...],"ticker":{...},"klines":{"1m":{...},...}}`,
+//!   for the WebSocket streams: `U`..`u` the sequence range the batch moves the book
+//!   through (the next message's `U` is this `u` + 1; `md:SYM:seq` = REST depth's
+//!   `lastUpdateId` = the last applied `u`), `E` the time applied, `events` the trades
+//!   (as in `md:SYM:trades`) and depth changes `{"depth":"bids"|"asks","price","qty"}`
+//!   (`qty` "0" = level gone), `klines` only when the batch traded.
 //!
 //! Private events of users (order updates, balances) are published by the settlers on
 //! channel `user:{user_id}` ([`crate::settle::UserStream`]).
@@ -293,6 +297,7 @@ impl MarketData {
                 } => {
                     let book = if *side == Side::Buy { "bids" } else { "asks" };
                     let p = spec.price(*price).ok_or_else(|| bad("price"))?.to_string();
+                    let mut level_qty = "0".to_owned();
                     if qty.is_zero() {
                         pipe.zrem(self.keys.book(symbol, Book::of(*side)), &p)
                             .ignore();
@@ -305,10 +310,11 @@ impl MarketData {
                         let score = price.get() as f64;
                         pipe.zadd(self.keys.book(symbol, Book::of(*side)), &p, score)
                             .ignore();
-                        pipe.hset(self.keys.book_qty(symbol, Book::of(*side)), &p, q)
+                        pipe.hset(self.keys.book_qty(symbol, Book::of(*side)), &p, &q)
                             .ignore();
+                        level_qty = q;
                     }
-                    published.push(json!({"depth": book, "price": p}));
+                    published.push(json!({"depth": book, "price": p, "qty": level_qty}));
                 }
                 Event::Trade { trade, .. } => {
                     let price = spec.price(trade.price).ok_or_else(|| bad("price"))?;
@@ -367,8 +373,14 @@ impl MarketData {
         pipe.set(self.keys.seq(symbol), last.seq()).ignore();
         let () = pipe.query_async(&mut *conn).await?;
         self.store_window(*symbol, window);
+        // `U`..`u`: the sequence range this message moves the book through; the next
+        // message's `U` is this one's `u` + 1, and REST depth's `lastUpdateId` is the
+        // `u` of the last message its book reflects (Binance's diff-stream contract)
         let mut msg = json!({
             "symbol": symbol.as_str(),
+            "U": mark.unwrap_or(0) + 1,
+            "u": last.seq(),
+            "E": now_ms,
             "events": published,
             "ticker": ticker
                 .iter()

@@ -158,6 +158,27 @@ async fn events_become_depth_trades_and_klines_once() {
         .expect("open");
     assert_eq!(msg["ticker"]["count"], "1", "{msg}");
     assert_eq!(msg["klines"]["4h"]["c"], "50000", "{msg}");
+    // the diff-stream contract: the first message starts at 1 and ends at the sequence
+    // REST depth reports; each depth change carries the level's new quantity
+    assert_eq!(
+        (msg["U"].as_u64(), msg["u"].as_u64()),
+        (Some(1), Some(seq)),
+        "{msg}"
+    );
+    let changes: Vec<(String, String, String)> = msg["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e.get("depth").is_some())
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (f("depth"), f("price"), f("qty"))
+        })
+        .collect();
+    assert!(
+        changes.contains(&("asks".into(), "50000".into(), "0.15".into())),
+        "{changes:?}"
+    );
     assert_eq!(
         msg["klines"]["1d"]["t"].as_u64(),
         Some(minute_ms - minute_ms % 86_400_000)
