@@ -23,6 +23,7 @@ pub mod params;
 pub mod private;
 pub mod public;
 mod request;
+pub mod ws;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub market: MarketReader,
     /// Rate limits.
     pub limiter: limits::Limiter,
+    /// Market messages for the WebSocket streams.
+    pub ws: ws::Hub,
     /// Milliseconds since the Unix epoch (a test drives it).
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -106,6 +109,9 @@ pub fn app(state: Shared) -> Router {
                 async move { m.render() }
             }),
         )
+        .route("/ws", get(ws::raw))
+        .route("/ws/{*streams}", get(ws::raw))
+        .route("/stream", get(ws::combined))
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
         .route("/api/v3/exchangeInfo", get(public::exchange_info))
@@ -255,6 +261,10 @@ pub async fn state_from_settings(
     );
     let market = MarketReader::new(redis.clone(), settings.redis.key_prefix.clone());
     let limiter = limits::Limiter::new(redis, settings.redis.key_prefix.clone(), gs.limits);
+    let hub = ws::Hub::start(
+        settings.redis.url.clone(),
+        settings.redis.key_prefix.clone(),
+    );
     let state = AppState {
         settings: gs,
         symbols,
@@ -265,6 +275,7 @@ pub async fn state_from_settings(
         directory,
         market,
         limiter,
+        ws: hub,
         clock: system_clock(),
     };
     Ok((Arc::new(state), lease))

@@ -337,3 +337,46 @@ pub fn order_request(
         client_order_id: None,
     }
 }
+
+/// Waits (at most `within`) until the pipeline is quiet for `env`: the conservation
+/// audit holds and every shard's balances and order rows stay unchanged for a second.
+/// Market data can run ahead of settlement, so a test that watched a trade on a stream
+/// calls this before the audits.
+///
+/// # Panics
+/// When it does not settle in time.
+pub async fn settle_quiet(env: &TestEnv, within: std::time::Duration) {
+    let until = std::time::Instant::now() + within;
+    let fingerprint = || async {
+        let mut f = Vec::new();
+        for (_, pool) in env.map.iter() {
+            let row: (Option<String>, Option<String>, i64) = sqlx::query_as(
+                "SELECT CAST(SUM(available) AS CHAR), CAST(SUM(frozen) AS CHAR), CAST(COALESCE(SUM(version), 0) AS SIGNED) FROM account_balances",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("balances");
+            f.push(row);
+        }
+        f
+    };
+    let mut last = fingerprint().await;
+    let mut since = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let now = fingerprint().await;
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= std::time::Duration::from_secs(1) {
+            let totals = ledger::audit::conservation(&env.map).await.expect("audit");
+            if totals.iter().all(|(_, t)| t.holds()) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the pipeline did not settle within {within:?}"
+        );
+    }
+}

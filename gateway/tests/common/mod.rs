@@ -81,6 +81,7 @@ impl Gw {
             directory: p.env.directory(),
             market: MarketReader::new(p.env.redis(), p.env.prefix.clone()),
             limiter: gateway::limits::Limiter::new(p.env.redis(), p.env.prefix.clone(), limits),
+            ws: gateway::ws::Hub::start(p.env.settings.redis.url.clone(), p.env.prefix.clone()),
             clock: gateway::system_clock(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
