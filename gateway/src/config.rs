@@ -20,6 +20,8 @@ pub struct GatewaySettings {
     pub request_timeout_ms: u64,
     /// Group commit per shard for placements (the pipeline's throughput path).
     pub group_commit: bool,
+    /// A listenKey not kept alive expires after this many seconds.
+    pub listen_key_ttl_s: u64,
     /// Rate limits (`EXCHANGE_GATEWAY__LIMITS__WEIGHT_PER_MINUTE`, …).
     pub limits: crate::limits::Limits,
 }
@@ -31,6 +33,7 @@ impl Default for GatewaySettings {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             group_commit: true,
+            listen_key_ttl_s: 3_600,
             limits: crate::limits::Limits::default(),
         }
     }

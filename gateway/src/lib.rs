@@ -23,6 +23,7 @@ pub mod params;
 pub mod private;
 pub mod public;
 mod request;
+pub mod userstream;
 pub mod ws;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,12 @@ pub struct AppState {
     pub limiter: limits::Limiter,
     /// Market messages for the WebSocket streams.
     pub ws: ws::Hub,
+    /// Redis (listenKeys).
+    pub redis: deadpool_redis::Pool,
+    /// Redis URL (pub/sub connections of user streams).
+    pub redis_url: String,
+    /// Redis key prefix.
+    pub prefix: String,
     /// Milliseconds since the Unix epoch (a test drives it).
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -139,6 +146,12 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v3/allOrders", get(private::all_orders))
         .route("/api/v3/myTrades", get(private::my_trades))
         .route("/api/v3/account", get(private::account))
+        .route(
+            "/api/v3/userDataStream",
+            post(userstream::create)
+                .put(userstream::keepalive)
+                .delete(userstream::close),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit_requests,
@@ -260,7 +273,7 @@ pub async fn state_from_settings(
         settings.redis.cache_ttl_s,
     );
     let market = MarketReader::new(redis.clone(), settings.redis.key_prefix.clone());
-    let limiter = limits::Limiter::new(redis, settings.redis.key_prefix.clone(), gs.limits);
+    let limiter = limits::Limiter::new(redis.clone(), settings.redis.key_prefix.clone(), gs.limits);
     let hub = ws::Hub::start(
         settings.redis.url.clone(),
         settings.redis.key_prefix.clone(),
@@ -276,6 +289,9 @@ pub async fn state_from_settings(
         market,
         limiter,
         ws: hub,
+        redis,
+        redis_url: settings.redis.url.clone(),
+        prefix: settings.redis.key_prefix.clone(),
         clock: system_clock(),
     };
     Ok((Arc::new(state), lease))

@@ -167,6 +167,18 @@ pub async fn raw(
                 .collect()
         })
         .unwrap_or_default();
+    // `/ws/<listenKey>`: the user data stream
+    if let [key] = names.as_slice() {
+        if crate::userstream::looks_like_key(key) {
+            let key = key.clone();
+            return match crate::userstream::owner(&s, &key).await {
+                Ok(user) => {
+                    ws.on_upgrade(move |socket| crate::userstream::stream(socket, s, key, user))
+                }
+                Err(e) => axum::response::IntoResponse::into_response(e),
+            };
+        }
+    }
     ws.on_upgrade(move |socket| connection(socket, s, names, false))
 }
 

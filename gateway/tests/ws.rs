@@ -34,7 +34,11 @@ async fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
         let left = until.checked_duration_since(Instant::now())?;
         match tokio::time::timeout(left, ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).expect("json")),
-            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Err(_) => return None,
+            Ok(Some(Ok(Message::Close(f)))) => {
+                eprintln!("closed: {f:?}");
+                return None;
+            }
+            Ok(None) | Err(_) => return None,
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => panic!("ws error: {e}"),
         }
@@ -235,6 +239,157 @@ async fn streams_follow_the_trades_and_a_local_book_from_the_diffs_equals_rest_d
         (agg["e"].clone(), agg["s"].clone()),
         (json!("aggTrade"), json!("BTCUSDT")),
         "{agg}"
+    );
+    testkit::settle_quiet(env, Duration::from_secs(60)).await;
+    testkit::all_audits_hold(env).await;
+    drop(engine);
+    gw.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_key_streams_the_users_fills_and_balances_then_expires() {
+    let gw = Gw::start("gwuds", 18, 2).await;
+    let env = &gw.p.env;
+    testkit::deposit(env, 1, "BTC", "1").await;
+    testkit::deposit(env, 2, "USDT", "100000").await;
+    let (k1, k2) = (gw.key(1).await, gw.key(2).await);
+    let tag = format!("{:06x}", rand::rng().random::<u32>() % 0xff_ffff);
+    let logs = std::env::temp_dir().join(format!("gwuds-{tag}"));
+    std::fs::create_dir_all(&logs).expect("logs");
+    let mut engine = testkit::engine::EngineProcess::new(
+        "relay,matcher,settler,market",
+        19_450 + u16::from(rand::rng().random::<u8>() % 40),
+        testkit::engine::engine_env(env, &format!("t_gwuds_{tag}_")),
+        logs.join("engine.log"),
+    );
+    engine.start();
+    engine.ready().await;
+
+    // the key: the API key alone; keepalive and close only for its owner
+    let stream_req = |method: reqwest::Method, key: &common::Key, q: &str| {
+        let req = gw
+            .http
+            .request(method, format!("{}/api/v3/userDataStream{q}", gw.base))
+            .header("X-MBX-APIKEY", key.key.clone());
+        async move { common::json_of(req.send().await.expect("send")).await }
+    };
+    let (s, created) = stream_req(reqwest::Method::POST, &k2, "").await;
+    assert_eq!(s, 200, "{created}");
+    let listen_key = created["listenKey"].as_str().expect("listenKey").to_owned();
+    assert_eq!(listen_key.len(), 60);
+    let q = format!("?listenKey={listen_key}");
+    assert_eq!(
+        stream_req(reqwest::Method::PUT, &k2, &q).await,
+        (200, json!({}))
+    );
+    common::is_error(&stream_req(reqwest::Method::PUT, &k1, &q).await, 400, -1125);
+    common::is_error(
+        &stream_req(
+            reqwest::Method::PUT,
+            &k2,
+            &format!("?listenKey={}", "x".repeat(60)),
+        )
+        .await,
+        400,
+        -1125,
+    );
+
+    let mut ws = connect(&gw, &format!("/ws/{listen_key}")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sell = testkit::order_request(
+        1,
+        domain::Side::Sell,
+        domain::OrderType::Limit,
+        Some("50000"),
+        Some("0.5"),
+        None,
+    );
+    gw.p.placer
+        .place(&sell)
+        .await
+        .expect("place")
+        .expect("accepted");
+    let buy = testkit::order_request(
+        2,
+        domain::Side::Buy,
+        domain::OrderType::Limit,
+        Some("50000"),
+        Some("0.1"),
+        None,
+    );
+    let ack =
+        gw.p.placer
+            .place(&buy)
+            .await
+            .expect("place")
+            .expect("accepted");
+    // keep the 3 s key alive while waiting for the fill
+    let (mut fill, mut position) = (None, None);
+    let until = Instant::now() + Duration::from_secs(60);
+    while fill.is_none() || position.is_none() {
+        assert!(
+            Instant::now() < until,
+            "no fill / balance event: {fill:?} {position:?}"
+        );
+        let kept = stream_req(reqwest::Method::PUT, &k2, &q).await;
+        assert_eq!(kept.0, 200, "{kept:?}");
+        while let Some(m) = next_json(&mut ws, Duration::from_millis(500)).await {
+            match m["e"].as_str() {
+                Some("executionReport") if m["x"] == "TRADE" => fill = Some(m),
+                Some("outboundAccountPosition") => position = Some(m),
+                _ => {}
+            }
+        }
+    }
+    let fill = fill.expect("fill");
+    assert_eq!(fill["i"].as_u64(), Some(ack.order_id.get()), "{fill}");
+    assert_eq!(
+        (
+            &fill["s"], &fill["S"], &fill["o"], &fill["f"], &fill["X"], &fill["l"], &fill["L"],
+            &fill["N"]
+        ),
+        (
+            &json!("BTCUSDT"),
+            &json!("BUY"),
+            &json!("LIMIT"),
+            &json!("GTC"),
+            &json!("FILLED"),
+            &json!("0.1"),
+            &json!("50000"),
+            &json!("BTC")
+        ),
+        "{fill}"
+    );
+    assert_eq!(fill["n"], "0.0001", "fee in the asset received: {fill}");
+    let b = &position.expect("position")["B"][0];
+    assert!(b["a"] == "BTC" || b["a"] == "USDT", "{b}");
+    // closed by its owner: the stream says so and ends
+    assert_eq!(
+        stream_req(reqwest::Method::DELETE, &k2, &q).await,
+        (200, json!({}))
+    );
+    let mut expired = None;
+    while let Some(m) = next_json(&mut ws, Duration::from_secs(5)).await {
+        if m["e"] == "listenKeyExpired" {
+            expired = Some(m);
+            break;
+        }
+    }
+    assert_eq!(
+        expired.expect("listenKeyExpired")["listenKey"],
+        json!(listen_key)
+    );
+    common::is_error(&stream_req(reqwest::Method::PUT, &k2, &q).await, 400, -1125);
+    // a key left without keepalive expires by itself
+    let (_, again) = stream_req(reqwest::Method::POST, &k2, "").await;
+    let second = again["listenKey"].as_str().expect("key").to_owned();
+    let mut ws2 = connect(&gw, &format!("/ws/{second}")).await;
+    let m = next_json(&mut ws2, Duration::from_secs(10))
+        .await
+        .expect("an event");
+    assert_eq!(
+        (m["e"].clone(), m["listenKey"].clone()),
+        (json!("listenKeyExpired"), json!(second))
     );
     testkit::settle_quiet(env, Duration::from_secs(60)).await;
     testkit::all_audits_hold(env).await;

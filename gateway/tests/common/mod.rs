@@ -70,6 +70,7 @@ impl Gw {
         let state = AppState {
             settings: GatewaySettings {
                 max_body_bytes: 4096,
+                listen_key_ttl_s: 3,
                 limits,
                 ..GatewaySettings::default()
             },
@@ -82,6 +83,9 @@ impl Gw {
             market: MarketReader::new(p.env.redis(), p.env.prefix.clone()),
             limiter: gateway::limits::Limiter::new(p.env.redis(), p.env.prefix.clone(), limits),
             ws: gateway::ws::Hub::start(p.env.settings.redis.url.clone(), p.env.prefix.clone()),
+            redis: p.env.redis(),
+            redis_url: p.env.settings.redis.url.clone(),
+            prefix: p.env.prefix.clone(),
             clock: gateway::system_clock(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
