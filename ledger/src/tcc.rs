@@ -84,6 +84,25 @@ pub enum TransferError {
         /// Available at the check.
         available: Amount,
     },
+    /// The COMMIT of a same-shard transfer was sent and neither its reply nor a later
+    /// look could say whether it happened. Ask [`Tcc::local_outcome`] with this id
+    /// before anything else: a new transfer would be a second one.
+    #[error("outcome unknown for transfer {gid}: {reason}")]
+    OutcomeUnknown {
+        /// The transfer's id.
+        gid: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// The COMMIT's reply was lost and a look found the transfer absent: nothing
+    /// happened; a retry is safe.
+    #[error("transfer {gid} not committed: {reason}")]
+    NotCommitted {
+        /// The id it would have had.
+        gid: u64,
+        /// What failed.
+        reason: String,
+    },
     /// Infrastructure.
     #[error(transparent)]
     Router(#[from] RouterError),
@@ -94,6 +113,8 @@ impl domain::Kinded for TransferError {
         use domain::ErrorKind as K;
         match self {
             Self::Router(e) => e.kind(),
+            Self::OutcomeUnknown { .. } => K::OutcomeUnknown,
+            Self::NotCommitted { .. } => K::Unavailable,
             Self::UnknownUser(_) => K::NotFound,
             Self::SelfTransfer
             | Self::UnknownAsset(_)
@@ -450,12 +471,30 @@ impl Tcc {
         let (asset, amount) = self.check(from, to, asset, amount).await?;
         let gid = (self.next_id)().map_err(RouterError::from)?;
         if self.shards.shard_of(from) == self.shards.shard_of(to) {
-            retrying(|| self.local(gid, from, to, &asset, amount)).await?;
-            return Ok(Transfer {
+            let done = Transfer {
                 gid,
                 local: true,
                 outcome: Outcome::Confirmed,
-            });
+            };
+            return match retrying(|| self.local(gid, from, to, &asset, amount)).await {
+                Ok(()) => Ok(done),
+                // the COMMIT went out and its reply did not come back: look
+                Err(TransferError::OutcomeUnknown { reason, .. }) => {
+                    let mut last = reason;
+                    for attempt in 0..3u64 {
+                        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                        match self.local_outcome(gid, from).await {
+                            Ok(true) => return Ok(done),
+                            Ok(false) => {
+                                return Err(TransferError::NotCommitted { gid, reason: last })
+                            }
+                            Err(e) => last = e.to_string(),
+                        }
+                    }
+                    Err(TransferError::OutcomeUnknown { gid, reason: last })
+                }
+                Err(e) => Err(e),
+            };
         }
         let payload = serde_json::json!({
             "from": from.get(), "to": to.get(), "asset": asset.as_str(), "amount": amount.to_string(),
@@ -687,8 +726,39 @@ impl Tcc {
         );
         let ran = run(&mut tx, shard, &sql).await?;
         expect_one(&ran, 0, gid, "the payer's balance changed under its lock")?;
-        finish(&mut tx, shard, "COMMIT").await?;
+        finish(&mut tx, shard, "COMMIT")
+            .await
+            .map_err(|e| TransferError::OutcomeUnknown {
+                gid,
+                reason: e.to_string(),
+            })?;
         Ok(())
+    }
+
+    /// Whether same-shard transfer `gid` of payer `from` committed. It first locks the
+    /// payer's balance rows (so a COMMIT the server is still finishing is waited
+    /// for), then reads the transfer's row: the answer after
+    /// [`TransferError::OutcomeUnknown`].
+    ///
+    /// # Errors
+    /// The shard unreachable.
+    pub async fn local_outcome(&self, gid: u64, from: UserId) -> Result<bool, TransferError> {
+        use sqlx::Row;
+        let (shard, mut tx) = self.text_tx(from).await?;
+        let mut sql = Sql::new();
+        sql.raw("START TRANSACTION;\nSELECT 'l', user_id FROM account_balances WHERE user_id = ")
+            .int(from.get())
+            .raw(" FOR UPDATE;\nSELECT 'g', COUNT(*) FROM transfers WHERE gid = ")
+            .int(gid)
+            .raw(" AND branch = 'local'");
+        let ran = run(&mut tx, shard, &sql).await?;
+        let found = tagged(&ran, "g")
+            .map(|r| r.try_get::<i64, _>(1))
+            .transpose()
+            .map_err(|e| text_err(shard, e))?
+            .unwrap_or(0);
+        finish(&mut tx, shard, "ROLLBACK").await?;
+        Ok(found > 0)
     }
 
     /// The shard of `user`, its pool wrapped for a transaction in SQL text.

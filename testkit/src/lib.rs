@@ -9,6 +9,7 @@
 
 pub mod engine;
 pub mod mariadb;
+pub mod proxy;
 
 use rand::distr::{Alphanumeric, SampleString};
 use router::directory::redis_pool;
