@@ -146,6 +146,8 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v3/allOrders", get(private::all_orders))
         .route("/api/v3/myTrades", get(private::my_trades))
         .route("/api/v3/account", get(private::account))
+        .route("/api/v3/account/commission", get(private::commission))
+        .route("/api/v3/rateLimit/order", get(private::rate_limit_order))
         .route(
             "/api/v3/userDataStream",
             post(userstream::create)

@@ -224,6 +224,32 @@ impl Limiter {
         ))
     }
 
+    /// `user`'s order counts `(in 10 s, today)`, without counting anything.
+    ///
+    /// # Errors
+    /// -1001 when Redis cannot be asked.
+    pub async fn order_usage(&self, user: u64, now_ms: u64) -> Result<(u64, u64), ApiError> {
+        let id = user.to_string();
+        let ws = [
+            Window {
+                scope: "o10s",
+                id: &id,
+                weight: 0,
+                limit: self.limits.orders_per_10s,
+                window_ms: 10_000,
+            },
+            Window {
+                scope: "o1d",
+                id: &id,
+                weight: 0,
+                limit: self.limits.orders_per_day,
+                window_ms: 86_400_000,
+            },
+        ];
+        let (_, per) = self.check(&ws, now_ms).await?;
+        Ok((per[0].0, per[1].0))
+    }
+
     /// Counts one order for `user`: `(orders in 10 s, orders today)`.
     ///
     /// # Errors
@@ -314,6 +340,8 @@ pub fn weight(method: &axum::http::Method, path: &str, query: &str) -> u64 {
         (_, "/api/v3/ticker/price" | "/api/v3/ticker/bookTicker") => one_or_all(2, 4),
         (_, "/api/v3/avgPrice") => 2,
         (&Method::GET, "/api/v3/order") => 4,
+        (_, "/api/v3/rateLimit/order") => 40,
+        (_, "/api/v3/account/commission") => 20,
         (&Method::GET, "/api/v3/openOrders") => one_or_all(6, 80),
         (&Method::DELETE, "/api/v3/openOrders") => 1,
         (_, "/api/v3/allOrders" | "/api/v3/myTrades" | "/api/v3/account") => 20,

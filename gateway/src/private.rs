@@ -638,3 +638,31 @@ pub async fn account(State(s): State<Shared>, r: Req) -> Answer {
         "uid": user.get(),
     })))
 }
+
+/// `GET /api/v3/rateLimit/order`: the caller's order counts against the order limits.
+pub async fn rate_limit_order(State(s): State<Shared>, r: Req) -> Answer {
+    let user = authenticate(&s, &r).await?;
+    let (ten_s, day) = s.limiter.order_usage(user.get(), s.now_ms()).await?;
+    let l = s.limiter.limits;
+    Ok(Json(json!([
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": l.orders_per_10s, "count": ten_s},
+        {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": l.orders_per_day, "count": day},
+    ])))
+}
+
+/// `GET /api/v3/account/commission` (`symbol`): the symbol's maker and taker rates.
+pub async fn commission(State(s): State<Shared>, r: Req) -> Answer {
+    let _user = authenticate(&s, &r).await?;
+    let symbol = r.params.symbol()?;
+    let spec = &listed(&s, &symbol)?.spec;
+    let rate = |ppm: u32| text(rust_decimal::Decimal::new(i64::from(ppm), 6));
+    Ok(Json(json!({
+        "symbol": symbol.as_str(),
+        "standardCommission": {
+            "maker": rate(spec.maker_fee_ppm), "taker": rate(spec.taker_fee_ppm), "buyer": "0", "seller": "0",
+        },
+        "specialCommission": {"maker": "0", "taker": "0", "buyer": "0", "seller": "0"},
+        "taxCommission": {"maker": "0", "taker": "0", "buyer": "0", "seller": "0"},
+        "discount": {"enabledForAccount": false, "enabledForSymbol": false, "discountAsset": "", "discount": "0"},
+    })))
+}

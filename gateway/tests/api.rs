@@ -433,6 +433,35 @@ async fn signed_requests_are_checked_like_binance_and_refusals_change_nothing() 
         testkit::balance(&gw.p.env, 1, "USDT").await,
         (testkit::amt("940"), testkit::amt("60"))
     );
+    // the symbol's commission rates, as configured
+    let (s, c) = gw
+        .signed(
+            Method::GET,
+            "/api/v3/account/commission",
+            &k1,
+            &[("symbol", "BTCUSDT")],
+            Style::Query,
+        )
+        .await;
+    let spec = &gw.p.symbols[&"BTCUSDT".parse().expect("symbol")].spec;
+    let rate = |ppm: u32| {
+        rust_decimal::Decimal::new(i64::from(ppm), 6)
+            .normalize()
+            .to_string()
+    };
+    assert_eq!(
+        (
+            s,
+            c["standardCommission"]["maker"].clone(),
+            c["standardCommission"]["taker"].clone()
+        ),
+        (
+            200,
+            json!(rate(spec.maker_fee_ppm)),
+            json!(rate(spec.taker_fee_ppm))
+        ),
+        "{c}"
+    );
     testkit::audits_hold(&gw.p.env).await;
     gw.close().await;
 }

@@ -112,6 +112,31 @@ async fn orders_are_limited_per_user_and_a_refused_order_is_not_placed() {
         testkit::balance(&gw.p.env, 1, "USDT").await,
         (testkit::amt("940"), testkit::amt("60"))
     );
+    // the caller's usage, without counting
+    let (s, usage) = gw
+        .signed(
+            Method::GET,
+            "/api/v3/rateLimit/order",
+            &k,
+            &[],
+            Style::Query,
+        )
+        .await;
+    assert_eq!(s, 200, "{usage}");
+    assert_eq!(
+        (
+            usage[0]["interval"].clone(),
+            usage[0]["limit"].clone(),
+            usage[0]["count"].clone()
+        ),
+        (
+            serde_json::json!("SECOND"),
+            serde_json::json!(3),
+            serde_json::json!(3)
+        ),
+        "{usage}"
+    );
+    assert_eq!(usage[1]["count"], 3, "{usage}");
     // another user has a budget of their own
     let k2 = gw.key(2).await;
     testkit::deposit(&gw.p.env, 2, "USDT", "100").await;
