@@ -48,15 +48,7 @@ use matcher::{Event, SymbolSpec};
 /// Trades kept in the recent-trades list.
 pub const RECENT_TRADES: isize = 100;
 
-/// Kline intervals: name and length in ms (UTC-aligned buckets).
-pub const INTERVALS: [(&str, u64); 6] = [
-    ("1m", 60_000),
-    ("5m", 300_000),
-    ("15m", 900_000),
-    ("1h", 3_600_000),
-    ("4h", 14_400_000),
-    ("1d", 86_400_000),
-];
+pub use router::marketdata::INTERVALS;
 
 const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 86_400_000;

@@ -23,15 +23,7 @@ use crate::error::{ApiError, Invalid};
 use crate::params::{parse_symbol, Params};
 use crate::{Req, Shared};
 
-/// Kline intervals kept by the market-data role, with their length in ms.
-pub const INTERVALS: [(&str, u64); 6] = [
-    ("1m", 60_000),
-    ("5m", 300_000),
-    ("15m", 900_000),
-    ("1h", 3_600_000),
-    ("4h", 14_400_000),
-    ("1d", 86_400_000),
-];
+pub use router::marketdata::INTERVALS;
 
 /// Order types every symbol takes.
 pub const ORDER_TYPES: [&str; 7] = [

@@ -13,6 +13,17 @@ use serde_json::json;
 use crate::keys::{Book, Keys};
 use crate::RouterError;
 
+/// Kline intervals the market-data role keeps: name and length in ms (UTC-aligned
+/// buckets). The writer (engine) and the readers (gateway) share this list.
+pub const INTERVALS: [(&str, u64); 6] = [
+    ("1m", 60_000),
+    ("5m", 300_000),
+    ("15m", 900_000),
+    ("1h", 3_600_000),
+    ("4h", 14_400_000),
+    ("1d", 86_400_000),
+];
+
 /// A candle: open, high, low, close, base volume, quote volume, trade count (exact).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candle {
