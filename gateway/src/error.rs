@@ -24,6 +24,9 @@ pub struct ApiError {
     /// Seconds for `Retry-After` (429 / 418).
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// Details some errors carry (`cancelReplace`'s results).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -34,6 +37,7 @@ impl ApiError {
             code,
             msg: msg.into(),
             retry_after: None,
+            data: None,
         }
     }
 

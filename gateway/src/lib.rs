@@ -139,6 +139,7 @@ pub fn app(state: Shared) -> Router {
                 .delete(private::cancel_order),
         )
         .route("/api/v3/order/test", post(private::test_order))
+        .route("/api/v3/order/cancelReplace", post(private::cancel_replace))
         .route(
             "/api/v3/openOrders",
             get(private::open_orders).delete(private::cancel_open_orders),

@@ -666,3 +666,86 @@ pub async fn commission(State(s): State<Shared>, r: Req) -> Answer {
         "discount": {"enabledForAccount": false, "enabledForSymbol": false, "discountAsset": "", "discount": "0"},
     })))
 }
+
+/// `POST /api/v3/order/cancelReplace`: cancels `cancelOrderId` /
+/// `cancelOrigClientOrderId` and places the new order the other parameters describe.
+/// `cancelReplaceMode` STOP_ON_FAILURE places nothing when the cancel fails;
+/// ALLOW_FAILURE places anyway. One part failing is -2021 (409), both -2022 (400),
+/// each with Binance's `data` (`cancelResult`, `newOrderResult`, the two responses).
+///
+/// The cancel is a request to the matcher, as everywhere here: the funds of the
+/// cancelled order are released when the matcher has removed it, so a new order that
+/// needs them may be refused as insufficient (-2021), where Binance swaps atomically.
+pub async fn cancel_replace(State(s): State<Shared>, r: Req) -> Answer {
+    let user = authenticate(&s, &r).await?;
+    let p = &r.params;
+    let symbol = p.symbol()?;
+    listed(&s, &symbol)?;
+    let stop_on_failure = match p.required("cancelReplaceMode")? {
+        "STOP_ON_FAILURE" => true,
+        "ALLOW_FAILURE" => false,
+        _ => return Err(ApiError::invalid(Invalid::Parameter)),
+    };
+    // `None`: an id that can name no order (not a snowflake): the cancel fails
+    let target = match (
+        p.order_id_opt("cancelOrderId"),
+        p.get("cancelOrigClientOrderId"),
+    ) {
+        (Ok(Some(id)), _) => Some(CancelTarget::Order(id)),
+        (Err(e), _) if e.code == -2013 => None,
+        (Err(e), _) => return Err(e),
+        (Ok(None), Some(cid)) => Some(CancelTarget::Client(cid.to_owned())),
+        (Ok(None), None) => return Err(ApiError::mandatory("cancelOrderId")),
+    };
+    // the new order's parameters first: a malformed one changes nothing
+    let (req, resp) = place_request(&s, user, p)?;
+    let err_json = |e: &ApiError| json!({"code": e.code, "msg": e.msg});
+    let cancel_id = p
+        .get("cancelNewClientOrderId")
+        .map_or_else(|| format!("cancel-{}", s.now_ms()), str::to_owned);
+    let cancelled = match target {
+        Some(t) => cancel_one(&s, user, symbol, t, &cancel_id).await,
+        None => Err(ApiError::cancel_rejected("Unknown order sent.")),
+    };
+    let (cancel_ok, cancel_resp) = match &cancelled {
+        Ok(v) => (true, v.clone()),
+        Err(e) => (false, err_json(e)),
+    };
+    let (placed_ok, placed_resp, new_result) = if !cancel_ok && stop_on_failure {
+        (false, Value::Null, "NOT_ATTEMPTED")
+    } else {
+        let limited = s.limiter.order(user.get(), s.now_ms()).await;
+        let placed = match limited {
+            Ok(_) => place(&s, user, req, resp).await,
+            Err(e) => Err(e),
+        };
+        match placed {
+            Ok(Json(v)) => (true, v, "SUCCESS"),
+            Err(e) => (false, err_json(&e), "FAILURE"),
+        }
+    };
+    let data = json!({
+        "cancelResult": if cancel_ok { "SUCCESS" } else { "FAILURE" },
+        "newOrderResult": new_result,
+        "cancelResponse": cancel_resp,
+        "newOrderResponse": placed_resp,
+    });
+    if cancel_ok && placed_ok {
+        return Ok(Json(data));
+    }
+    let mut e = if cancel_ok || placed_ok {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            -2021,
+            "Order cancel-replace partially failed.",
+        )
+    } else {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            -2022,
+            "Order cancel-replace failed.",
+        )
+    };
+    e.data = Some(data);
+    Err(e)
+}

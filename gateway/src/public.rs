@@ -114,7 +114,7 @@ pub fn symbol_info(c: &SymbolConfig) -> Value {
         "otoAllowed": false,
         "quoteOrderQtyMarketAllowed": true,
         "allowTrailingStop": false,
-        "cancelReplaceAllowed": false,
+        "cancelReplaceAllowed": true,
         "amendAllowed": false,
         "isSpotTradingAllowed": true,
         "isMarginTradingAllowed": false,

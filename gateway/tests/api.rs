@@ -466,6 +466,108 @@ async fn signed_requests_are_checked_like_binance_and_refusals_change_nothing() 
     gw.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_replace_swaps_an_order_and_reports_each_part() {
+    let gw = Gw::start("gwcr", 17, 1).await;
+    testkit::deposit(&gw.p.env, 1, "BTC", "1").await;
+    let k = gw.key(1).await;
+    let (s, first) = gw
+        .signed(
+            Method::POST,
+            "/api/v3/order",
+            &k,
+            &[
+                ("symbol", "BTCUSDT"),
+                ("side", "SELL"),
+                ("type", "LIMIT"),
+                ("timeInForce", "GTC"),
+                ("quantity", "0.5"),
+                ("price", "50000"),
+                ("newOrderRespType", "ACK"),
+            ],
+            Style::Body,
+        )
+        .await;
+    assert_eq!(s, 200, "{first}");
+    let first_id = first["orderId"].as_u64().expect("id").to_string();
+    let swap = |cancel_id: String, mode: &'static str, qty: &'static str| {
+        let (gw, k) = (&gw, k.clone());
+        async move {
+            gw.signed(
+                Method::POST,
+                "/api/v3/order/cancelReplace",
+                &k,
+                &[
+                    ("symbol", "BTCUSDT"),
+                    ("side", "SELL"),
+                    ("type", "LIMIT"),
+                    ("timeInForce", "GTC"),
+                    ("quantity", qty),
+                    ("price", "50010"),
+                    ("cancelReplaceMode", mode),
+                    ("cancelOrderId", &cancel_id),
+                    ("newOrderRespType", "ACK"),
+                ],
+                Style::Body,
+            )
+            .await
+        }
+    };
+    // both parts succeed
+    let (s, both) = swap(first_id.clone(), "STOP_ON_FAILURE", "0.3").await;
+    assert_eq!(s, 200, "{both}");
+    assert_eq!(
+        (&both["cancelResult"], &both["newOrderResult"]),
+        (&json!("SUCCESS"), &json!("SUCCESS"))
+    );
+    assert_eq!(
+        both["cancelResponse"]["orderId"]
+            .as_u64()
+            .map(|i| i.to_string()),
+        Some(first_id.clone())
+    );
+    assert!(
+        both["newOrderResponse"]["orderId"].as_u64().is_some(),
+        "{both}"
+    );
+    // the cancel fails: STOP_ON_FAILURE places nothing (-2022), ALLOW_FAILURE places (-2021)
+    let unknown = (first["orderId"].as_u64().expect("id") + 1).to_string();
+    let stop = swap(unknown.clone(), "STOP_ON_FAILURE", "0.01").await;
+    is_error(&stop, 400, -2022);
+    assert_eq!(stop.1["data"]["cancelResult"], "FAILURE", "{stop:?}");
+    assert_eq!(stop.1["data"]["newOrderResult"], "NOT_ATTEMPTED");
+    assert_eq!(stop.1["data"]["cancelResponse"]["code"], -2011);
+    let allow = swap(unknown.clone(), "ALLOW_FAILURE", "0.01").await;
+    is_error(&allow, 409, -2021);
+    assert_eq!(allow.1["data"]["newOrderResult"], "SUCCESS", "{allow:?}");
+    // both fail: the new order needs more than there is
+    let none = swap(unknown, "ALLOW_FAILURE", "10").await;
+    is_error(&none, 400, -2022);
+    assert_eq!(
+        none.1["data"]["newOrderResponse"]["code"], -2010,
+        "{none:?}"
+    );
+    // what was placed: the first (its cancel requested), 0.3 and 0.01 frozen besides
+    assert_eq!(
+        testkit::balance(&gw.p.env, 1, "BTC").await,
+        (testkit::amt("0.19"), testkit::amt("0.81"))
+    );
+    is_error(
+        &gw.signed(
+            Method::POST,
+            "/api/v3/order/cancelReplace",
+            &k,
+            &[("symbol", "BTCUSDT")],
+            Style::Body,
+        )
+        .await,
+        400,
+        -1102,
+    );
+    testkit::audits_hold(&gw.p.env).await;
+    gw.close().await;
+}
+
 async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(60);
     while !f().await {
