@@ -38,6 +38,10 @@ pub struct EngineSettings {
     /// Largest broker message the engine's producers send (`message.max.bytes`, at or
     /// below the broker's limit); matcher outputs and relay frames are split to fit.
     pub max_message_bytes: usize,
+    /// A fill batch that fails this many times in a row is parked (`parked_fills`)
+    /// instead of stopping its shard's settlement; later batches of its symbol on that
+    /// shard are parked behind it (see [`crate::parking`]).
+    pub park_after: u32,
 }
 
 impl Default for EngineSettings {
@@ -52,6 +56,7 @@ impl Default for EngineSettings {
             snapshot_every: 10_000,
             snapshot_every_s: 60,
             max_message_bytes: crate::bus::DEFAULT_MAX_MESSAGE_BYTES,
+            park_after: crate::parking::DEFAULT_PARK_AFTER,
         }
     }
 }
@@ -66,9 +71,14 @@ impl EngineSettings {
             .merge(Env::prefixed("EXCHANGE_ENGINE__"))
             .extract()
             .map_err(|e| RouterError::Config(format!("engine settings: {e}")))?;
-        if s.relay_batch == 0 || s.orders_partitions < 1 || s.snapshot_every == 0 {
+        if s.relay_batch == 0
+            || s.orders_partitions < 1
+            || s.snapshot_every == 0
+            || s.park_after == 0
+        {
             return Err(RouterError::Config(
-                "relay_batch, orders_partitions and snapshot_every must be positive".into(),
+                "relay_batch, orders_partitions, snapshot_every and park_after must be positive"
+                    .into(),
             ));
         }
         if !(MIN_MESSAGE_BYTES..=1_000_000_000).contains(&s.max_message_bytes) {

@@ -9,6 +9,8 @@
 //! * [`service`] — the Kafka loops: matching service, per-shard settlers, market data;
 //! * [`settle`] — settlement of matcher events on one shard (netted, idempotent by a
 //!   per-symbol `seq` mark in the same transaction);
+//! * [`parking`] — fill batches that keep failing parked per shard, their symbol held
+//!   behind them, retried on request;
 //! * [`market`] — market data in Redis (depth, recent trades, last price, klines, ticker);
 //! * [`metrics`] — counters and the `/metrics`, `/health`, `/ready` endpoint;
 //! * [`roles`] — what `engine run` starts, one task per role.
@@ -20,6 +22,7 @@ pub mod bus;
 pub mod config;
 pub mod market;
 pub mod metrics;
+pub mod parking;
 pub mod relay;
 pub mod roles;
 pub mod service;

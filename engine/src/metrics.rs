@@ -28,6 +28,11 @@ pub struct Metrics {
     pub events_skipped: AtomicU64,
     /// Settlement attempts that failed (and were retried).
     pub settle_errors: AtomicU64,
+    /// Fill batches parked (failed too often, or queued behind a parked batch of their
+    /// symbol).
+    pub batches_parked: AtomicU64,
+    /// Parked batches applied by a retry (`shardctl fills retry`).
+    pub parked_applied: AtomicU64,
     /// Private-event publishes that failed (events lost for live subscribers only).
     pub publish_errors: AtomicU64,
     /// TCC transfers finished by the recovery loop.
@@ -36,6 +41,19 @@ pub struct Metrics {
     pub ready: AtomicU64,
     /// Health of each supervised role, by name (`matcher`, `settler-2`, …).
     roles: std::sync::Mutex<std::collections::BTreeMap<String, RoleHealth>>,
+    /// Parked fill batches, by shard (as each settler last found them).
+    parked: std::sync::Mutex<std::collections::BTreeMap<u16, ParkedHealth>>,
+}
+
+/// A shard's parked fill batches, as its settler reports them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ParkedHealth {
+    /// Batches parked on the shard.
+    pub batches: u64,
+    /// Their symbols.
+    pub symbols: Vec<String>,
+    /// The oldest failure: seq range, attempts and error.
+    pub first_failure: Option<String>,
 }
 
 /// One supervised role's state.
@@ -86,13 +104,32 @@ impl Metrics {
         self.with_roles(|r| r.entry(role.to_owned()).or_default().restarts += 1);
     }
 
+    /// Records shard `shard`'s parked batches (a settler calls it at start and after
+    /// every change).
+    pub fn set_parked(&self, shard: u16, health: ParkedHealth) {
+        let mut g = self
+            .parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.insert(shard, health);
+    }
+
+    /// Every shard's parked batches, as reported.
+    pub fn parked(&self) -> std::collections::BTreeMap<u16, ParkedHealth> {
+        self.parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Every role's health, by name.
     pub fn roles(&self) -> std::collections::BTreeMap<String, RoleHealth> {
         self.with_roles(|r| r.clone())
     }
 
-    /// `Ok` when the process has started every role and none is down; otherwise the
-    /// text `/ready` answers with.
+    /// `Ok` when the process has started every role, none is down and no settler has a
+    /// parked fill batch; otherwise the text `/ready` answers with (one line per role
+    /// down, one per shard with parked batches).
     pub fn readiness(&self) -> Result<(), String> {
         if self.ready.load(Ordering::Relaxed) != 1 {
             return Err("starting\n".into());
@@ -108,6 +145,22 @@ impl Metrics {
                 )
             })
             .collect();
+        let parked: String = self
+            .parked()
+            .into_iter()
+            .filter(|(_, p)| p.batches > 0)
+            .map(|(shard, p)| {
+                format!(
+                    "parked: settler-{shard}: {} fill batch(es) of {} held back, their \
+                     settlement stopped ({}); see `shardctl fills parked`, fix the cause, \
+                     then `shardctl fills retry --shard {shard}`\n",
+                    p.batches,
+                    p.symbols.join(", "),
+                    p.first_failure.as_deref().unwrap_or("queued")
+                )
+            })
+            .collect();
+        let down = down + &parked;
         if down.is_empty() {
             Ok(())
         } else {
@@ -117,7 +170,7 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64); 11] = [
+        let rows: [(&str, &str, &AtomicU64); 13] = [
             (
                 "exchange_tcc_recovered_total",
                 "transfers finished by the recovery loop",
@@ -169,6 +222,16 @@ impl Metrics {
                 &self.settle_errors,
             ),
             (
+                "exchange_settler_parked_total",
+                "fill batches parked (failed too often, or behind a parked batch)",
+                &self.batches_parked,
+            ),
+            (
+                "exchange_settler_parked_applied_total",
+                "parked fill batches applied by a retry",
+                &self.parked_applied,
+            ),
+            (
                 "exchange_started",
                 "1 once every role was started",
                 &self.ready,
@@ -186,10 +249,20 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             ));
         }
+        let parked = self.parked();
+        out.push_str(
+            "# HELP exchange_settler_parked_batches fill batches parked on the shard now\n# TYPE exchange_settler_parked_batches gauge\n",
+        );
+        for (shard, p) in &parked {
+            out.push_str(&format!(
+                "exchange_settler_parked_batches{{shard=\"{shard}\"}} {}\n",
+                p.batches
+            ));
+        }
         let roles = self.roles();
         let ready = u8::from(self.readiness().is_ok());
         out.push_str(&format!(
-            "# HELP exchange_ready 1 when every role runs\n# TYPE exchange_ready gauge\nexchange_ready {ready}\n"
+            "# HELP exchange_ready 1 when every role runs and no fill batch is parked\n# TYPE exchange_ready gauge\nexchange_ready {ready}\n"
         ));
         out.push_str(
             "# HELP exchange_role_up 1 while the role runs\n# TYPE exchange_role_up gauge\n",

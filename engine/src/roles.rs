@@ -23,8 +23,9 @@ use trading::placement::load_symbols;
 use crate::bus::{ensure_topic, ensure_topic_with, producer};
 use crate::config::EngineSettings;
 use crate::metrics::{serve, Metrics};
+use crate::parking::ParkPolicy;
 use crate::relay::Relay;
-use crate::service::{run_matching, run_settler, MatchingCore, SnapshotStore};
+use crate::service::{run_matching, run_settler_with, MatchingCore, SnapshotStore};
 use crate::settle::Settler;
 
 /// A role of the engine process.
@@ -266,6 +267,7 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
             )
             .with_user_stream(user_stream.clone());
             let (b, t, m) = (es.bus("settler"), topics.clone(), metrics.clone());
+            let policy = ParkPolicy::after(es.park_after);
             let group = format!("{}settler-{}", topics.prefix, shard.get());
             tasks.push(sup(
                 format!("settler-{}", shard.get()),
@@ -278,7 +280,7 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
                         settler.clone(),
                     );
                     Box::pin(async move {
-                        run_settler(&b, &t, &g, settler, shard, m, s)
+                        run_settler_with(&b, &t, &g, settler, shard, m, policy, s)
                             .await
                             .map_err(|e| e.to_string())
                     })

@@ -18,7 +18,9 @@
 //!
 //! **Settling**: one consumer per shard, assigned to its `fills` partition; each batch is
 //! applied in one DB transaction ([`Settler::apply`]), then the offset is committed as a
-//! hint (the real checkpoint is `applied_seq`, written with the money).
+//! hint (the real checkpoint is `applied_seq`, written with the money). A batch that
+//! keeps failing is parked, with its symbol's later batches behind it
+//! ([`crate::parking`]).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU16;
@@ -32,14 +34,16 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::bus::{consumer, producer, BusError, BusSettings};
 use crate::metrics::Metrics;
+use crate::parking::{seq_range, ParkPolicy, Parking};
 use crate::relay::unframe;
-use crate::settle::{shards_of, FillBatch, SettleError, Settler, FILLS_TOPIC};
+use crate::settle::{shards_of, Applied, FillBatch, SettleError, Settler, FILLS_TOPIC};
 use matcher::wire::{OrderInput, ORDERS_TOPIC};
 use matcher::{Command, Event, Matcher, SnapshotError, SymbolSpec};
+use trading::parked::ParkState;
 
 /// Topic of market events (trades and book deltas), keyed by symbol.
 pub const MARKET_TOPIC: &str = "market";
@@ -53,7 +57,8 @@ pub enum ServiceError {
     /// A publish was not acknowledged.
     #[error("publish: {0}")]
     Publish(String),
-    /// Settlement failed (the batch will be retried).
+    /// Settlement failed (the batch is retried, then parked), or the shard's parked
+    /// batches could not be read or written (the role restarts).
     #[error(transparent)]
     Settle(#[from] SettleError),
     /// A snapshot could not be read, restored or written.
@@ -479,10 +484,11 @@ pub async fn run_matching(
     }
 }
 
-/// Runs one shard's settler until `stop` turns true.
+/// Runs one shard's settler until `stop` turns true, parking a batch after the default
+/// number of failures ([`run_settler_with`], [`ParkPolicy::default`]).
 ///
 /// # Errors
-/// Kafka failures; settlement errors after retries are logged and retried.
+/// Kafka failures, or the parked batches cannot be read at start.
 pub async fn run_settler(
     bus: &BusSettings,
     topics: &Topics,
@@ -490,8 +496,44 @@ pub async fn run_settler(
     settler: Settler,
     shard: ShardId,
     metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
+    run_settler_with(
+        bus,
+        topics,
+        group,
+        settler,
+        shard,
+        metrics,
+        ParkPolicy::default(),
+        stop,
+    )
+    .await
+}
+
+/// Runs one shard's settler until `stop` turns true. Each batch is applied in one
+/// transaction and then the offset is committed (a hint). A batch that fails is
+/// retried with backoff; after `policy.after` failures in a row it is parked, and while
+/// its symbol has a parked batch every later batch of that symbol is parked behind it
+/// ([`crate::parking`]); retries asked for with `shardctl fills retry` are served
+/// between batches.
+///
+/// # Errors
+/// Kafka failures, or the parked batches cannot be read or written (the supervisor
+/// restarts the role, which loads them again before it applies anything).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_settler_with(
+    bus: &BusSettings,
+    topics: &Topics,
+    group: &str,
+    settler: Settler,
+    shard: ShardId,
+    metrics: Arc<Metrics>,
+    policy: ParkPolicy,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
+    // what is parked first: a batch of a held symbol must never be applied
+    let mut parking = Parking::load(&settler, metrics.clone()).await?;
     let c: StreamConsumer = consumer(bus, group)?;
     let mut tpl = TopicPartitionList::new();
     let committed = c.committed(Duration::from_secs(10)).ok().and_then(|l| {
@@ -505,9 +547,15 @@ pub async fn run_settler(
     tpl.add_partition_offset(&topics.fills(), i32::from(shard.get()), start)
         .map_err(BusError::from)?;
     c.assign(&tpl).map_err(BusError::from)?;
+    let mut poll = tokio::time::interval(policy.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let m = tokio::select! {
             m = c.recv() => m,
+            _ = poll.tick(), if !parking.is_empty() => {
+                parking.serve_retries(&settler).await?;
+                continue;
+            }
             _ = stop.changed() => return Ok(()),
         };
         let m = match m {
@@ -517,44 +565,137 @@ pub async fn run_settler(
                 continue;
             }
         };
-        let Some(batch) = m.payload().and_then(|p| FillBatch::decode(p).ok()) else {
+        let bytes = m.payload().unwrap_or_default();
+        let Ok(batch) = FillBatch::decode(bytes) else {
             warn!(offset = m.offset(), "undecodable fill batch");
             continue;
         };
-        // retry until it applies: a batch is never skipped
-        let mut delay = Duration::from_millis(10);
-        loop {
-            match settler.apply(&batch).await {
-                Ok(a) => {
-                    // after the commit: private events for the user stream (best effort)
-                    if let Some(us) = settler.user_stream() {
-                        if let Err(e) = us.publish(&a.user_events).await {
-                            Metrics::add(&metrics.publish_errors, 1);
-                            warn!(error = %e, "user stream publish failed");
-                        }
-                    }
-                    Metrics::add(&metrics.batches_settled, 1);
-                    Metrics::add(
-                        &metrics.events_settled,
-                        u64::try_from(a.applied).unwrap_or(0),
-                    );
-                    Metrics::add(
-                        &metrics.events_skipped,
-                        u64::try_from(a.skipped).unwrap_or(0),
-                    );
-                    break;
-                }
-                Err(e) => {
-                    Metrics::add(&metrics.settle_errors, 1);
-                    warn!(error = %e, shard = shard.get(), "settlement failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        let done = settle_or_park(
+            &settler,
+            &mut parking,
+            &metrics,
+            policy,
+            &batch,
+            bytes,
+            m.offset(),
+            &mut stop,
+        )
+        .await;
+        if !done {
+            // asked to stop before the batch was applied or parked: it is redelivered
+            return Ok(());
         }
         if let Err(e) = c.commit_message(&m, CommitMode::Async) {
             debug!(error = %e, "offset commit (a hint) failed");
         }
+    }
+}
+
+/// What follows a committed batch: its private events on the user stream (best
+/// effort) and the counters.
+pub(crate) async fn after_settled(settler: &Settler, metrics: &Metrics, a: &Applied) {
+    if let Some(us) = settler.user_stream() {
+        if let Err(e) = us.publish(&a.user_events).await {
+            Metrics::add(&metrics.publish_errors, 1);
+            warn!(error = %e, "user stream publish failed");
+        }
+    }
+    Metrics::add(&metrics.batches_settled, 1);
+    Metrics::add(
+        &metrics.events_settled,
+        u64::try_from(a.applied).unwrap_or(0),
+    );
+    Metrics::add(
+        &metrics.events_skipped,
+        u64::try_from(a.skipped).unwrap_or(0),
+    );
+}
+
+/// Applies `batch`, or parks it: behind a parked batch of its symbol at once, or after
+/// `policy.after` failures in a row. Never moves on before one of them is durable.
+/// `false` when `stop` came first (nothing of it was done).
+#[allow(clippy::too_many_arguments)]
+async fn settle_or_park(
+    settler: &Settler,
+    parking: &mut Parking,
+    metrics: &Metrics,
+    policy: ParkPolicy,
+    batch: &FillBatch,
+    bytes: &[u8],
+    offset: i64,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let shard = settler.shard().get();
+    let symbol = batch.symbol;
+    let mut delay = Duration::from_millis(10);
+    let mut failures = 0u32;
+    loop {
+        if parking.holds(symbol.as_str()) {
+            if parking.covers(batch) {
+                debug!(shard, %symbol, "redelivery of a parked fill batch: already parked");
+                return true;
+            }
+            let why = parking.behind(symbol.as_str());
+            match parking
+                .park(batch, bytes, Some(offset), ParkState::Queued, 0, &why)
+                .await
+            {
+                Ok(id) => {
+                    let (first, last) = seq_range(batch);
+                    warn!(shard, %symbol, id, seqs = %format!("{first}..{last}"), "fill batch parked: {why}");
+                    return true;
+                }
+                Err(e) => {
+                    warn!(shard, %symbol, error = %e, "parking a fill batch failed; retrying")
+                }
+            }
+        } else {
+            match settler.apply(batch).await {
+                Ok(a) => {
+                    after_settled(settler, metrics, &a).await;
+                    return true;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    Metrics::add(&metrics.settle_errors, 1);
+                    if failures < policy.after {
+                        warn!(error = %e, shard, %symbol, failures, park_after = policy.after, "settlement failed; retrying");
+                    } else {
+                        let why = e.to_string();
+                        match parking
+                            .park(
+                                batch,
+                                bytes,
+                                Some(offset),
+                                ParkState::Failed,
+                                failures,
+                                &why,
+                            )
+                            .await
+                        {
+                            Ok(id) => {
+                                let (first, last) = seq_range(batch);
+                                error!(
+                                    shard, %symbol, id, failures, error = %why,
+                                    seqs = %format!("{first}..{last}"),
+                                    "fill batch parked: its symbol's later batches on this shard are held behind it \
+                                     (shardctl fills parked; fix the cause, then shardctl fills retry)"
+                                );
+                                return true;
+                            }
+                            Err(pe) => {
+                                warn!(error = %e, park_error = %pe, shard, %symbol, "settlement failed and parking failed too; retrying")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return false,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -409,6 +409,16 @@ impl Settler {
         self.user_stream.as_ref()
     }
 
+    /// The shard it settles.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// The shard's pool (where parked batches are kept too: [`crate::parking`]).
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
     fn mine(&self, user: UserId) -> bool {
         user.shard(self.count) == self.shard
     }

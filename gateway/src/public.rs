@@ -197,12 +197,17 @@ pub async fn depth(State(s): State<Shared>, r: Req) -> Answer {
     })))
 }
 
+/// A stored decimal text without trailing zeros, as every answer writes amounts.
+fn norm(v: &str) -> String {
+    v.parse::<Decimal>().map_or_else(|_| v.to_owned(), text)
+}
+
 fn trade_json(t: &RecentTrade) -> Value {
     json!({
         "id": t.id,
-        "price": t.price,
-        "qty": t.qty,
-        "quoteQty": t.quote_qty,
+        "price": norm(&t.price),
+        "qty": norm(&t.qty),
+        "quoteQty": norm(&t.quote_qty),
         "time": t.time,
         "isBuyerMaker": t.is_buyer_maker,
         "isBestMatch": true,
@@ -264,7 +269,7 @@ pub async fn agg_trades(State(s): State<Shared>, r: Req) -> Answer {
         t.iter()
             .map(|t| {
                 json!({
-                    "a": t.id, "p": t.price, "q": t.qty, "f": t.id, "l": t.id,
+                    "a": t.id, "p": norm(&t.price), "q": norm(&t.qty), "f": t.id, "l": t.id,
                     "T": t.time, "m": t.is_buyer_maker, "M": true,
                 })
             })

@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use router::{snowflake, Month, RouterError, TableKind, TableRouter};
 use testkit::{tables, TestEnv};
 
-const SHARD_TABLES: [&str; 17] = [
+const SHARD_TABLES: [&str; 18] = [
     "_sqlx_migrations",
     "account_balances",
     "account_transactions",
@@ -15,6 +15,7 @@ const SHARD_TABLES: [&str; 17] = [
     "outbox",
     "outbox_relay",
     "outbox_seq",
+    "parked_fills",
     "positions",
     "tcc_branches",
     "trades_template",

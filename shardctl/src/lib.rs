@@ -95,6 +95,29 @@ enum Command {
         #[command(subcommand)]
         action: WithdrawAction,
     },
+    /// Fill batches a settler parked (failed too often, or held behind one of their
+    /// symbol): list them, retry them once the cause is fixed.
+    Fills {
+        #[command(subcommand)]
+        action: FillsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FillsAction {
+    /// Every parked batch, every shard, oldest first (`--json`: one object per line).
+    Parked,
+    /// Ask the settler of each shard (or `--shard N`) to apply its parked batches again,
+    /// oldest first per symbol, removing each once applied; waits for its answer.
+    /// Exit 1 when a batch failed again or no settler answered within the wait (the
+    /// request stays and is served when the shard's settler runs).
+    Retry {
+        #[arg(long)]
+        shard: Option<u16>,
+        /// Seconds to wait for the settlers' answer.
+        #[arg(long, default_value_t = 60)]
+        wait_s: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -347,6 +370,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         Command::Tcc { action } => tcc(&settings, action, json).await,
         Command::Chain { action } => chain(&settings, action, json).await,
         Command::Withdraw { action } => withdraw(&settings, action, json).await,
+        Command::Fills { action } => fills(&settings, action, json).await,
         Command::Audit => audit(&settings, json).await,
         Command::User {
             action: UserAction::Add { emails },
@@ -1013,6 +1037,9 @@ struct ShardStatus {
     replication_lag: Option<String>,
     /// The configured replica (`null`: none).
     replica: Option<ReplicaInfo>,
+    /// Fill batches parked on the shard, oldest first (`null`: unknown); any makes
+    /// `ok` false.
+    parked_fills: Option<Vec<trading::parked::ParkedBatch>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -1123,6 +1150,7 @@ async fn status(settings: &Settings, json: bool) -> Result<bool> {
                 .and_then(|n| i64::try_from(n).ok()),
             replication_lag: lag,
             replica,
+            parked_fills: trading::parked::list(pool).await.ok(),
         });
     }
     let tcc = ledger::tcc::Tcc::new(
@@ -1166,6 +1194,9 @@ async fn status(settings: &Settings, json: bool) -> Result<bool> {
             && shards
                 .iter()
                 .all(|s| s.replica.as_ref().is_none_or(ReplicaInfo::healthy))
+            && shards
+                .iter()
+                .all(|s| s.parked_fills.as_ref().is_none_or(Vec::is_empty))
             && redis.state == State::Up,
         meta,
         shards,
@@ -1188,18 +1219,44 @@ impl StatusReport {
         }
         println!();
         println!(
-            "{:<6} {:>13} {:>22} {:>16}",
-            "place", "relay_backlog", "withdrawals_reviewing", "replication_lag"
+            "{:<6} {:>13} {:>22} {:>16} {:>12}",
+            "place", "relay_backlog", "withdrawals_reviewing", "replication_lag", "parked_fills"
         );
         let show = |v: Option<i64>| v.map_or_else(|| "?".to_owned(), |n| n.to_string());
         for s in &self.shards {
             println!(
-                "{:<6} {:>13} {:>22} {:>16}",
+                "{:<6} {:>13} {:>22} {:>16} {:>12}",
                 s.db.place,
                 show(s.relay_backlog),
                 show(s.withdrawals_reviewing),
-                s.replication_lag.as_deref().unwrap_or("no replica")
+                s.replication_lag.as_deref().unwrap_or("no replica"),
+                s.parked_fills
+                    .as_ref()
+                    .map_or_else(|| "?".to_owned(), |p| p.len().to_string())
             );
+        }
+        for s in &self.shards {
+            let Some(parked) = s.parked_fills.as_ref().filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let mut symbols: Vec<&str> = parked.iter().map(|b| b.symbol.as_str()).collect();
+            symbols.sort_unstable();
+            symbols.dedup();
+            println!(
+                "PARKED {}: {} fill batches of {} held back (their settlement stopped): shardctl fills parked",
+                s.db.place,
+                parked.len(),
+                symbols.join(", ")
+            );
+            if let Some(b) = parked
+                .iter()
+                .find(|b| b.state == trading::parked::ParkState::Failed)
+            {
+                println!(
+                    "       oldest failure: {} seqs {}..{}, {} attempts: {}",
+                    b.symbol, b.first_seq, b.last_seq, b.attempts, b.last_error
+                );
+            }
         }
         match (self.tcc.unfinished, self.tcc.stuck) {
             (Some(all), Some(stuck)) => println!(
@@ -1507,6 +1564,145 @@ async fn chain(settings: &Settings, action: ChainAction, json: bool) -> Result<b
             Ok(true)
         }
         Err(e) => refused(e),
+    }
+}
+
+/// A parked batch with its shard (`fills parked`, `fills retry`).
+#[derive(Debug, Serialize)]
+struct ShardParked<'a> {
+    shard: ShardId,
+    #[serde(flatten)]
+    batch: &'a trading::parked::ParkedBatch,
+}
+
+fn print_parked_header() {
+    println!(
+        "{:<5} {:>6} {:<8} {:<7} {:>21} {:>6} {:>8} {:<23} last error",
+        "shard", "id", "symbol", "state", "seqs", "events", "attempts", "parked (UTC)"
+    );
+}
+
+fn print_parked(p: &ShardParked<'_>) {
+    let b = p.batch;
+    println!(
+        "{:<5} {:>6} {:<8} {:<7} {:>21} {:>6} {:>8} {:<23} {}",
+        p.shard.get(),
+        b.id,
+        b.symbol,
+        match b.state {
+            trading::parked::ParkState::Failed => "failed",
+            trading::parked::ParkState::Queued => "queued",
+        },
+        format!("{}..{}", b.first_seq, b.last_seq),
+        b.events,
+        b.attempts,
+        b.parked_at,
+        b.last_error
+    );
+}
+
+async fn fills(settings: &Settings, action: FillsAction, json: bool) -> Result<bool> {
+    let map = ShardMap::connect_lazy(settings)?;
+    match action {
+        FillsAction::Parked => {
+            if !json {
+                print_parked_header();
+            }
+            let mut n = 0usize;
+            for (shard, pool) in map.iter() {
+                let parked = trading::parked::list(pool)
+                    .await
+                    .with_context(|| format!("parked fill batches on shard {shard}"))?;
+                n += parked.len();
+                for batch in &parked {
+                    emit(json, &ShardParked { shard, batch }, print_parked)?;
+                }
+            }
+            if !json {
+                println!("{n} parked");
+            }
+            Ok(true)
+        }
+        FillsAction::Retry { shard, wait_s } => {
+            #[derive(Serialize)]
+            struct Retried<'a> {
+                shard: ShardId,
+                /// Batches parked when the retry was asked for.
+                requested: u64,
+                /// Still parked (a failure stopped them, or no answer yet).
+                remaining: usize,
+                /// The settler answered within the wait.
+                answered: bool,
+                /// What is still parked.
+                batches: &'a [trading::parked::ParkedBatch],
+            }
+            let shards: Vec<ShardId> = match shard {
+                Some(n) => {
+                    let id = ShardId::new(n);
+                    map.pool(id)?;
+                    vec![id]
+                }
+                None => map.iter().map(|(s, _)| s).collect(),
+            };
+            let mut ok = true;
+            for id in shards {
+                let pool = map.pool(id)?;
+                if trading::parked::count(pool).await? == 0 {
+                    emit(
+                        json,
+                        &Retried {
+                            shard: id,
+                            requested: 0,
+                            remaining: 0,
+                            answered: true,
+                            batches: &[],
+                        },
+                        |r| println!("shard {}: nothing parked", r.shard),
+                    )?;
+                    continue;
+                }
+                let out = trading::parked::retry(pool, Duration::from_secs(wait_s))
+                    .await
+                    .with_context(|| format!("retrying parked fill batches on shard {id}"))?;
+                ok &= out.applied_all();
+                emit(
+                    json,
+                    &Retried {
+                        shard: id,
+                        requested: out.requested,
+                        remaining: out.remaining.len(),
+                        answered: out.answered,
+                        batches: &out.remaining,
+                    },
+                    |r| {
+                        if r.remaining == 0 {
+                            println!("shard {}: {} parked batches applied", r.shard, r.requested);
+                        } else if r.answered {
+                            println!(
+                                "shard {}: {} of {} still parked (a batch failed again):",
+                                r.shard, r.remaining, r.requested
+                            );
+                        } else {
+                            println!(
+                                "shard {}: no answer within {wait_s} s; {} still parked and the retry stays asked for \
+                                 (is the engine's settler for shard {} running?)",
+                                r.shard, r.remaining, r.shard
+                            );
+                        }
+                        if r.remaining > 0 {
+                            print_parked_header();
+                            for batch in r.batches {
+                                print_parked(&ShardParked {
+                                    shard: r.shard,
+                                    batch,
+                                });
+                            }
+                        }
+                    },
+                )?;
+            }
+            Ok(ok)
+        }
     }
 }
 
