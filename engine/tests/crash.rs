@@ -16,7 +16,7 @@ use chrono::Utc;
 use common::amt;
 use common::EngineProcess;
 use domain::{Amount, OrderType, Price, Qty, Side, Symbol, TimeInForce, UserId};
-use ledger::audit::{conservation, frozen_vs_open_orders, trade_halves};
+use ledger::audit::{conservation, frozen_vs_open_orders, ledger_replay, trade_halves};
 use matcher::StpMode;
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
@@ -301,6 +301,11 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
         here.buy, here.sell,
         "every trade settled on both sides exactly once"
     );
+    // 5. every ledger replays to its balance, row by row (nothing applied twice or
+    //    lost between a balance and its ledger rows across the kills)
+    let replay = ledger_replay(&env.map).await.expect("ledger replay");
+    assert!(replay.holds(), "ledger replay: {replay:#?}");
+    assert!(replay.rows > 100, "{replay:?}");
     drop(roles);
     env.drop_all().await;
 }

@@ -422,5 +422,10 @@ async fn users_on_four_shards_trade_and_every_unit_is_accounted_for() {
     );
     assert_eq!(conservation(&p.env.map).await.expect("audit"), audit);
     assert_eq!(audit["USDT"].balances, amt("15000"));
+    // every user's ledger (and each shard's fee account's) replays to its balance
+    let replay = ledger::audit::ledger_replay(&p.env.map)
+        .await
+        .expect("ledger replay");
+    assert!(replay.holds(), "ledger replay: {replay:#?}");
     p.env.drop_all().await;
 }

@@ -123,6 +123,11 @@ pub async fn all_of(
 /// Moves `amount` from available to frozen on the user's shard with the optimistic
 /// lock, retrying up to `max_retries` times when another writer got there first.
 ///
+/// A primitive on its own connection that writes **no ledger row** (nothing refers to
+/// the hold): no writer of the exchange calls it (they call [`freeze_on`] inside the
+/// transaction that writes the `freeze` row), and a balance changed by it alone is
+/// reported by [`crate::audit::ledger_replay`].
+///
 /// # Errors
 /// [`RouterError::InvalidInput`] for a non-positive amount; `Conflict`-style
 /// exhaustion is reported as [`RouterError::Busy`]; database errors.
@@ -360,7 +365,9 @@ pub mod text {
         pub user: u64,
         /// The asset.
         pub asset: Asset,
-        /// `freeze`, `unfreeze`, `trade`, `fee`, `deposit`, `transfer_out`, ….
+        /// `freeze`, `unfreeze`, `trade`, `fee`, `deposit`, `withdraw`, `transfer`
+        /// (the column's ENUM; how each one moves available and frozen:
+        /// [`crate::audit::ledger_replay`]).
         pub kind: &'a str,
         /// The signed change this row records.
         pub amount: Amount,

@@ -4,7 +4,8 @@
 //!   and the SQL text every batched writer (placement, settlement) splices in;
 //! * [`funding`] — deposits (confirmations, credited once) and withdrawals with review;
 //! * [`tcc`] — internal transfers, across shards by TCC, with recovery;
-//! * [`audit`] — the money audits (conservation, frozen vs what holds it, trade halves).
+//! * [`audit`] — the money audits (conservation, frozen vs what holds it, trade halves,
+//!   every ledger replayed against its balance).
 //!
 //! Every change of a balance goes through this crate, with its ledger row in the same
 //! local transaction.

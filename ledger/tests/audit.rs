@@ -1,21 +1,32 @@
 //! The money audits against the real shards: frozen balances vs open orders and
-//! withdrawals, trade halves, and `shardctl audit` (exit code) on top of them. Each
-//! test builds a small clean state (deposits, a freeze held by an open order, one held
-//! by a pending withdrawal, a trade with its halves on two shards), checks that every
-//! audit passes, plants one defect and checks that exactly it is reported.
+//! withdrawals, trade halves, the ledger replay, and `shardctl audit` (exit code) on
+//! top of them. Each test builds a small clean state (deposits, a freeze held by an
+//! open order, one held by a pending withdrawal, each with its ledger row, a trade
+//! with its halves on two shards), checks that every audit passes, plants one defect
+//! and checks that exactly it is reported. The replay is also run over what the real
+//! writers leave: deposits, transfers, withdrawals, placements and settled trades.
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU16;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::Utc;
-use domain::{Amount, Asset, ShardId, UserId};
+use domain::{Amount, Asset, OrderType, ShardId, Side, Symbol, UserId};
+use engine::settle::{shards_of, FillBatch, Settler};
 use ledger::audit::{
-    conservation, frozen_vs_open_orders, trade_halves, BadOrderHold, FrozenMismatch, HalfProblem,
-    MisplacedHalf, OrderHoldProblem,
+    conservation, frozen_vs_open_orders, ledger_replay, replay_on_shard, trade_halves,
+    BadLedgerRow, BadOrderHold, FrozenMismatch, HalfProblem, LedgerMismatch, LedgerRowProblem,
+    MisplacedHalf, OrderHoldProblem, REPLAY_PAGE_ROWS,
 };
-use ledger::balances::{credit_deposit, freeze, Freeze};
-use router::{Month, TableKind, TableRouter};
+use ledger::balances::{credit_deposit, freeze_on, ledger_on, Freeze};
+use ledger::funding;
+use ledger::tcc::{BranchResult, Leg, Tcc};
+use matcher::wire::OrderInput;
+use matcher::{Command, Event, Matcher, SymbolSpec};
+use router::{Month, Snowflake, TableKind, TableRouter};
 use testkit::TestEnv;
 
 const BUYER: u64 = 1;
@@ -116,6 +127,41 @@ async fn insert_half_on(
     .expect("insert trade half");
 }
 
+/// Freezes `amount` of `user`'s `asset` with its `freeze` ledger row (referring to
+/// `ref_type` `ref_id`) in one transaction, as placement and withdrawals do.
+async fn freeze_with_row(
+    env: &TestEnv,
+    user: u64,
+    asset: &Asset,
+    amount: &str,
+    ref_type: &str,
+    ref_id: u64,
+) {
+    let u = uid(user);
+    let shard = env.map.shard_of(u).get();
+    let mut tx = env.map.pool_for(u).begin().await.expect("begin");
+    let out = freeze_on(&mut tx, shard, u, asset, amt(amount), 3)
+        .await
+        .expect("freeze");
+    let Freeze::Done(after) = out else {
+        panic!("{out:?}")
+    };
+    ledger_on(
+        &mut tx,
+        shard,
+        u,
+        asset,
+        "freeze",
+        -amt(amount),
+        after.available,
+        ref_type,
+        ref_id,
+    )
+    .await
+    .expect("ledger row");
+    tx.commit().await.expect("commit");
+}
+
 async fn exec(env: &TestEnv, user: u64, sql: &str) {
     sqlx::query(sql)
         .execute(env.map.pool_for(uid(user)))
@@ -163,10 +209,7 @@ async fn clean_state(name: &str) -> (TestEnv, Tables) {
         .await
         .expect("deposit");
 
-    let out = freeze(&env.map, uid(BUYER), &usdt, amt("100"), 3)
-        .await
-        .expect("freeze");
-    assert!(matches!(out, Freeze::Done(_)), "{out:?}");
+    freeze_with_row(&env, BUYER, &usdt, "100", "order", 101).await;
     insert_order(
         &env,
         &tables.orders,
@@ -190,10 +233,7 @@ async fn clean_state(name: &str) -> (TestEnv, Tables) {
     )
     .await;
 
-    let out = freeze(&env.map, uid(SELLER), &btc, amt("1"), 3)
-        .await
-        .expect("freeze");
-    assert!(matches!(out, Freeze::Done(_)), "{out:?}");
+    freeze_with_row(&env, SELLER, &btc, "1", "withdraw", 9001).await;
     exec(
         &env,
         SELLER,
@@ -225,6 +265,8 @@ async fn assert_all_hold(env: &TestEnv) {
     assert!(frozen.holds(), "{frozen:#?}");
     let halves = trade_halves(&env.map).await.expect("halves");
     assert!(halves.holds(), "{halves:#?}");
+    let replay = ledger_replay(&env.map).await.expect("replay");
+    assert!(replay.holds(), "{replay:#?}");
 }
 
 #[tokio::test]
@@ -254,6 +296,14 @@ async fn a_clean_state_passes_every_check() {
         (1, amt("0.001"), amt("50"))
     );
     assert_eq!(t.buy, t.sell);
+
+    let replay = ledger_replay(&env.map).await.expect("replay");
+    assert_eq!(replay.shards, env.map.count());
+    assert_eq!(
+        (replay.rows, replay.pairs_checked),
+        (4, 2),
+        "a deposit and a freeze each of the buyer's USDT and the seller's BTC"
+    );
     env.drop_all().await;
 }
 
@@ -563,6 +613,616 @@ async fn missing_and_disagreeing_trade_halves_are_reported() {
     env.drop_all().await;
 }
 
+// ---------------------------------------------------------------- ledger replay ---
+
+/// The in-process pipeline of `engine/tests/settlement.rs`: every new outbox row of
+/// every shard through one BTCUSDT matcher, each shard's share of the events settled
+/// by that shard's real settler.
+struct Pipe {
+    matcher: Matcher,
+    settlers: Vec<Settler>,
+    sent: BTreeMap<u16, u64>,
+    symbol: Symbol,
+}
+
+impl Pipe {
+    fn new(p: &testkit::Placement) -> Self {
+        let specs: BTreeMap<Symbol, SymbolSpec> = p
+            .symbols
+            .iter()
+            .map(|(s, c)| (*s, c.spec.clone()))
+            .collect();
+        let symbol = Symbol::new("BTCUSDT").expect("symbol");
+        let count = NonZeroU16::new(p.env.map.count()).expect("count");
+        let settlers = p
+            .env
+            .map
+            .iter()
+            .map(|(shard, pool)| {
+                Settler::new(shard, count, pool.clone(), p.router.clone(), specs.clone())
+            })
+            .collect();
+        Self {
+            matcher: Matcher::new(specs[&symbol].clone()),
+            settlers,
+            sent: BTreeMap::new(),
+            symbol,
+        }
+    }
+
+    async fn pump(&mut self, env: &TestEnv) {
+        let mut events = Vec::new();
+        for (shard, pool) in env.map.iter() {
+            let from = self.sent.get(&shard.get()).copied().unwrap_or(0);
+            let rows: Vec<(u64, Vec<u8>)> =
+                sqlx::query_as("SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq")
+                    .bind(from)
+                    .fetch_all(pool)
+                    .await
+                    .expect("outbox");
+            for (seq, payload) in rows {
+                let cmd = match OrderInput::decode(&payload).expect("decode") {
+                    OrderInput::Place { order, .. } => Command::Place(order),
+                    OrderInput::Cancel {
+                        order_id, user_id, ..
+                    } => Command::Cancel { order_id, user_id },
+                };
+                assert!(self
+                    .matcher
+                    .apply_sourced(u32::from(shard.get()), seq, &cmd, &mut events));
+                self.sent.insert(shard.get(), seq);
+            }
+        }
+        let count = NonZeroU16::new(env.map.count()).expect("count");
+        let mut per_shard: BTreeMap<ShardId, Vec<Event>> = BTreeMap::new();
+        for e in events {
+            for shard in shards_of(&e, count) {
+                per_shard.entry(shard).or_default().push(e.clone());
+            }
+        }
+        for (shard, events) in per_shard {
+            let batch = FillBatch {
+                stream: "in-process".into(),
+                symbol: self.symbol,
+                events,
+            };
+            self.settlers[usize::from(shard.get())]
+                .apply(&batch)
+                .await
+                .expect("settle");
+        }
+    }
+}
+
+/// Reports and fully confirms a deposit (`ledger::funding`).
+async fn fund(env: &TestEnv, user: u64, asset: &str, amount: &str, txid: &str) {
+    funding::report_deposit(
+        &env.map,
+        uid(user),
+        asset,
+        "SIM",
+        txid,
+        "from",
+        "to",
+        amount,
+    )
+    .await
+    .expect("report");
+    let d = funding::confirm_deposit(&env.map, txid, asset, 100)
+        .await
+        .expect("confirm");
+    assert_eq!(d.status, "completed");
+}
+
+/// (rows, distinct (user, asset)) of the spot ledger over every shard.
+async fn ledger_size(env: &TestEnv) -> (u64, u64) {
+    let mut total = (0, 0);
+    for (_, pool) in env.map.iter() {
+        let (rows, pairs): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(DISTINCT user_id, currency) FROM account_transactions",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("count");
+        total.0 += u64::try_from(rows).expect("rows");
+        total.1 += u64::try_from(pairs).expect("pairs");
+    }
+    total
+}
+
+/// Every shard replayed in pages of 1, 2, 3 and 7 rows gives what the default page
+/// gives (rows of one statement share a millisecond: such a group larger than a page
+/// makes the page grow).
+async fn pages_agree(env: &TestEnv) {
+    for (shard, _) in env.map.iter() {
+        let whole = replay_on_shard(&env.map, shard, REPLAY_PAGE_ROWS)
+            .await
+            .expect("replay");
+        for page in [1, 2, 3, 7] {
+            let paged = replay_on_shard(&env.map, shard, page)
+                .await
+                .expect("replay");
+            assert_eq!(paged, whole, "shard {shard}, pages of {page}");
+        }
+    }
+}
+
+/// (id, created_at, ref_id) of `user`'s ledger rows of `asset`, by id.
+async fn rows_of(env: &TestEnv, user: u64, asset: &str) -> Vec<(u64, String, Option<u64>)> {
+    sqlx::query_as(
+        "SELECT id, CAST(created_at AS CHAR), ref_id FROM account_transactions \
+         WHERE user_id = ? AND currency = ? ORDER BY id",
+    )
+    .bind(user)
+    .bind(asset)
+    .fetch_all(env.map.pool_for(uid(user)))
+    .await
+    .expect("ledger rows")
+}
+
+#[tokio::test]
+async fn the_ledger_replays_to_every_balance_after_funding_transfers_and_settled_trades() {
+    let p = testkit::placement("auditreplay", 21).await;
+    let env = &p.env;
+    testkit::users(env, 8).await;
+    let (btc, eth) = (Asset::new("BTC").expect("a"), Asset::new("ETH").expect("a"));
+    // deposits: internal credits and chain deposits through their confirmations
+    testkit::deposit(env, 1, "USDT", "20000").await;
+    testkit::deposit(env, 2, "BTC", "1").await;
+    fund(env, 1, "BTC", "0.5", "chain-btc-1").await;
+    fund(env, 3, "ETH", "2", "chain-eth-3").await;
+
+    // transfers: across shards (freeze, spend, credit), within one (debit, credit), a
+    // refused one (nothing), a cancelled one (freeze, unfreeze), one left tried (held)
+    let ids = Arc::new(Snowflake::new(0, 22).expect("ids"));
+    let tcc = Tcc::new(env.map.clone(), Arc::new(move || ids.next_id()));
+    let done = tcc
+        .transfer(uid(1), uid(2), "USDT", "500")
+        .await
+        .expect("cross-shard");
+    assert!(!done.local);
+    assert!(
+        tcc.transfer(uid(1), uid(5), "USDT", "100")
+            .await
+            .expect("local")
+            .local
+    );
+    assert!(tcc
+        .transfer(uid(1), uid(2), "USDT", "1000000")
+        .await
+        .is_err());
+    let cancelled = Leg {
+        gid: 4242,
+        from: uid(2),
+        to: uid(3),
+        asset: btc,
+        amount: amt("0.1"),
+    };
+    assert_eq!(
+        tcc.try_source(&cancelled).await.expect("try"),
+        BranchResult::Done
+    );
+    tcc.cancel_source(&cancelled).await.expect("cancel");
+    tcc.cancel_target(&cancelled).await.expect("cancel");
+    let held = Leg {
+        gid: 4343,
+        from: uid(3),
+        to: uid(1),
+        asset: eth,
+        amount: amt("0.5"),
+    };
+    assert_eq!(
+        tcc.try_source(&held).await.expect("try"),
+        BranchResult::Done
+    );
+
+    // withdrawals: completed (spent, the fee to the fee account), rejected
+    // (unfrozen), one still under review (held)
+    funding::add_address(&env.map, uid(3), "ETH", "ETH", "0xabc", None)
+        .await
+        .expect("address");
+    for (id, amount) in [(7001u64, "0.5"), (7002, "0.2"), (7003, "0.1")] {
+        funding::request_withdrawal(&env.map, id, uid(3), "ETH", "ETH", "0xabc", amount, None, 0)
+            .await
+            .expect("request");
+    }
+    funding::review(&env.map, 7001, true, 900, "ok")
+        .await
+        .expect("approve");
+    funding::process(&env.map, 7001).await.expect("process");
+    assert!(
+        funding::complete(&env.map, 7001, "0xsent")
+            .await
+            .expect("complete")
+            .changed
+    );
+    assert!(
+        funding::review(&env.map, 7002, false, 900, "no")
+            .await
+            .expect("reject")
+            .changed
+    );
+
+    // trades: two resting sells, a buy above both (price improvement released, fees on
+    // both sides, the fee accounts credited), a resting buy cancelled
+    let mut pipe = Pipe::new(&p);
+    let place = |user, side, price: &str, qty: &str| {
+        testkit::order_request(user, side, OrderType::Limit, Some(price), Some(qty), None)
+    };
+    for r in [
+        place(2, Side::Sell, "50000", "0.01"),
+        place(2, Side::Sell, "50100", "0.01"),
+    ] {
+        p.placer.place(&r).await.expect("place").expect("accepted");
+    }
+    pipe.pump(env).await;
+    p.placer
+        .place(&place(1, Side::Buy, "50200", "0.015"))
+        .await
+        .expect("place")
+        .expect("accepted");
+    pipe.pump(env).await;
+    let rest = p
+        .placer
+        .place(&place(1, Side::Buy, "49000", "0.002"))
+        .await
+        .expect("place")
+        .expect("accepted");
+    pipe.pump(env).await;
+    p.placer
+        .cancel(uid(1), pipe.symbol, rest.order_id)
+        .await
+        .expect("cancel")
+        .expect("accepted");
+    pipe.pump(env).await;
+    // 500 + 250.5 spent of the 753 frozen, 2.5 back at once; the buyer's BTC less
+    // 0.1 % of 0.015
+    assert_eq!(
+        testkit::balance(env, 1, "USDT").await,
+        (amt("18649.5"), Amount::ZERO)
+    );
+    assert_eq!(
+        testkit::balance(env, 1, "BTC").await,
+        (amt("0.514985"), Amount::ZERO)
+    );
+
+    testkit::all_audits_hold(env).await;
+    let replay = ledger_replay(&env.map).await.expect("replay");
+    assert!(replay.holds(), "{replay:#?}");
+    assert_eq!(
+        (replay.rows, replay.pairs_checked),
+        ledger_size(env).await,
+        "every row replayed, every pair compared"
+    );
+    // every kind of row the writers write is among them
+    let mut kinds = BTreeSet::new();
+    for (_, pool) in env.map.iter() {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT CAST(type AS CHAR), ref_type FROM account_transactions",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("kinds");
+        kinds.extend(rows);
+    }
+    let want: BTreeSet<(String, String)> = [
+        ("deposit", "deposit"),
+        ("fee", "fills:BTCUSDT"),
+        ("fee", "trade"),
+        ("fee", "withdraw"),
+        ("freeze", "order"),
+        ("freeze", "transfer"),
+        ("freeze", "withdraw"),
+        ("trade", "trade"),
+        ("transfer", "transfer"),
+        ("unfreeze", "order"),
+        ("unfreeze", "trade"),
+        ("unfreeze", "transfer"),
+        ("unfreeze", "withdraw"),
+        ("withdraw", "withdraw"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(kinds, want);
+    // a settler batch writes several rows of one pair in one statement (one
+    // millisecond): a group larger than the small pages below
+    let mut largest = 0i64;
+    for (_, pool) in env.map.iter() {
+        let (n,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM account_transactions \
+             GROUP BY user_id, currency, created_at) g",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("groups");
+        largest = largest.max(n.unwrap_or(0));
+    }
+    assert!(largest > 3, "largest group {largest}");
+    pages_agree(env).await;
+    p.env.drop_all().await;
+}
+
+#[tokio::test]
+async fn each_ledger_defect_is_reported_exactly_with_the_first_row_that_fails() {
+    let (env, _tables) = clean_state("auditreplaybad").await;
+    let (usdt, eth) = (
+        Asset::new("USDT").expect("a"),
+        Asset::new("ETH").expect("a"),
+    );
+    // user 1 (shard 1): a balance changed without a ledger row, then a real deposit,
+    // whose balance_after (read from the balance) shows where the drift came in
+    exec(
+        &env,
+        BUYER,
+        &format!("UPDATE account_balances SET available = available + {ATOM} WHERE user_id = 1 AND currency = 'USDT'"),
+    )
+    .await;
+    credit_deposit(&env.map, uid(BUYER), &usdt, amt("10"), "tx-late")
+        .await
+        .expect("deposit");
+    let late = rows_of(&env, BUYER, "USDT").await.pop().expect("row");
+    // user 2 (shard 2): a ledger row without the balance change
+    exec(
+        &env,
+        SELLER,
+        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
+         VALUES (2, 'BTC', 'deposit', 1, 5, 'deposit', 77)",
+    )
+    .await;
+    // user 6 (shard 2): a row whose balance_after is an atom off (the balance is right)
+    for (amount, tx) in [("3", "tx-6a"), ("4", "tx-6b")] {
+        credit_deposit(&env.map, uid(6), &eth, amt(amount), tx)
+            .await
+            .expect("deposit");
+    }
+    let off = rows_of(&env, 6, "ETH").await[0].clone();
+    exec(
+        &env,
+        6,
+        &format!(
+            "UPDATE account_transactions SET balance_after = balance_after + {ATOM} WHERE id = {}",
+            off.0
+        ),
+    )
+    .await;
+    // user 7 (shard 3): a balance without any ledger row
+    exec(
+        &env,
+        7,
+        "INSERT INTO account_balances (user_id, currency, available) VALUES (7, 'ETH', 2)",
+    )
+    .await;
+    // user 3 (shard 3): the clock went back an hour between two rows (consistent
+    // otherwise): by time the later row comes first
+    exec(
+        &env,
+        3,
+        "INSERT INTO account_balances (user_id, currency, available) VALUES (3, 'BTC', 3)",
+    )
+    .await;
+    exec(
+        &env,
+        3,
+        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
+         VALUES (3, 'BTC', 'deposit', 1, 3, 'deposit', 31)",
+    )
+    .await;
+    exec(
+        &env,
+        3,
+        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id, created_at) \
+         VALUES (3, 'BTC', 'deposit', 2, 2, 'deposit', 32, CURRENT_TIMESTAMP(3) - INTERVAL 1 HOUR)",
+    )
+    .await;
+    let clock = rows_of(&env, 3, "BTC").await[0].clone();
+    // user 5 (shard 1): the deposit row before a withdrawal's freeze deleted
+    credit_deposit(&env.map, uid(5), &eth, amt("2"), "tx-5")
+        .await
+        .expect("deposit");
+    freeze_with_row(&env, 5, &eth, "1.5", "withdraw", 9100).await;
+    let [deposit5, freeze5] = <[_; 2]>::try_from(rows_of(&env, 5, "ETH").await).expect("2 rows");
+    exec(
+        &env,
+        5,
+        &format!("DELETE FROM account_transactions WHERE id = {}", deposit5.0),
+    )
+    .await;
+
+    let bad = |row: &(u64, String, Option<u64>),
+               kind: &str,
+               amount: &str,
+               after: &str,
+               replayed: (&str, &str),
+               problem| BadLedgerRow {
+        id: row.0,
+        created_at: row.1.clone(),
+        kind: kind.into(),
+        ref_type: Some(
+            if kind == "freeze" {
+                "withdraw"
+            } else {
+                "deposit"
+            }
+            .into(),
+        ),
+        ref_id: row.2,
+        amount: amt(amount),
+        balance_after: amt(after),
+        replayed_available: amt(replayed.0),
+        replayed_frozen: amt(replayed.1),
+        problem,
+    };
+    #[allow(clippy::too_many_arguments)]
+    let mismatch = |user: u64,
+                    asset: &str,
+                    rows: u64,
+                    expected: (&str, &str),
+                    actual: (&str, &str),
+                    first_bad_row| LedgerMismatch {
+        shard: shard_of(&env, user),
+        user_id: user,
+        asset: asset.into(),
+        rows,
+        expected_available: amt(expected.0),
+        expected_frozen: amt(expected.1),
+        available: amt(actual.0),
+        frozen: amt(actual.1),
+        balance_row: true,
+        first_bad_row,
+    };
+    let replay = ledger_replay(&env.map).await.expect("replay");
+    assert!(!replay.holds());
+    let want = vec![
+        // shard 1
+        mismatch(
+            BUYER,
+            "USDT",
+            3,
+            ("910", "100"),
+            ("910.000000000000000001", "100"),
+            Some(bad(
+                &late,
+                "deposit",
+                "10",
+                "910.000000000000000001",
+                ("910", "100"),
+                LedgerRowProblem::BalanceAfter,
+            )),
+        ),
+        mismatch(
+            5,
+            "ETH",
+            1,
+            ("-1.5", "1.5"),
+            ("0.5", "1.5"),
+            Some(bad(
+                &freeze5,
+                "freeze",
+                "-1.5",
+                "0.5",
+                ("-1.5", "1.5"),
+                LedgerRowProblem::Negative,
+            )),
+        ),
+        // shard 2
+        mismatch(SELLER, "BTC", 3, ("5", "1"), ("4", "1"), None),
+        mismatch(
+            6,
+            "ETH",
+            2,
+            ("7", "0"),
+            ("7", "0"),
+            Some(bad(
+                &off,
+                "deposit",
+                "3",
+                "3.000000000000000001",
+                ("3", "0"),
+                LedgerRowProblem::BalanceAfter,
+            )),
+        ),
+        // shard 3
+        mismatch(
+            3,
+            "BTC",
+            2,
+            ("3", "0"),
+            ("3", "0"),
+            Some(bad(
+                &clock,
+                "deposit",
+                "1",
+                "3",
+                ("3", "0"),
+                LedgerRowProblem::OutOfOrder,
+            )),
+        ),
+        mismatch(7, "ETH", 0, ("0", "0"), ("2", "0"), None),
+    ];
+    assert_eq!(replay.mismatches, want, "{replay:#?}");
+    assert_eq!(replay.mismatched_pairs, 6);
+    assert!(replay.mismatches[3].balance_matches());
+    assert!(!replay.mismatches[0].balance_matches());
+    // rows: 4 clean + 1 late deposit + 1 planted + 2 + 2 + 1 (one of user 5's deleted);
+    // pairs: 5 with rows + user 7's balance without any
+    assert_eq!((replay.rows, replay.pairs_checked), (11, 6));
+    pages_agree(&env).await;
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn the_replay_reads_a_pair_across_month_partitions_in_pages() {
+    let (env, _tables) = clean_state("auditreplaymonths").await;
+    let eth = Asset::new("ETH").expect("a");
+    // user 6: a deposit now and one dated 40 days ahead (this month's partition and a
+    // later one: `ensure_tables` made only this month, the rest is `pmax`), a freeze
+    // between them, then seven rows in one statement (one millisecond); all
+    // consistent
+    credit_deposit(&env.map, uid(6), &eth, amt("1"), "tx-m1")
+        .await
+        .expect("deposit");
+    freeze_with_row(&env, 6, &eth, "0.25", "order", 601).await;
+    exec(
+        &env,
+        6,
+        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id, created_at) \
+         VALUES (6, 'ETH', 'deposit', 2, 2.75, 'deposit', 62, CURRENT_TIMESTAMP(3) + INTERVAL 40 DAY)",
+    )
+    .await;
+    let mut seven = String::from(
+        "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id, created_at) VALUES ",
+    );
+    for i in 0..7u32 {
+        if i > 0 {
+            seven.push_str(", ");
+        }
+        seven.push_str(&format!(
+            "(6, 'ETH', 'deposit', 1, {}, 'deposit', {}, CURRENT_TIMESTAMP(3) + INTERVAL 41 DAY)",
+            f64::from(i) + 3.75,
+            70 + i
+        ));
+    }
+    exec(&env, 6, &seven).await;
+    exec(
+        &env,
+        6,
+        "UPDATE account_balances SET available = available + 9 WHERE user_id = 6 AND currency = 'ETH'",
+    )
+    .await;
+    assert_eq!(
+        testkit::balance(&env, 6, "ETH").await,
+        (amt("9.75"), amt("0.25"))
+    );
+    let replay = ledger_replay(&env.map).await.expect("replay");
+    assert!(replay.holds(), "{replay:#?}");
+    assert_eq!((replay.rows, replay.pairs_checked), (4 + 10, 3));
+    pages_agree(&env).await;
+    // one atom off in the last of the seven: found however the pages fall
+    exec(
+        &env,
+        6,
+        &format!("UPDATE account_balances SET available = available - {ATOM} WHERE user_id = 6 AND currency = 'ETH'"),
+    )
+    .await;
+    for page in [1, 2, 3, 7, REPLAY_PAGE_ROWS] {
+        let r = replay_on_shard(&env.map, shard_of(&env, 6), page)
+            .await
+            .expect("replay");
+        let found: Vec<(u64, Amount, Amount)> = r
+            .mismatches
+            .iter()
+            .map(|m| (m.user_id, m.expected_available, m.available))
+            .collect();
+        assert_eq!(
+            found,
+            [(6, amt("9.75"), amt("9.749999999999999999"))],
+            "pages of {page}"
+        );
+    }
+    env.drop_all().await;
+}
+
 fn shardctl_audit(env: &TestEnv) -> std::process::Output {
     common::shardctl(env)
         .arg("audit")
@@ -585,9 +1245,17 @@ async fn shardctl_audit_exits_zero_when_clean_and_non_zero_on_a_defect() {
     );
     assert!(stdout.contains("frozen vs open orders"), "{stdout}");
     assert!(stdout.contains("trade halves"), "{stdout}");
+    assert!(
+        stdout.contains("ledger replay: 4 ledger rows replayed into 2 (user, asset) on 4 shards, 0 offenders: holds"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("BROKEN"), "{stdout}");
     // not a terminal: the progress of each scan is a line per shard
     for shard in 0..4 {
+        assert!(
+            stderr.contains(&format!("[audit ledger] shard {shard}: ledger replay:")),
+            "{stderr}"
+        );
         assert!(
             stderr.contains(&format!("[audit frozen] shard {shard}: frozen:")),
             "{stderr}"
@@ -614,6 +1282,67 @@ async fn shardctl_audit_exits_zero_when_clean_and_non_zero_on_a_defect() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("BAD ORDER"), "{stdout}");
     assert!(stdout.contains("order 105"), "{stdout}");
+    env.drop_all().await;
+}
+
+#[tokio::test]
+async fn shardctl_audit_fails_on_a_ledger_row_only_the_replay_sees() {
+    let (env, _tables) = clean_state("auditclireplay").await;
+    // the buyer's freeze row says an atom more was left available than was: every
+    // balance is right, so conservation, frozen and trade halves hold
+    let (freeze_row, created_at, _) = rows_of(&env, BUYER, "USDT").await[1].clone();
+    exec(
+        &env,
+        BUYER,
+        &format!(
+            "UPDATE account_transactions SET balance_after = balance_after + {ATOM} WHERE id = {freeze_row}"
+        ),
+    )
+    .await;
+    let out = shardctl_audit(&env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.matches("BROKEN").count(), 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "  LEDGER shard 1 user 1 USDT: 2 rows replay to available 900.000000000000000000 \
+             frozen 100.000000000000000000, balance is available 900.000000000000000000 \
+             frozen 100.000000000000000000; first bad row {freeze_row} ({created_at} freeze \
+             -100.000000000000000000 ref order:101, balance_after 900.000000000000000001, \
+             replayed available 900.000000000000000000 frozen 100.000000000000000000): BalanceAfter"
+        )),
+        "{stdout}"
+    );
+
+    let out = common::shardctl(&env)
+        .args(["--json", "audit"])
+        .output()
+        .expect("run shardctl");
+    assert_eq!(out.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (
+            &r["holds"],
+            &r["conservation"]["holds"],
+            &r["frozen"]["holds"],
+            &r["trade_halves"]["holds"]
+        ),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(true)
+        ),
+        "{r:#}"
+    );
+    let l = &r["ledger_replay"];
+    assert_eq!(l["holds"], false, "{l:#}");
+    assert_eq!(l["mismatched_pairs"], 1);
+    let bad = &l["mismatches"][0]["first_bad_row"];
+    assert_eq!(bad["id"], freeze_row, "{l:#}");
+    assert_eq!(bad["problem"], "balance_after");
+    assert_eq!(bad["balance_after"], "900.000000000000000001");
+    assert_eq!(bad["replayed_available"], "900.000000000000000000");
     env.drop_all().await;
 }
 
@@ -663,6 +1392,10 @@ async fn shardctl_json_audit_holds_when_clean_and_names_the_offenders_of_a_corru
     assert_eq!(h["buy_halves"], 1);
     assert_eq!(h["sell_halves"], 1);
     assert_eq!(h["offenders"], serde_json::json!([]));
+    let l = &r["ledger_replay"];
+    assert_eq!(l["holds"], true, "{l:#}");
+    assert_eq!((&l["rows"], &l["pairs_checked"]), (&4.into(), &2.into()));
+    assert_eq!(l["mismatches"], serde_json::json!([]));
     // the flag after the subcommand works as well
     let (code, after, _) = run(&["audit", "--json"]);
     assert_eq!((code, &after), (Some(0), &r));
@@ -709,5 +1442,45 @@ async fn shardctl_json_audit_holds_when_clean_and_names_the_offenders_of_a_corru
     assert_eq!(money(&m["expected"]), amt("100"));
     assert_eq!(money(&m["orders_part"]), amt("100"));
     assert_eq!(r["trade_halves"]["holds"], true);
+    // neither change has a ledger row: the replay names both balances
+    let l = &r["ledger_replay"];
+    assert_eq!(l["holds"], false, "{l:#}");
+    let found: Vec<(u64, String, Amount, Amount, Amount, Amount)> = l["mismatches"]
+        .as_array()
+        .expect("mismatches")
+        .iter()
+        .map(|m| {
+            assert_eq!(m["first_bad_row"], serde_json::Value::Null, "{m:#}");
+            (
+                m["user_id"].as_u64().expect("user"),
+                m["asset"].as_str().expect("asset").to_owned(),
+                money(&m["expected_available"]),
+                money(&m["available"]),
+                money(&m["expected_frozen"]),
+                money(&m["frozen"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                BUYER,
+                "USDT".to_owned(),
+                amt("900"),
+                amt("899.999999999999999999"),
+                amt("100"),
+                amt("100.000000000000000001")
+            ),
+            (
+                SELLER,
+                "BTC".to_owned(),
+                amt("4"),
+                amt("4.000000000000000001"),
+                amt("1"),
+                amt("1")
+            ),
+        ]
+    );
     env.drop_all().await;
 }

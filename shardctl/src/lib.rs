@@ -57,8 +57,9 @@ enum Command {
     /// Money audits (exit 1 if any fails): the money invariant per asset
     /// (Σ(available + frozen) over all shards, fee accounts included, = Σ completed
     /// deposits − Σ completed withdrawals); per shard, every frozen balance = what its
-    /// open orders and withdrawals hold; every trade has one buy and one sell half.
-    /// The first and last are exact only while the pipeline is quiescent.
+    /// open orders and withdrawals hold; every trade has one buy and one sell half;
+    /// per shard, every (user, asset)'s ledger rows replay to its balance.
+    /// Conservation and trade halves are exact only while the pipeline is quiescent.
     Audit,
     /// Issue snowflake ids (worker id from config, else leased in Redis) and decode them.
     Ids {
@@ -498,11 +499,19 @@ impl Drop for Progress {
 /// What `shardctl audit` found.
 #[derive(Debug, Serialize)]
 struct AuditReport {
-    /// All three checks hold (else exit 1).
+    /// All four checks hold (else exit 1).
     holds: bool,
     conservation: ConservationSection,
     frozen: FrozenSection,
     trade_halves: HalvesSection,
+    ledger_replay: ReplaySection,
+}
+
+#[derive(Debug, Serialize)]
+struct ReplaySection {
+    holds: bool,
+    #[serde(flatten)]
+    report: ledger::audit::LedgerReplayReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -578,8 +587,14 @@ async fn audit(settings: &Settings, json: bool) -> Result<bool> {
         .await?
     };
 
+    // 4. every (user, asset)'s ledger replayed against its balance, per shard
+    let replay = {
+        let bar = Progress::new("audit ledger", shards);
+        ledger::audit::ledger_replay_with(&map, |s, m| bar.report(s, m, true)).await?
+    };
+
     let report = AuditReport {
-        holds: conservation.holds && frozen.holds() && halves.holds(),
+        holds: conservation.holds && frozen.holds() && halves.holds() && replay.holds(),
         conservation,
         frozen: FrozenSection {
             holds: frozen.holds(),
@@ -594,12 +609,65 @@ async fn audit(settings: &Settings, json: bool) -> Result<bool> {
             offenders: halves.offenders,
             misplaced: halves.misplaced,
         },
+        ledger_replay: ReplaySection {
+            holds: replay.holds(),
+            report: replay,
+        },
     };
     emit(json, &report, AuditReport::print)?;
     Ok(report.holds)
 }
 
 impl AuditReport {
+    fn print_replay(&self) {
+        let r = &self.ledger_replay.report;
+        println!();
+        println!(
+            "ledger replay: {} ledger rows replayed into {} (user, asset) on {} shards, {} offenders: {}",
+            r.rows,
+            r.pairs_checked,
+            r.shards,
+            r.mismatched_pairs,
+            if self.ledger_replay.holds { "holds" } else { "BROKEN" }
+        );
+        for m in &r.mismatches {
+            let row = m.first_bad_row.as_ref().map_or_else(String::new, |b| {
+                format!(
+                    "; first bad row {} ({} {} {} ref {}:{}, balance_after {}, replayed available {} frozen {}): {:?}",
+                    b.id,
+                    b.created_at,
+                    b.kind,
+                    b.amount,
+                    b.ref_type.as_deref().unwrap_or("-"),
+                    b.ref_id.map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                    b.balance_after,
+                    b.replayed_available,
+                    b.replayed_frozen,
+                    b.problem
+                )
+            });
+            println!(
+                "  LEDGER shard {} user {} {}: {} rows replay to available {} frozen {}, balance is available {} frozen {}{}{row}",
+                m.shard,
+                m.user_id,
+                m.asset,
+                m.rows,
+                m.expected_available,
+                m.expected_frozen,
+                m.available,
+                m.frozen,
+                if m.balance_row { "" } else { " (no balance row)" },
+            );
+        }
+        if r.mismatched_pairs > r.mismatches.len() as u64 {
+            println!(
+                "  … and {} more (at most {} listed per shard)",
+                r.mismatched_pairs - r.mismatches.len() as u64,
+                ledger::audit::REPLAY_MAX_LISTED
+            );
+        }
+    }
+
     fn print(&self) {
         let verdict = |holds: bool| if holds { "holds" } else { "BROKEN" };
         println!("conservation: Σ(available + frozen) = Σ deposits − Σ withdrawals, per asset");
@@ -700,6 +768,7 @@ impl AuditReport {
                 m.table, m.trade_id, m.side, m.user_id, m.shard, m.belongs_on
             );
         }
+        self.print_replay();
         if !self.holds {
             println!();
             println!(

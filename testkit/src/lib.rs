@@ -163,7 +163,7 @@ pub async fn balance(env: &TestEnv, user: u64, asset: &str) -> (domain::Amount, 
     })
 }
 
-/// The conservation and frozen-vs-holds audits hold.
+/// The conservation, frozen-vs-holds and ledger replay audits hold.
 pub async fn audits_hold(env: &TestEnv) {
     for (asset, t) in ledger::audit::conservation(&env.map).await.expect("audit") {
         assert!(t.holds(), "{asset}: {t:?}");
@@ -172,10 +172,14 @@ pub async fn audits_hold(env: &TestEnv) {
         .await
         .expect("frozen audit");
     assert!(frozen.holds(), "{frozen:?}");
+    let replay = ledger::audit::ledger_replay(&env.map)
+        .await
+        .expect("ledger replay");
+    assert!(replay.holds(), "ledger replay: {replay:#?}");
 }
 
-/// The three money audits hold (conservation, frozen vs holds, trade halves); returns
-/// (buy halves, sell halves) for the caller's own count checks.
+/// The four money audits hold (conservation, frozen vs holds, ledger replay, trade
+/// halves); returns (buy halves, sell halves) for the caller's own count checks.
 pub async fn all_audits_hold(env: &TestEnv) -> (u64, u64) {
     audits_hold(env).await;
     let halves = ledger::audit::trade_halves(&env.map)

@@ -658,12 +658,18 @@ async fn a_retry_racing_the_commit_of_its_own_earlier_attempt_answers_with_that_
     )
     .expect("id");
     let table = router.orders_table(&btc, earlier).expect("table");
-    // the earlier attempt, written but not committed: all of the 100 USDT frozen
+    // the earlier attempt, written but not committed: all of the 100 USDT frozen, with
+    // the freeze's ledger row (as placement writes it)
     let mut held = env.map.pool_for(user).begin().await.expect("begin");
     for sql in [
         "UPDATE account_balances SET available = available - 100, frozen = frozen + 100, \
          version = version + 1 WHERE user_id = 17 AND currency = 'USDT'"
             .to_owned(),
+        format!(
+            "INSERT INTO account_transactions (user_id, currency, type, amount, balance_after, ref_type, ref_id) \
+             VALUES (17, 'USDT', 'freeze', -100, 0, 'order', {})",
+            earlier.get()
+        ),
         format!(
             "INSERT INTO client_orders (user_id, client_order_id, symbol, order_id) \
              VALUES (17, 'race-1', 'BTCUSDT', {})",
