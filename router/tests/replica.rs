@@ -48,8 +48,10 @@ fn lag_cell(stdout: &str, shard: &str) -> String {
         .skip_while(|l| !l.contains("relay_backlog"))
         .find(|l| l.starts_with(shard))
         .map(|l| {
-            // place, backlog, reviewing, then the lag (which may contain spaces)
-            l.split_whitespace().skip(3).collect::<Vec<_>>().join(" ")
+            // place, backlog, reviewing, then the lag (which may contain spaces), then
+            // the parked fill batches
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells[3..cells.len().saturating_sub(1).max(3)].join(" ")
         })
         .unwrap_or_else(|| panic!("no {shard} line:\n{stdout}"))
 }
