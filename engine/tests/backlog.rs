@@ -222,6 +222,8 @@ async fn a_matcher_restarted_in_front_of_100k_inputs_catches_up_and_settles_them
         want,
         "every input once, only what followed the snapshot"
     );
+    // the makers' halves settle on their own shards, on their own time
+    testkit::settle_quiet(env, Duration::from_secs(120)).await;
     common::all_audits_hold(env).await;
     stop2.send(true).expect("stop");
     m2.await.expect("second matcher");

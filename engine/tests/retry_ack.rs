@@ -92,6 +92,8 @@ async fn a_retried_placement_after_a_fill_reports_the_original_freeze() {
         testkit::balance(env, 1, "BTC").await,
         (testkit::amt("0.5"), testkit::amt("0.4"))
     );
+    // the buyer's half settles on its own shard, on its own time
+    settled(env, 2, "BTC", ("0.0999", "0")).await;
     common::all_audits_hold(env).await;
     stop_m.send(true).expect("stop");
     m.await.expect("matcher");
