@@ -146,6 +146,8 @@ async fn scenario(client: &str, worker: u8) {
     if !stderr.trim().is_empty() {
         eprintln!("{client} stderr:\n{stderr}");
     }
+    // both halves of every trade settled (each on its own shard) before the audits
+    testkit::settle_quiet(env, Duration::from_secs(60)).await;
     testkit::all_audits_hold(env).await;
     println!(
         "{client}: engine ready after {:.1} s, passed after {:.1} s",
