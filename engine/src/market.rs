@@ -255,7 +255,24 @@ impl MarketData {
         let spec = self
             .specs
             .get(symbol)
-            .ok_or_else(|| MarketError::Bad(format!("unknown symbol {symbol}")))?;
+            .ok_or_else(|| MarketError::Bad(format!("unknown symbol {symbol}")))?
+            .clone();
+        self.apply_with(&spec, events, now_ms).await
+    }
+
+    /// [`MarketData::apply`] with the rules the events were matched under (what the
+    /// matcher sends with them): ticks and lots are rendered on the matcher's grid
+    /// even when meta's rules changed since this writer started.
+    ///
+    /// # Errors
+    /// As [`MarketData::apply`].
+    pub async fn apply_with(
+        &self,
+        spec: &SymbolSpec,
+        events: &[Event],
+        now_ms: u64,
+    ) -> Result<usize, MarketError> {
+        let symbol = &spec.symbol;
         let mut conn = self.redis.get().await?;
         let mark: Option<u64> = conn.get(self.keys.seq(symbol)).await?;
         let fresh: Vec<&Event> = events

@@ -113,7 +113,6 @@ impl Pipeline {
 
     async fn settle(&mut self, events: Vec<Event>) {
         let count = NonZeroU16::new(self.env.map.count()).expect("count");
-        let symbol = Symbol::new("BTCUSDT").expect("symbol");
         let mut per_shard: BTreeMap<ShardId, Vec<Event>> = BTreeMap::new();
         for e in events {
             for shard in shards_of(&e, count) {
@@ -121,11 +120,7 @@ impl Pipeline {
             }
         }
         for (shard, events) in per_shard {
-            let batch = FillBatch {
-                stream: "in-process".into(),
-                symbol,
-                events,
-            };
+            let batch = FillBatch::new("in-process", self.matcher.spec().clone(), events);
             let applied = self.settlers[usize::from(shard.get())]
                 .apply(&batch)
                 .await

@@ -22,6 +22,9 @@ pub struct GatewaySettings {
     pub group_commit: bool,
     /// A listenKey not kept alive expires after this many seconds.
     pub listen_key_ttl_s: u64,
+    /// How often the symbols' configuration (status, filters, rules) is re-read
+    /// from meta, ms.
+    pub symbols_refresh_ms: u64,
     /// Rate limits (`EXCHANGE_GATEWAY__LIMITS__WEIGHT_PER_MINUTE`, …).
     pub limits: crate::limits::Limits,
 }
@@ -34,6 +37,7 @@ impl Default for GatewaySettings {
             request_timeout_ms: 10_000,
             group_commit: true,
             listen_key_ttl_s: 3_600,
+            symbols_refresh_ms: 2_000,
             limits: crate::limits::Limits::default(),
         }
     }
@@ -49,9 +53,10 @@ impl GatewaySettings {
             .merge(Env::prefixed("EXCHANGE_GATEWAY__").split("__"))
             .extract()
             .map_err(|e| RouterError::Config(format!("gateway settings: {e}")))?;
-        if s.max_body_bytes < 1024 || s.request_timeout_ms == 0 {
+        if s.max_body_bytes < 1024 || s.request_timeout_ms == 0 || s.symbols_refresh_ms == 0 {
             return Err(RouterError::Config(
-                "max_body_bytes must be at least 1024 and request_timeout_ms positive".into(),
+                "max_body_bytes must be at least 1024, request_timeout_ms and symbols_refresh_ms positive"
+                    .into(),
             ));
         }
         Ok(s)

@@ -49,8 +49,6 @@ pub use request::Req;
 pub struct AppState {
     /// Settings.
     pub settings: GatewaySettings,
-    /// The symbols' configuration (filters, status), loaded at start.
-    pub symbols: BTreeMap<Symbol, SymbolConfig>,
     /// The shards.
     pub map: ShardMap,
     /// Month-table routing.
@@ -81,12 +79,18 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("settings", &self.settings)
-            .field("symbols", &self.symbols.len())
+            .field("symbols", &self.symbols().len())
             .finish_non_exhaustive()
     }
 }
 
 impl AppState {
+    /// The symbols' configuration (filters, status) in force: reloaded from meta every
+    /// `symbols_refresh_ms`, so a halt or a rules change needs no restart.
+    pub fn symbols(&self) -> Arc<BTreeMap<Symbol, SymbolConfig>> {
+        self.placer.symbols()
+    }
+
     /// Now, ms since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
         (self.clock)()
@@ -259,9 +263,31 @@ pub async fn state_from_settings(
     let placer = Placer::new(
         map.clone(),
         router.clone(),
-        symbols.clone(),
+        symbols,
         Arc::new(move || ids.next_id()),
     );
+    {
+        // a halt, a resume or new rules reach the checks without a restart
+        let (placer, meta) = (placer.clone(), map.meta().clone());
+        let every = Duration::from_millis(gs.symbols_refresh_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match placer.reload_symbols(&meta).await {
+                    Ok(changed) if !changed.is_empty() => {
+                        info!(?changed, "symbol configuration reloaded");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "symbol reload failed; the rules in force stay")
+                    }
+                }
+            }
+        });
+    }
     let writers = gs.group_commit.then(|| {
         Arc::new(
             map.iter()
@@ -283,7 +309,6 @@ pub async fn state_from_settings(
     );
     let state = AppState {
         settings: gs,
-        symbols,
         map,
         router,
         placer,

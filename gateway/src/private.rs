@@ -436,7 +436,7 @@ pub async fn open_orders(State(s): State<Shared>, r: Req) -> Answer {
             listed(&s, &sym)?;
             vec![sym]
         }
-        None => s.symbols.keys().copied().collect(),
+        None => s.symbols().keys().copied().collect(),
     };
     let mut out = Vec::new();
     for sym in symbols {
@@ -614,7 +614,7 @@ pub async fn account(State(s): State<Shared>, r: Req) -> Answer {
         })
         .collect();
     let (maker, taker) = s
-        .symbols
+        .symbols()
         .values()
         .next()
         .map_or((0, 0), |c| (c.spec.maker_fee_ppm, c.spec.taker_fee_ppm));

@@ -56,9 +56,10 @@ pub async fn time(State(s): State<Shared>) -> Json<Value> {
 ///
 /// # Errors
 /// -1121 when it is malformed or not listed.
-pub fn listed<'a>(s: &'a Shared, symbol: &Symbol) -> Result<&'a SymbolConfig, ApiError> {
-    s.symbols
+pub fn listed(s: &Shared, symbol: &Symbol) -> Result<SymbolConfig, ApiError> {
+    s.symbols()
         .get(symbol)
+        .cloned()
         .ok_or_else(|| ApiError::invalid(Invalid::Symbol))
 }
 
@@ -90,7 +91,7 @@ fn symbols_param(s: &Shared, p: &Params) -> Result<(Vec<Symbol>, bool), ApiError
             }
             Ok((out, false))
         }
-        (None, None) => Ok((s.symbols.keys().copied().collect(), false)),
+        (None, None) => Ok((s.symbols().keys().copied().collect(), false)),
     }
 }
 
@@ -158,9 +159,10 @@ pub fn symbol_info(c: &SymbolConfig) -> Value {
 /// `GET /api/v3/exchangeInfo` (`symbol`, `symbols` or all).
 pub async fn exchange_info(State(s): State<Shared>, r: Req) -> Answer {
     let (symbols, _) = symbols_param(&s, &r.params)?;
+    let all = s.symbols();
     let list: Vec<Value> = symbols
         .iter()
-        .filter_map(|sym| s.symbols.get(sym))
+        .filter_map(|sym| all.get(sym))
         .map(symbol_info)
         .collect();
     Ok(Json(json!({
@@ -446,7 +448,7 @@ pub async fn avg_price(State(s): State<Shared>, r: Req) -> Answer {
             .map_or(Decimal::ZERO, |p| p.get())
     } else {
         // display only: Binance's avgPrice is itself a rounded average
-        (quote / vol).round_dp(s.symbols[&sym].spec.quote_precision)
+        (quote / vol).round_dp(listed(&s, &sym)?.spec.quote_precision)
     };
     let close = candles.last().map_or(now, |(t, _)| t + 60_000 - 1);
     Ok(Json(

@@ -128,7 +128,7 @@ fn parse_stream(s: &Shared, name: &str) -> Option<Stream> {
         return None;
     }
     let symbol = Symbol::new(&sym.to_ascii_uppercase()).ok()?;
-    if !s.symbols.contains_key(&symbol) {
+    if !s.symbols().contains_key(&symbol) {
         return None;
     }
     let kind = kind

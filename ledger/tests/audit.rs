@@ -681,11 +681,7 @@ impl Pipe {
             }
         }
         for (shard, events) in per_shard {
-            let batch = FillBatch {
-                stream: "in-process".into(),
-                symbol: self.symbol,
-                events,
-            };
+            let batch = FillBatch::new("in-process", self.matcher.spec().clone(), events);
             self.settlers[usize::from(shard.get())]
                 .apply(&batch)
                 .await

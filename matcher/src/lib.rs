@@ -185,6 +185,20 @@ pub enum SnapshotError {
     Version(u32),
 }
 
+/// Why new rules cannot be put in force on a book ([`Matcher::respec`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RespecError {
+    /// The spec is for another symbol.
+    #[error("the rules are for another symbol")]
+    OtherSymbol,
+    /// A grid change while orders rest or stops wait on the old grid.
+    #[error("the grid changes while {open} orders are open on the old one")]
+    BookNotEmpty {
+        /// Resting orders and waiting stops.
+        open: usize,
+    },
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotV1 {
     version: u32,
@@ -279,6 +293,35 @@ impl Matcher {
             .into_iter()
             .map(|o| (o.order_id, o.user_id, o.price, o.remaining))
             .collect()
+    }
+
+    /// Puts `spec` in force from the next command on. A spec on the same grid
+    /// ([`SymbolSpec::same_grid`]: a fee or market band change) applies at once, as a
+    /// fee is computed per trade; a grid change (tick, step, precisions) only on an
+    /// empty book — no resting order and no waiting stop counts lots or ticks on the
+    /// old grid then. The last price is carried over when it lies on the new tick
+    /// grid, and forgotten otherwise (it is a reference, not money).
+    ///
+    /// # Errors
+    /// [`RespecError`]; the matcher is unchanged then.
+    pub fn respec(&mut self, spec: SymbolSpec) -> Result<(), RespecError> {
+        if spec.symbol != self.spec.symbol {
+            return Err(RespecError::OtherSymbol);
+        }
+        if spec.same_grid(&self.spec) {
+            self.spec = spec;
+            return Ok(());
+        }
+        let open = self.open_orders();
+        if open > 0 {
+            return Err(RespecError::BookNotEmpty { open });
+        }
+        self.last_price = self
+            .last_price
+            .and_then(|t| self.spec.price(t))
+            .and_then(|p| spec.ticks(p).ok());
+        self.spec = spec;
+        Ok(())
     }
 
     /// Number of resting orders and waiting stops.

@@ -243,6 +243,67 @@ impl SymbolSpec {
         })
     }
 
+    /// Whether `other` counts prices, quantities and atoms exactly as `self` does (same
+    /// symbol, assets, tick, step and precisions): events matched under one settle
+    /// identically under the other. Fees and the market band may differ.
+    pub fn same_grid(&self, other: &SymbolSpec) -> bool {
+        self.symbol == other.symbol
+            && self.base == other.base
+            && self.quote == other.quote
+            && self.tick_e18 == other.tick_e18
+            && self.step_e18 == other.step_e18
+            && self.base_precision == other.base_precision
+            && self.quote_precision == other.quote_precision
+    }
+
+    /// The rules that differ from `other`, as `field old → new` (for logs and errors).
+    pub fn changes(&self, other: &SymbolSpec) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut diff = |name: &str, a: String, b: String| {
+            if a != b {
+                v.push(format!("{name} {a} → {b}"));
+            }
+        };
+        diff("base", self.base.to_string(), other.base.to_string());
+        diff("quote", self.quote.to_string(), other.quote.to_string());
+        diff(
+            "tick_size",
+            self.tick_size.get().normalize().to_string(),
+            other.tick_size.get().normalize().to_string(),
+        );
+        diff(
+            "step_size",
+            self.step_size.get().normalize().to_string(),
+            other.step_size.get().normalize().to_string(),
+        );
+        diff(
+            "base_precision",
+            self.base_precision.to_string(),
+            other.base_precision.to_string(),
+        );
+        diff(
+            "quote_precision",
+            self.quote_precision.to_string(),
+            other.quote_precision.to_string(),
+        );
+        diff(
+            "maker_fee_ppm",
+            self.maker_fee_ppm.to_string(),
+            other.maker_fee_ppm.to_string(),
+        );
+        diff(
+            "taker_fee_ppm",
+            self.taker_fee_ppm.to_string(),
+            other.taker_fee_ppm.to_string(),
+        );
+        diff(
+            "market_band_bps",
+            self.market_band_bps.to_string(),
+            other.market_band_bps.to_string(),
+        );
+        v
+    }
+
     /// Price → ticks, exact.
     ///
     /// # Errors

@@ -666,6 +666,123 @@ fn snapshot_restores_everything() {
     assert!(Matcher::restore(b"garbage").is_err());
 }
 
+/// `spec()` with other fees and grid.
+fn spec_with(tick: &str, step: &str, maker: u32, taker: u32) -> SymbolSpec {
+    SymbolSpec::new(
+        Symbol::new("BTCUSDT").expect("sym"),
+        Asset::new("BTC").expect("base"),
+        Asset::new("USDT").expect("quote"),
+        tick.parse().expect("tick"),
+        step.parse().expect("step"),
+        8,
+        8,
+        maker,
+        taker,
+        500,
+    )
+    .expect("spec")
+}
+
+fn fees(ev: &[Event]) -> Vec<(u128, u128)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Trade { trade, .. } => Some((trade.maker_fee, trade.taker_fee)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_fee_change_applies_at_once_a_grid_change_only_on_an_empty_book() {
+    let mut m = Matcher::new(spec());
+    run(
+        &mut m,
+        &[
+            gtc(1, 1, SELL, 10_000, 2_000),
+            gtc(2, 2, SELL, 10_000, 1_000),
+        ],
+    );
+    // fees on the same grid: in force for the next trade, orders kept
+    m.respec(spec_with("0.01", "0.001", 0, 5_000))
+        .expect("fee change");
+    let ev = run(&mut m, &[gtc(3, 3, BUY, 10_000, 1_000)]);
+    // 1 BTC at 100 USDT: taker buys 1 BTC, pays 0.5 % of it in base atoms; maker 0
+    assert_eq!(fees(&ev), vec![(0, 500_000)]);
+    // a finer step while two orders rest: refused, nothing changed
+    let before = m.snapshot();
+    assert_eq!(
+        m.respec(spec_with("0.01", "0.0001", 0, 5_000)),
+        Err(RespecError::BookNotEmpty { open: 2 })
+    );
+    assert_eq!(m.snapshot(), before);
+    assert_eq!(
+        m.respec(
+            SymbolSpec::new(
+                Symbol::new("ETHUSDT").expect("sym"),
+                Asset::new("ETH").expect("base"),
+                Asset::new("USDT").expect("quote"),
+                "0.01".parse().expect("tick"),
+                "0.001".parse().expect("step"),
+                8,
+                8,
+                0,
+                5_000,
+                500,
+            )
+            .expect("spec")
+        ),
+        Err(RespecError::OtherSymbol)
+    );
+    // emptied, the grid changes; the last price (100.00) lies on the new 0.05 grid
+    run(
+        &mut m,
+        &[
+            Command::Cancel {
+                order_id: oid(1),
+                user_id: uid(1),
+            },
+            Command::Cancel {
+                order_id: oid(2),
+                user_id: uid(2),
+            },
+        ],
+    );
+    m.respec(spec_with("0.05", "0.0001", 0, 5_000))
+        .expect("grid change on an empty book");
+    assert_eq!(m.last_price(), Some(Ticks(2_000)));
+    // new orders count on the new grid: 0.0001 lots, 0.05 ticks
+    let ev = run(
+        &mut m,
+        &[
+            Command::Place(NewOrder {
+                price: Some("100.05".parse().expect("p")),
+                qty: Some("0.0005".parse().expect("q")),
+                ..order(4, 4, SELL, OrderType::Limit)
+            }),
+            Command::Place(NewOrder {
+                price: Some("100.01".parse().expect("p")),
+                qty: Some("0.0005".parse().expect("q")),
+                ..order(5, 5, BUY, OrderType::Limit)
+            }),
+        ],
+    );
+    assert_eq!(rejects(&ev), vec![(5, RejectReason::PriceNotOnTick)]);
+    assert_eq!(
+        m.orders(SELL),
+        vec![(oid(4), uid(4), Ticks(2_001), Lots(5))]
+    );
+    // a last price off the next grid is forgotten, not rounded
+    let mut m = Matcher::new(spec());
+    run(
+        &mut m,
+        &[gtc(1, 1, SELL, 10_003, 1), gtc(2, 2, BUY, 10_003, 1)],
+    );
+    assert_eq!(m.last_price(), Some(Ticks(10_003)));
+    m.respec(spec_with("0.05", "0.001", 1_000, 2_000))
+        .expect("empty book");
+    assert_eq!(m.last_price(), None);
+}
+
 // ---------------------------------------------------------------- properties ---
 
 fn arb_command(max_id: u64) -> impl Strategy<Value = Command> {

@@ -304,7 +304,8 @@ struct Checked {
 pub struct Placer {
     shards: ShardMap,
     router: TableRouter,
-    symbols: Arc<BTreeMap<Symbol, SymbolConfig>>,
+    /// The symbols' rules, swapped whole by [`Placer::reload_symbols`].
+    symbols: Arc<std::sync::RwLock<Arc<BTreeMap<Symbol, SymbolConfig>>>>,
     next_id: router::snowflake::IdSource,
     faults: Arc<Faults>,
 }
@@ -312,7 +313,7 @@ pub struct Placer {
 impl std::fmt::Debug for Placer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Placer")
-            .field("symbols", &self.symbols.len())
+            .field("symbols", &self.symbols().len())
             .finish_non_exhaustive()
     }
 }
@@ -329,7 +330,7 @@ impl Placer {
         Self {
             shards,
             router,
-            symbols: Arc::new(symbols),
+            symbols: Arc::new(std::sync::RwLock::new(Arc::new(symbols))),
             next_id,
             faults: Arc::default(),
         }
@@ -417,6 +418,39 @@ impl Placer {
     }
 
     /// Validation and freeze computation, no I/O.
+    /// The symbols' configuration in force (a snapshot: a reload does not change it).
+    pub fn symbols(&self) -> Arc<BTreeMap<Symbol, SymbolConfig>> {
+        self.symbols
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the symbols from meta and puts them in force for the next checks, so
+    /// a halt, a resume or a rules change reaches placement without a restart (the
+    /// matcher still decides which rules match: see the README, "Changing a symbol's
+    /// rules"). Returns the symbols whose configuration changed.
+    ///
+    /// # Errors
+    /// Meta unreachable or a row that does not parse (the rules in force stay).
+    pub async fn reload_symbols(&self, meta: &MySqlPool) -> Result<Vec<Symbol>, PlaceError> {
+        let fresh = load_symbols(meta).await?;
+        let old = self.symbols();
+        let changed: Vec<Symbol> = fresh
+            .iter()
+            .filter(|(s, c)| old.get(s) != Some(c))
+            .map(|(s, _)| *s)
+            .chain(old.keys().filter(|s| !fresh.contains_key(s)).copied())
+            .collect();
+        if !changed.is_empty() {
+            *self
+                .symbols
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+        }
+        Ok(changed)
+    }
+
     /// Every check [`Placer::place`] makes before writing (symbol, filters, grid, order
     /// shape), without the balance and without writing: `POST /api/v3/order/test`.
     ///
@@ -431,7 +465,8 @@ impl Placer {
         let Ok(symbol) = self.router.symbol(req.symbol.as_str()) else {
             return reject(Reject::UnknownSymbol(req.symbol.to_string()));
         };
-        let Some(cfg) = self.symbols.get(&symbol) else {
+        let symbols = self.symbols();
+        let Some(cfg) = symbols.get(&symbol) else {
             return reject(Reject::UnknownSymbol(req.symbol.to_string()));
         };
         if !cfg.trading {

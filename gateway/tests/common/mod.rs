@@ -74,7 +74,6 @@ impl Gw {
                 limits,
                 ..GatewaySettings::default()
             },
-            symbols: p.symbols.clone(),
             map: p.env.map.clone(),
             router: p.router.clone(),
             placer: p.placer.clone(),
