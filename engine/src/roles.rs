@@ -20,12 +20,14 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use trading::placement::load_symbols;
 
-use crate::bus::{ensure_topic, ensure_topic_with, producer};
+use crate::bus::{
+    ensure_topic, ensure_topic_with, producer, require_retention, BusSettings, KEEP_FOREVER,
+};
 use crate::config::EngineSettings;
 use crate::metrics::{serve, Metrics};
 use crate::parking::ParkPolicy;
 use crate::relay::Relay;
-use crate::service::{run_matching, run_settler_with, MatchingCore, SnapshotStore};
+use crate::service::{run_matching, run_settler_with, MatchingCore, SnapshotStore, Topics};
 use crate::settle::Settler;
 
 /// A role of the engine process.
@@ -142,6 +144,30 @@ pub async fn specs(map: &ShardMap) -> Result<BTreeMap<Symbol, SymbolSpec>> {
         .collect())
 }
 
+/// Creates the topics, and makes `orders` and `fills` keep every record
+/// ([`crate::bus::require_retention`]), a topic that already exists too: the matcher
+/// replays `orders` from its snapshot's offsets and a settler reads `fills` from its
+/// committed offset, so a record deleted before they read it would be skipped (they now
+/// refuse to start instead; this keeps them from having to).
+///
+/// # Errors
+/// The broker unreachable, or a topic whose retention cannot be set (the error says
+/// which and how to fix it by hand).
+pub async fn ensure_topics(
+    bus: &BusSettings,
+    topics: &Topics,
+    orders_partitions: i32,
+    shards: NonZeroU16,
+) -> Result<()> {
+    ensure_topic_with(bus, &topics.orders(), orders_partitions, &KEEP_FOREVER).await?;
+    ensure_topic_with(bus, &topics.fills(), i32::from(shards.get()), &KEEP_FOREVER).await?;
+    for topic in [topics.orders(), topics.fills()] {
+        require_retention(bus, &topic).await?;
+    }
+    ensure_topic(bus, &topics.market(), orders_partitions).await?;
+    Ok(())
+}
+
 /// Runs `roles` (all when empty) for `shards` (all when empty) until SIGTERM / Ctrl-C.
 ///
 /// # Errors
@@ -166,17 +192,7 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
     let specs = specs(&map).await?;
     let topics = es.topics();
     let bus = es.bus("engine");
-    // the matching service rebuilds its books by replaying `orders` from the start:
-    // the log must be kept (until snapshots bound the replay)
-    ensure_topic_with(
-        &bus,
-        &topics.orders(),
-        es.orders_partitions,
-        &[("retention.ms", "-1")],
-    )
-    .await?;
-    ensure_topic(&bus, &topics.fills(), i32::from(count.get())).await?;
-    ensure_topic(&bus, &topics.market(), es.orders_partitions).await?;
+    ensure_topics(&bus, &topics, es.orders_partitions, count).await?;
 
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop) = watch::channel(false);

@@ -30,13 +30,16 @@ use std::time::Duration;
 use domain::{ShardId, Symbol};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::bus::{consumer, producer, BusError, BusSettings};
+use crate::bus::{
+    assign_checked, committed_offset, consumer, position_lost, producer, strict_consumer, BusError,
+    BusSettings,
+};
 use crate::metrics::Metrics;
 use crate::parking::{seq_range, ParkPolicy, Parking};
 use crate::relay::unframe;
@@ -342,7 +345,7 @@ pub async fn run_matching(
 ) -> Result<(), ServiceError> {
     // no consumer group coordination: this process owns every partition of `orders`
     // and replays them from the beginning (a restart never waits for a rebalance)
-    let c = consumer(bus, group)?;
+    let c = strict_consumer(bus, group)?;
     let topic = topics.orders();
     let meta = c
         .fetch_metadata(Some(&topic), Duration::from_secs(10))
@@ -362,16 +365,15 @@ pub async fn run_matching(
             offsets = snap.offsets;
         }
     }
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        let p = i32::try_from(p).unwrap_or(0);
-        let start = offsets
-            .get(&p)
-            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-        tpl.add_partition_offset(&topic, p, start)
-            .map_err(BusError::from)?;
-    }
-    c.assign(&tpl).map_err(BusError::from)?;
+    // the snapshot's offsets (or the beginning) must still be in the log: a replay
+    // from a later offset would skip inputs (refused, the role stays down)
+    let starts: Vec<(i32, Option<i64>)> = (0..partitions)
+        .map(|p| {
+            let p = i32::try_from(p).unwrap_or(0);
+            (p, offsets.get(&p).copied())
+        })
+        .collect();
+    assign_checked(&c, &topic, &starts)?;
     let mut applied_since_snapshot = 0u64;
     let mut last_snapshot = std::time::Instant::now();
     let mut applied_total = 0u64;
@@ -419,6 +421,7 @@ pub async fn run_matching(
             };
         match first {
             Ok(m) => taken += handle(&m)?,
+            Err(e) if position_lost(&e) => return Err(BusError::from(e).into()),
             Err(e) => {
                 warn!(error = %e, "orders consumer");
                 continue;
@@ -534,19 +537,12 @@ pub async fn run_settler_with(
 ) -> Result<(), ServiceError> {
     // what is parked first: a batch of a held symbol must never be applied
     let mut parking = Parking::load(&settler, metrics.clone()).await?;
-    let c: StreamConsumer = consumer(bus, group)?;
-    let mut tpl = TopicPartitionList::new();
-    let committed = c.committed(Duration::from_secs(10)).ok().and_then(|l| {
-        l.find_partition(&topics.fills(), i32::from(shard.get()))
-            .map(|p| p.offset())
-    });
-    let start = match committed {
-        Some(Offset::Offset(o)) => Offset::Offset(o),
-        _ => Offset::Beginning,
-    };
-    tpl.add_partition_offset(&topics.fills(), i32::from(shard.get()), start)
-        .map_err(BusError::from)?;
-    c.assign(&tpl).map_err(BusError::from)?;
+    // the committed offset (or the beginning) must still be in the log: starting later
+    // would skip fill batches (halves never settled, funds frozen)
+    let c: StreamConsumer = strict_consumer(bus, group)?;
+    let partition = i32::from(shard.get());
+    let committed = committed_offset(&c, &topics.fills(), partition)?;
+    assign_checked(&c, &topics.fills(), &[(partition, committed)])?;
     let mut poll = tokio::time::interval(policy.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -560,6 +556,7 @@ pub async fn run_settler_with(
         };
         let m = match m {
             Ok(m) => m,
+            Err(e) if position_lost(&e) => return Err(BusError::from(e).into()),
             Err(e) => {
                 warn!(error = %e, "fills consumer");
                 continue;
