@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+
+mod symbol;
 use domain::{Amount, OrderId, ShardId, UserId};
 use router::directory::{redis_pool, NO_PASSWORD};
 use router::status::{probe, Counted, Probe};
@@ -95,6 +97,12 @@ enum Command {
     Withdraw {
         #[command(subcommand)]
         action: WithdrawAction,
+    },
+    /// Symbols: list them (with their open orders), halt and resume trading, change
+    /// their rules at a safe boundary.
+    Symbol {
+        #[command(subcommand)]
+        action: symbol::SymbolAction,
     },
     /// Fill batches a settler parked (failed too often, or held behind one of their
     /// symbol): list them, retry them once the cause is fixed.
@@ -372,6 +380,7 @@ pub async fn run(cli: Cli) -> Result<bool> {
         Command::Chain { action } => chain(&settings, action, json).await,
         Command::Withdraw { action } => withdraw(&settings, action, json).await,
         Command::Fills { action } => fills(&settings, action, json).await,
+        Command::Symbol { action } => symbol::run(&settings, action, json).await,
         Command::Audit => audit(&settings, json).await,
         Command::User {
             action: UserAction::Add { emails },

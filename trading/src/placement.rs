@@ -125,6 +125,66 @@ pub async fn load_symbols(meta: &MySqlPool) -> Result<BTreeMap<Symbol, SymbolCon
     Ok(out)
 }
 
+/// Writes a symbol's rules and filters (`shardctl symbol rules`, which checks first
+/// that the change is safe).
+///
+/// # Errors
+/// Meta unreachable; [`PlaceError::Config`] for a symbol not in meta.
+pub async fn write_symbol_rules(meta: &MySqlPool, c: &SymbolConfig) -> Result<(), PlaceError> {
+    let s = &c.spec;
+    let done = sqlx::query(
+        "UPDATE symbols SET tick_size = ?, step_size = ?, min_qty = ?, max_qty = ?, \
+         min_notional = ?, maker_fee_ppm = ?, taker_fee_ppm = ?, market_band_bps = ? \
+         WHERE symbol = ?",
+    )
+    .bind(s.tick_size.to_db_string())
+    .bind(s.step_size.to_db_string())
+    .bind(c.min_qty.to_db_string())
+    .bind(c.max_qty.to_db_string())
+    .bind(c.min_notional.to_db_string())
+    .bind(s.maker_fee_ppm)
+    .bind(s.taker_fee_ppm)
+    .bind(s.market_band_bps)
+    .bind(s.symbol.as_str())
+    .execute(meta)
+    .await
+    .map_err(|e| PlaceError::Router(RouterError::db("meta", e)))?;
+    if done.rows_affected() == 0 {
+        // unchanged values also affect 0 rows: tell those apart from a missing symbol
+        let known: Option<(String,)> =
+            sqlx::query_as("SELECT symbol FROM symbols WHERE symbol = ?")
+                .bind(s.symbol.as_str())
+                .fetch_optional(meta)
+                .await
+                .map_err(|e| PlaceError::Router(RouterError::db("meta", e)))?;
+        if known.is_none() {
+            return Err(PlaceError::Config(format!(
+                "no symbol {} in meta",
+                s.symbol
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Halts (`trading = false`) or resumes a symbol.
+///
+/// # Errors
+/// Meta unreachable.
+pub async fn set_symbol_trading(
+    meta: &MySqlPool,
+    symbol: &Symbol,
+    trading: bool,
+) -> Result<(), PlaceError> {
+    sqlx::query("UPDATE symbols SET status = ? WHERE symbol = ?")
+        .bind(if trading { "trading" } else { "halt" })
+        .bind(symbol.as_str())
+        .execute(meta)
+        .await
+        .map_err(|e| PlaceError::Router(RouterError::db("meta", e)))?;
+    Ok(())
+}
+
 /// A placement request, Binance-shaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaceRequest {
