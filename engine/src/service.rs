@@ -45,7 +45,7 @@ use crate::parking::{seq_range, ParkPolicy, Parking};
 use crate::relay::unframe;
 use crate::settle::{shards_of, Applied, FillBatch, SettleError, Settler, FILLS_TOPIC};
 use matcher::wire::{OrderInput, ORDERS_TOPIC};
-use matcher::{Command, Event, Matcher, SnapshotError, SymbolSpec};
+use matcher::{Command, Event, Matcher, RespecError, SymbolSpec};
 use trading::parked::ParkState;
 
 /// Topic of market events (trades and book deltas), keyed by symbol.
@@ -67,6 +67,17 @@ pub enum ServiceError {
     /// A snapshot could not be read, restored or written.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// A symbol's rules changed in meta on a grid (tick, step, precisions) that its
+    /// restored book still counts orders on: the service refuses to start rather than
+    /// match or settle on two grids. Halt the symbol and let its book empty (see the
+    /// README, "Changing a symbol's rules"), or put the old rules back.
+    #[error("symbol {symbol}: {detail}")]
+    Rules {
+        /// The symbol.
+        symbol: Symbol,
+        /// What changed and why it cannot apply.
+        detail: String,
+    },
     /// An input the matcher cannot apply (no book for its symbol, undecodable): the
     /// service stops rather than skip it, since its funds stay frozen until it is
     /// matched or refused. A restart reloads the symbols, so a symbol added to the
@@ -116,23 +127,53 @@ impl MatchingCore {
     }
 
     /// Replaces the books found in `books` with their restored state (symbols without
-    /// a snapshot keep their fresh book: a symbol added since).
+    /// a snapshot keep their fresh book: a symbol added since). A symbol whose rules in
+    /// meta differ from its snapshot's gets the new rules at this boundary when that is
+    /// safe ([`Matcher::respec`]: fees and band at once, a grid change on an empty
+    /// book); returns the symbols whose rules changed.
     ///
     /// # Errors
-    /// A snapshot that does not restore.
-    pub fn restore(&mut self, books: &BTreeMap<Symbol, Vec<u8>>) -> Result<(), SnapshotError> {
+    /// A snapshot that does not restore; [`ServiceError::Rules`] for a grid change
+    /// under open orders (nothing is changed then).
+    pub fn restore(
+        &mut self,
+        books: &BTreeMap<Symbol, Vec<u8>>,
+    ) -> Result<Vec<Symbol>, ServiceError> {
+        let mut restored = BTreeMap::new();
+        let mut changed = Vec::new();
         for (symbol, bytes) in books {
-            let m = Matcher::restore(bytes)?;
-            if self
-                .books
-                .get(symbol)
-                .is_some_and(|fresh| fresh.spec() != m.spec())
-            {
-                warn!(%symbol, "symbol config changed since the snapshot: the snapshot's grid is kept");
+            let mut m =
+                Matcher::restore(bytes).map_err(|e| ServiceError::Snapshot(e.to_string()))?;
+            if let Some(fresh) = self.books.get(symbol).map(Matcher::spec) {
+                if fresh != m.spec() {
+                    let what = m.spec().changes(fresh).join(", ");
+                    m.respec(fresh.clone())
+                        .map_err(|e: RespecError| ServiceError::Rules {
+                            symbol: *symbol,
+                            detail: format!("rules changed ({what}), but {e}"),
+                        })?;
+                    info!(%symbol, changes = %what, "symbol rules changed since the snapshot: new rules in force");
+                    changed.push(*symbol);
+                }
             }
-            self.books.insert(*symbol, m);
+            restored.insert(*symbol, m);
         }
-        Ok(())
+        self.books.extend(restored);
+        Ok(changed)
+    }
+
+    /// The rules `symbol`'s book matches under.
+    ///
+    /// # Errors
+    /// [`ServiceError::Rules`] for a symbol without a book here.
+    pub fn rules(&self, symbol: &Symbol) -> Result<&SymbolSpec, ServiceError> {
+        self.books
+            .get(symbol)
+            .map(Matcher::spec)
+            .ok_or_else(|| ServiceError::Rules {
+                symbol: *symbol,
+                detail: "no book".into(),
+            })
     }
 
     /// Applies one framed input; `Ok(false)` if it was a redelivery.
@@ -359,8 +400,7 @@ pub async fn run_matching(
     let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
     if let Some(store) = &store {
         if let Some(snap) = store.latest(&topic).await? {
-            core.restore(&snap.books)
-                .map_err(|e| ServiceError::Snapshot(e.to_string()))?;
+            core.restore(&snap.books)?;
             info!(offsets = ?snap.offsets, books = snap.books.len(), "restored matcher snapshot");
             offsets = snap.offsets;
         }
@@ -441,7 +481,8 @@ pub async fn run_matching(
         let mut sends = Vec::new();
         for ((shard, symbol), events) in out.fills {
             let mut parts = Vec::new();
-            let encode = |run: &[Event]| FillBatch::encode_parts(&topic, &symbol, run);
+            let rules = core.rules(&symbol)?;
+            let encode = |run: &[Event]| FillBatch::encode_parts(&topic, rules, run);
             encode_within(&events, budget, &encode, &mut parts)?;
             for bytes in parts {
                 sends.push((
@@ -454,7 +495,9 @@ pub async fn run_matching(
         }
         for (symbol, events) in out.market {
             let mut parts = Vec::new();
-            let encode = |run: &[Event]| postcard::to_stdvec(run).unwrap_or_default();
+            // (rules, events): the market writer renders on the matcher's grid
+            let rules = core.rules(&symbol)?;
+            let encode = |run: &[Event]| postcard::to_stdvec(&(rules, run)).unwrap_or_default();
             encode_within(&events, budget, &encode, &mut parts)?;
             for bytes in parts {
                 sends.push((
@@ -737,14 +780,19 @@ pub async fn run_market_data(
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .and_then(|k| Symbol::new(k).ok());
-        let events: Option<Vec<Event>> = m.payload().and_then(|p| postcard::from_bytes(p).ok());
-        let (Some(symbol), Some(events)) = (symbol, events) else {
+        let batch: Option<(SymbolSpec, Vec<Event>)> =
+            m.payload().and_then(|p| postcard::from_bytes(p).ok());
+        let (Some(symbol), Some((rules, events))) = (symbol, batch) else {
             warn!(offset = m.offset(), "undecodable market message");
             continue;
         };
+        if rules.symbol != symbol {
+            warn!(offset = m.offset(), %symbol, "market message with another symbol's rules");
+            continue;
+        }
         let now = now();
         let mut delay = Duration::from_millis(10);
-        while let Err(e) = md.apply(&symbol, &events, now).await {
+        while let Err(e) = md.apply_with(&rules, &events, now).await {
             warn!(error = %e, %symbol, "market data write failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
@@ -772,8 +820,21 @@ mod tests {
     #[test]
     fn a_long_run_is_cut_into_messages_within_the_budget_in_order() {
         let symbol: Symbol = "BTCUSDT".parse().expect("symbol");
+        let rules = SymbolSpec::new(
+            symbol,
+            "BTC".parse().expect("base"),
+            "USDT".parse().expect("quote"),
+            "0.01".parse().expect("tick"),
+            "0.00001".parse().expect("step"),
+            8,
+            8,
+            1_000,
+            1_000,
+            500,
+        )
+        .expect("rules");
         let events: Vec<Event> = (1..=50_000).map(accepted).collect();
-        let encode = |run: &[Event]| FillBatch::encode_parts("orders", &symbol, run);
+        let encode = |run: &[Event]| FillBatch::encode_parts("orders", &rules, run);
         let whole = encode(&events);
         let budget = 64 * 1024;
         assert!(
@@ -787,6 +848,7 @@ mod tests {
             assert!(p.len() <= budget, "{} > {budget}", p.len());
             let b = FillBatch::decode(p).expect("decodes");
             assert_eq!((b.stream.as_str(), b.symbol), ("orders", symbol));
+            assert_eq!(b.rules, rules);
             back.extend(b.events);
         }
         assert_eq!(back, events, "every event once, in order");

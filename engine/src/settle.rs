@@ -53,6 +53,10 @@ pub struct FillBatch {
     pub stream: String,
     /// Symbol.
     pub symbol: Symbol,
+    /// The rules the events were matched under: ticks, lots and atoms are converted
+    /// with these, never with what meta says now, so a rules change can never make
+    /// settlement count on another grid than matching did.
+    pub rules: SymbolSpec,
     /// Events in `seq` order.
     pub events: Vec<Event>,
 }
@@ -63,20 +67,39 @@ pub struct FillBatch {
 struct FillBatchRef<'a> {
     stream: &'a str,
     symbol: &'a Symbol,
+    rules: &'a SymbolSpec,
     events: &'a [Event],
 }
 
 impl FillBatch {
-    /// Bytes for the topic.
-    pub fn encode(&self) -> Vec<u8> {
-        Self::encode_parts(&self.stream, &self.symbol, &self.events)
+    /// A batch of `events` matched under `rules`.
+    pub fn new(stream: impl Into<String>, rules: SymbolSpec, events: Vec<Event>) -> Self {
+        Self {
+            stream: stream.into(),
+            symbol: rules.symbol,
+            rules,
+            events,
+        }
     }
 
-    /// The bytes of a batch of `events` (what [`FillBatch::encode`] gives).
-    pub fn encode_parts(stream: &str, symbol: &Symbol, events: &[Event]) -> Vec<u8> {
+    /// Bytes for the topic.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(&FillBatchRef {
+            stream: &self.stream,
+            symbol: &self.symbol,
+            rules: &self.rules,
+            events: &self.events,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The bytes of a batch of `events` matched under `rules` (what
+    /// [`FillBatch::encode`] gives).
+    pub fn encode_parts(stream: &str, rules: &SymbolSpec, events: &[Event]) -> Vec<u8> {
         postcard::to_stdvec(&FillBatchRef {
             stream,
-            symbol,
+            symbol: &rules.symbol,
+            rules,
             events,
         })
         .unwrap_or_default()
@@ -459,6 +482,25 @@ impl Settler {
         }
     }
 
+    /// The rules to settle `batch` with: the batch's own (the matcher's), checked
+    /// against what this settler knows of the symbol — same symbol, same assets (a
+    /// grid or fee that differs from meta's is the matcher's rules at the time of the
+    /// match, and is what its ticks, lots and atoms mean).
+    fn rules_of<'b>(&self, batch: &'b FillBatch) -> Result<&'b SymbolSpec, SettleError> {
+        let r = &batch.rules;
+        let known = self
+            .specs
+            .get(&batch.symbol)
+            .ok_or_else(|| SettleError::Inconsistent(format!("no spec for {}", batch.symbol)))?;
+        if r.symbol != batch.symbol || r.base != known.base || r.quote != known.quote {
+            return Err(SettleError::Inconsistent(format!(
+                "batch of {} carries rules for {} ({}/{}), meta has {}/{}",
+                batch.symbol, r.symbol, r.base, r.quote, known.base, known.quote
+            )));
+        }
+        Ok(r)
+    }
+
     /// Applies a batch in one transaction with two round trips, whatever its size
     /// (statements in SQL text, [`crate::sqltext`]):
     /// 1. `START TRANSACTION`, the symbol's `applied_seq` mark, and locking reads of
@@ -473,10 +515,7 @@ impl Settler {
     /// [`SettleError`]; nothing was written then.
     pub async fn apply(&self, batch: &FillBatch) -> Result<Applied, SettleError> {
         use sqlx::Row;
-        let spec = self
-            .specs
-            .get(&batch.symbol)
-            .ok_or_else(|| SettleError::Inconsistent(format!("no spec for {}", batch.symbol)))?;
+        let spec = self.rules_of(batch)?;
         let bad = |e: sqlx::Error| SettleError::Inconsistent(format!("shard {}: {e}", self.shard));
         // what the batch may touch (a superset when some events are redeliveries)
         let mut ids = Vec::new();
