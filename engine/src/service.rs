@@ -31,7 +31,6 @@ use domain::{ShardId, Symbol};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
-use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -222,14 +221,11 @@ impl MatchingCore {
     }
 }
 
+/// A matcher with unsnapshotted inputs and nothing new for this long saves a snapshot.
+const IDLE_SNAPSHOT: Duration = Duration::from_secs(5);
+
 /// The state written to `matcher_snapshots`: input offsets and the books they reflect.
-#[derive(Debug, Serialize, Deserialize)]
-struct Snapshot {
-    /// Next offset to read, per partition of the orders topic.
-    offsets: BTreeMap<i32, i64>,
-    /// One snapshot per book.
-    books: BTreeMap<Symbol, Vec<u8>>,
-}
+type Snapshot = matcher::wire::ServiceSnapshot;
 
 /// Where the matching service keeps its snapshots (the meta schema), and how often.
 #[derive(Debug, Clone)]
@@ -419,8 +415,29 @@ pub async fn run_matching(
     let mut applied_total = 0u64;
     let p = producer(bus)?;
     loop {
+        // idle with inputs not yet snapshotted: save after `IDLE_SNAPSHOT` (or
+        // `every_time` if shorter) without input, so a quiet matcher's latest snapshot
+        // is its whole state (a restart replays nothing; the matcher-vs-database audit
+        // reads it)
+        let idle_snapshot = store
+            .as_ref()
+            .filter(|_| applied_since_snapshot > 0)
+            .map(|s| s.every_time.min(IDLE_SNAPSHOT));
         let first = tokio::select! {
             m = c.recv() => m,
+            () = tokio::time::sleep(idle_snapshot.unwrap_or(Duration::MAX)), if idle_snapshot.is_some() => {
+                if let Some(store) = &store {
+                    let snap = Snapshot {
+                        offsets: offsets.clone(),
+                        books: core.snapshot(),
+                    };
+                    store.save(&topic, &snap, applied_total).await?;
+                    applied_since_snapshot = 0;
+                    last_snapshot = std::time::Instant::now();
+                    debug!(offsets = ?snap.offsets, "matcher snapshot saved (idle)");
+                }
+                continue;
+            }
             _ = stop.changed() => return Ok(()),
         };
         let mut out = Output::default();
@@ -620,7 +637,7 @@ pub async fn run_settler_with(
             m.offset(),
             &mut stop,
         )
-        .await;
+        .await?;
         if !done {
             // asked to stop before the batch was applied or parked: it is redelivered
             return Ok(());
@@ -654,6 +671,11 @@ pub(crate) async fn after_settled(settler: &Settler, metrics: &Metrics, a: &Appl
 /// Applies `batch`, or parks it: behind a parked batch of its symbol at once, or after
 /// `policy.after` failures in a row. Never moves on before one of them is durable.
 /// `false` when `stop` came first (nothing of it was done).
+///
+/// # Errors
+/// The shard cannot be reached ([`SettleError::unreachable`]): not the batch's
+/// fault, so it does not count toward parking; the settler stops (its role shows down
+/// on `/ready`) and its restart meets the batch again.
 #[allow(clippy::too_many_arguments)]
 async fn settle_or_park(
     settler: &Settler,
@@ -664,7 +686,7 @@ async fn settle_or_park(
     bytes: &[u8],
     offset: i64,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Result<bool, ServiceError> {
     let shard = settler.shard().get();
     let symbol = batch.symbol;
     let mut delay = Duration::from_millis(10);
@@ -673,7 +695,7 @@ async fn settle_or_park(
         if parking.holds(symbol.as_str()) {
             if parking.covers(batch) {
                 debug!(shard, %symbol, "redelivery of a parked fill batch: already parked");
-                return true;
+                return Ok(true);
             }
             let why = parking.behind(symbol.as_str());
             match parking
@@ -683,8 +705,9 @@ async fn settle_or_park(
                 Ok(id) => {
                     let (first, last) = seq_range(batch);
                     warn!(shard, %symbol, id, seqs = %format!("{first}..{last}"), "fill batch parked: {why}");
-                    return true;
+                    return Ok(true);
                 }
+                Err(e) if e.unreachable() => return Err(e.into()),
                 Err(e) => {
                     warn!(shard, %symbol, error = %e, "parking a fill batch failed; retrying")
                 }
@@ -693,7 +716,11 @@ async fn settle_or_park(
             match settler.apply(batch).await {
                 Ok(a) => {
                     after_settled(settler, metrics, &a).await;
-                    return true;
+                    return Ok(true);
+                }
+                Err(e) if e.unreachable() => {
+                    Metrics::add(&metrics.settle_errors, 1);
+                    return Err(e.into());
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -721,7 +748,7 @@ async fn settle_or_park(
                                     "fill batch parked: its symbol's later batches on this shard are held behind it \
                                      (shardctl fills parked; fix the cause, then shardctl fills retry)"
                                 );
-                                return true;
+                                return Ok(true);
                             }
                             Err(pe) => {
                                 warn!(error = %e, park_error = %pe, shard, %symbol, "settlement failed and parking failed too; retrying")
@@ -733,7 +760,7 @@ async fn settle_or_park(
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return false,
+            _ = stop.changed() => return Ok(false),
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }

@@ -324,6 +324,36 @@ impl Matcher {
         Ok(())
     }
 
+    /// Every open order — resting, then waiting stops — as (order, owner, side,
+    /// remaining base quantity; `None` for a stop that buys by quote amount), by order
+    /// id: what the matcher-vs-database audit compares with the order tables.
+    pub fn open_order_list(&self) -> Vec<(OrderId, UserId, Side, Option<domain::Qty>)> {
+        let mut v: Vec<_> = [Side::Buy, Side::Sell]
+            .into_iter()
+            .flat_map(|side| self.book.orders(side))
+            .map(|o| (o.order_id, o.user_id, o.side, self.spec.qty(o.remaining)))
+            .collect();
+        v.extend(
+            self.stops
+                .values()
+                .chain(self.stops_falling.values())
+                .map(|s| {
+                    let qty = match s.order.exec {
+                        Exec::Limit { qty, .. } | Exec::Market { qty } => self.spec.qty(qty),
+                        Exec::MarketQuote { .. } => None,
+                    };
+                    (s.order.order_id, s.order.user_id, s.order.side, qty)
+                }),
+        );
+        v.sort_unstable_by_key(|o| o.0);
+        v
+    }
+
+    /// Highest input sequence applied per source (a shard's outbox seq).
+    pub fn source_marks(&self) -> &BTreeMap<u32, u64> {
+        &self.sources
+    }
+
     /// Number of resting orders and waiting stops.
     pub fn open_orders(&self) -> usize {
         self.book.len() + self.stop_index.len()

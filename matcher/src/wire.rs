@@ -2,6 +2,8 @@
 //! service consumes. Encoded with postcard; the Kafka key is the symbol, so one
 //! symbol's inputs stay in one partition, in order.
 
+use std::collections::BTreeMap;
+
 use domain::{OrderId, Symbol, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,33 @@ impl OrderInput {
     ///
     /// # Errors
     /// The postcard error for bytes that are not an `OrderInput`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// What the matching service saves in meta `matcher_snapshots.state` (postcard): the
+/// next offset to read per partition of its orders topic, and every book's
+/// [`crate::Matcher::snapshot`]. Read back by the service on start and by the
+/// matcher-vs-database audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSnapshot {
+    /// Next offset to read, per partition of the orders topic.
+    pub offsets: BTreeMap<i32, i64>,
+    /// One snapshot per book.
+    pub books: BTreeMap<Symbol, Vec<u8>>,
+}
+
+impl ServiceSnapshot {
+    /// Bytes for `matcher_snapshots.state`.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Parses `matcher_snapshots.state`.
+    ///
+    /// # Errors
+    /// The postcard error.
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
     }
