@@ -36,6 +36,11 @@ pub struct BusSettings {
     /// sizes its frames from this ([`BusSettings::frame_budget`]).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// How long a producer keeps trying to deliver a message before it fails the send
+    /// (`message.timeout.ms`): a broker down longer than this fails the relay's round or
+    /// the matcher's publish, and the role shows down until it works again.
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u64,
 }
 
 /// librdkafka's and Kafka's default message limit.
@@ -45,12 +50,20 @@ fn default_max_message_bytes() -> usize {
     DEFAULT_MAX_MESSAGE_BYTES
 }
 
+/// The producers' default `message.timeout.ms`.
+pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 30_000;
+
+fn default_message_timeout_ms() -> u64 {
+    DEFAULT_MESSAGE_TIMEOUT_MS
+}
+
 impl Default for BusSettings {
     fn default() -> Self {
         Self {
             brokers: "127.0.0.1:9092".to_owned(),
             client_id: "exchange".to_owned(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            message_timeout_ms: DEFAULT_MESSAGE_TIMEOUT_MS,
         }
     }
 }
@@ -62,6 +75,7 @@ impl BusSettings {
             brokers: brokers.into(),
             client_id: client_id.into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            message_timeout_ms: DEFAULT_MESSAGE_TIMEOUT_MS,
         }
     }
 
@@ -166,7 +180,10 @@ pub fn producer(settings: &BusSettings) -> Result<FutureProducer, BusError> {
         .set("message.max.bytes", settings.max_message_bytes.to_string())
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", "30000")
+        .set(
+            "message.timeout.ms",
+            settings.message_timeout_ms.to_string(),
+        )
         .create()?)
 }
 

@@ -38,6 +38,10 @@ pub struct EngineSettings {
     /// Largest broker message the engine's producers send (`message.max.bytes`, at or
     /// below the broker's limit); matcher outputs and relay frames are split to fit.
     pub max_message_bytes: usize,
+    /// How long the producers try to deliver a message before the send fails
+    /// (`message.timeout.ms`; the relay's round or the matcher's publish then fails and
+    /// the role is restarted by its supervisor).
+    pub message_timeout_ms: u64,
     /// A fill batch that fails this many times in a row is parked (`parked_fills`)
     /// instead of stopping its shard's settlement; later batches of its symbol on that
     /// shard are parked behind it (see [`crate::parking`]).
@@ -56,6 +60,7 @@ impl Default for EngineSettings {
             snapshot_every: 10_000,
             snapshot_every_s: 60,
             max_message_bytes: crate::bus::DEFAULT_MAX_MESSAGE_BYTES,
+            message_timeout_ms: crate::bus::DEFAULT_MESSAGE_TIMEOUT_MS,
             park_after: crate::parking::DEFAULT_PARK_AFTER,
         }
     }
@@ -75,9 +80,10 @@ impl EngineSettings {
             || s.orders_partitions < 1
             || s.snapshot_every == 0
             || s.park_after == 0
+            || s.message_timeout_ms == 0
         {
             return Err(RouterError::Config(
-                "relay_batch, orders_partitions, snapshot_every and park_after must be positive"
+                "relay_batch, orders_partitions, snapshot_every, park_after and message_timeout_ms must be positive"
                     .into(),
             ));
         }
@@ -96,6 +102,7 @@ impl EngineSettings {
             brokers: self.brokers.clone(),
             client_id: client_id.to_owned(),
             max_message_bytes: self.max_message_bytes,
+            message_timeout_ms: self.message_timeout_ms,
         }
     }
 

@@ -253,16 +253,47 @@ impl Relay {
         }
     }
 
-    /// Runs rounds until `stop` turns true: back to back while there is work; when idle,
-    /// waits 1 ms, doubling up to `max_idle` (a quiet shard costs a few queries a
-    /// second, a busy one publishes without pause). Errors are counted and logged and
-    /// retried after 500 ms.
+    /// Runs rounds until `stop` turns true, retrying a failed round itself after
+    /// 500 ms ([`Relay::run_until_failure`] in a loop): for hosts without a supervisor
+    /// (tests, `loadtest`).
     pub async fn run(
         &self,
         max_idle: Duration,
         metrics: Arc<crate::metrics::Metrics>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        while let Err(e) = self
+            .run_until_failure(max_idle, metrics.clone(), stop.clone())
+            .await
+        {
+            tracing::error!(shard = self.shard.get(), error = %e, "relay round");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => {
+                    self.release().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs rounds until `stop` turns true (`Ok`) or a round fails (`Err`: the shard
+    /// or the broker cannot be reached, a publish was not acked): back to back while
+    /// there is work; when idle, waits 1 ms, doubling up to `max_idle` (a quiet shard
+    /// costs a few queries a second, a busy one publishes without pause). Under
+    /// `engine run` the supervisor then shows the relay down on `/ready` and starts it
+    /// again after a backoff; nothing was marked, so the rows are published then.
+    /// Another relay holding the shard ([`RelayError::Busy`]) is no failure: this one
+    /// waits as a standby, trying every 500 ms.
+    ///
+    /// # Errors
+    /// The failed round's error.
+    pub async fn run_until_failure(
+        &self,
+        max_idle: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), RelayError> {
         let floor = Duration::from_millis(1).min(max_idle);
         let mut idle = floor;
         loop {
@@ -277,17 +308,20 @@ impl Relay {
                     idle = (idle * 2).min(max_idle);
                     p
                 }
+                Err(e @ RelayError::Busy(_)) => {
+                    tracing::debug!(shard = self.shard.get(), error = %e, "relay standby");
+                    Duration::from_millis(500)
+                }
                 Err(e) => {
                     crate::metrics::Metrics::add(&metrics.relay_errors, 1);
-                    tracing::error!(shard = self.shard.get(), error = %e, "relay round");
-                    Duration::from_millis(500)
+                    return Err(e);
                 }
             };
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => {
                     self.release().await;
-                    return;
+                    return Ok(());
                 }
             }
         }

@@ -209,26 +209,32 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
         tokio::spawn(supervise(name, metrics.clone(), stop.clone(), run))
     };
     if roles.contains(&Role::Relay) {
-        // one producer (one librdkafka client, one poll thread) for every shard's relay
         let relay_bus = es.bus("relay");
-        let relay_producer = producer(&relay_bus)?;
         for &shard in &shards {
-            let relay = Relay::new(
-                shard,
-                map.pool(shard)?.clone(),
-                relay_producer.clone(),
-                topics.prefix.clone(),
-                es.relay_batch,
-            )
-            .with_frame_budget(relay_bus.frame_budget());
+            let pool = map.pool(shard)?.clone();
             let (m, idle) = (metrics.clone(), Duration::from_millis(es.relay_idle_ms));
+            let (prefix, batch) = (topics.prefix.clone(), es.relay_batch);
+            let bus = relay_bus.clone();
             tasks.push(sup(
                 format!("relay-{}", shard.get()),
                 Box::new(move |s| {
-                    let (relay, m) = (relay.clone(), m.clone());
+                    let (pool, m, prefix, bus) =
+                        (pool.clone(), m.clone(), prefix.clone(), bus.clone());
                     Box::pin(async move {
-                        relay.run(idle, m, s).await;
-                        Ok(())
+                        // a producer of its own for each attempt: once a send timed
+                        // out, librdkafka bumps the idempotent producer's epoch by
+                        // itself, and the local broker (tansu 0.6) cannot take a
+                        // produce with an epoch it never issued (its storage panics and
+                        // every later request fails); a new producer gets a new id
+                        let producer = producer(&bus).map_err(|e| e.to_string())?;
+                        let relay = Relay::new(shard, pool, producer, prefix, batch)
+                            .with_frame_budget(bus.frame_budget());
+                        // a failed round ends the attempt: `/ready` shows the relay
+                        // down while its shard or the broker cannot be reached
+                        relay
+                            .run_until_failure(idle, m, s)
+                            .await
+                            .map_err(|e| e.to_string())
                     })
                 }),
             ));

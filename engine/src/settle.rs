@@ -142,6 +142,15 @@ pub enum SettleError {
     Inconsistent(String),
 }
 
+impl SettleError {
+    /// The shard could not be reached (connection refused or broken, no connection
+    /// within the pool's timeout): nothing about the batch, so a settler stops and is
+    /// restarted rather than count it toward parking.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, Self::Router(e) if e.is_unreachable())
+    }
+}
+
 impl domain::Kinded for SettleError {
     fn kind(&self) -> domain::ErrorKind {
         match self {

@@ -160,6 +160,13 @@ pub fn is_connection_error(e: &sqlx::Error) -> bool {
 }
 
 impl RouterError {
+    /// A database error of the "the server never got or never answered" kind
+    /// ([`is_connection_error`]): the shard (or meta) is down or unreachable, not
+    /// anything about the work itself.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Db { source, .. } if is_connection_error(source))
+    }
+
     /// A deadlock or lock-wait timeout: the transaction was rolled back and may simply
     /// be run again. Decided by the server's error number, never by message text.
     pub fn is_retryable(&self) -> bool {
