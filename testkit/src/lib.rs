@@ -88,6 +88,47 @@ impl TestEnv {
         }
     }
 
+    /// Fresh migrated databases like [`TestEnv::new`], except that shard `shard` lives
+    /// on the server at `server_url` (`mysql://user:pass@host:port`, e.g. a
+    /// [`mariadb::Server`] the test may kill); meta and the other shards stay on the
+    /// stack's servers.
+    ///
+    /// # Panics
+    /// When `shard` is not a configured shard, or the databases cannot be created.
+    pub async fn with_shard_on(name: &str, shard: u16, server_url: &str) -> TestEnv {
+        let tag = Alphanumeric
+            .sample_string(&mut rand::rng(), 6)
+            .to_lowercase();
+        let db = format!("t_{name}_{tag}");
+        let mut settings = Settings::load().expect("settings");
+        let slot = usize::from(shard);
+        assert!(slot < settings.shards.len(), "no shard {shard}");
+        settings.shards = settings
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                if i == slot {
+                    format!("{server_url}/{db}")
+                } else {
+                    with_database(u, &db)
+                }
+            })
+            .collect();
+        settings.meta = with_database(&settings.meta, &format!("{db}_meta"));
+        settings.pool.max_connections = 80;
+        settings.redis.key_prefix = format!("test:{db}:");
+        let map = ShardMap::connect_creating(&settings)
+            .await
+            .expect("create test databases");
+        map.migrate_up().await.expect("migrate up");
+        TestEnv {
+            prefix: settings.redis.key_prefix.clone(),
+            settings,
+            map,
+        }
+    }
+
     /// A user directory over this test's databases.
     pub fn directory(&self) -> UserDirectory {
         UserDirectory::new(self.map.clone(), self.redis(), self.prefix.clone(), 60)
@@ -340,6 +381,7 @@ pub fn order_request(
         stop_price: None,
         stp: matcher::StpMode::None,
         client_order_id: None,
+        market_reference: None,
     }
 }
 

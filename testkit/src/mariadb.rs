@@ -1,6 +1,7 @@
 //! A MariaDB server of a test's own (a temporary data directory, a free port, the same
 //! binaries as the stack), for tests that need a server configured unlike the stack's
-//! (a replica pair, a server left at REPEATABLE READ).
+//! (a replica pair, a server left at REPEATABLE READ), or one a test may kill
+//! ([`Server::kill9`], [`Server::restart`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -46,6 +47,16 @@ fn program(name: &str) -> String {
         .unwrap_or_else(|| name.to_owned())
 }
 
+/// `mariadbd` on the `my.cnf` in `dir`.
+fn spawn(dir: &std::path::Path) -> Child {
+    Command::new(program("mariadbd"))
+        .arg(format!("--defaults-file={}/my.cnf", dir.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mariadbd")
+}
+
 fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().expect("id");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -88,23 +99,46 @@ impl Server {
             "install-db: {}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let child = Command::new(program("mariadbd"))
-            .arg(&cnf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd");
+        let child = spawn(&dir);
         let server = Self { child, dir, port };
+        server.wait_answering(name);
+        server
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no flush: a crash) and reaps it; the
+    /// data directory stays for [`Server::restart`].
+    ///
+    /// # Panics
+    /// When the signal cannot be sent.
+    pub fn kill9(&mut self) {
+        // std's kill is SIGKILL on unix; an already reaped child is fine
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.child.kill().expect("SIGKILL mariadbd");
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data directory and port (InnoDB runs its
+    /// crash recovery) and waits (60 s at most) until it answers.
+    ///
+    /// # Panics
+    /// When it does not come back.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.child = spawn(&self.dir);
+        self.wait_answering("restarted server");
+    }
+
+    fn wait_answering(&self, name: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while server.sql("SELECT 1").is_err() {
+        while self.sql("SELECT 1").is_err() {
             assert!(
                 Instant::now() < deadline,
                 "{name} did not start: {}",
-                std::fs::read_to_string(server.dir.join("err.log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.join("err.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        server
     }
 
     /// Runs SQL as root over the socket; stdout.
