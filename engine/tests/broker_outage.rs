@@ -197,6 +197,12 @@ async fn a_broker_down_past_the_message_timeout_turns_ready_red_and_every_role_r
         "every process ready {:?} after the broker came back",
         back_at.elapsed()
     );
+    // by their supervisors: a relay with sends in flight failed and was restarted
+    let mut relays_restarted = 0;
+    for shard in 0..4 {
+        relays_restarted += load::restarts(&procs[0], &format!("relay-{shard}")).await;
+    }
+    assert!(relays_restarted > 0, "no relay was restarted");
     let trades = load::all_filled_once(&env, &router, &placer, &placed, &[]).await;
     assert_eq!(
         testkit::all_audits_hold(&env).await,

@@ -206,6 +206,17 @@ async fn kill_9_of_a_shard_server_mid_load_loses_no_acked_order_and_settles_noth
     for p in &procs {
         load::green(p, Duration::from_secs(60)).await;
     }
+    // by their supervisors: shard 1's roles were restarted, the others never failed
+    for (p, role, failed) in [
+        (relay, "relay-1", true),
+        (relay, "relay-0", false),
+        (relay, "relay-2", false),
+        (settler, "settler-1", true),
+        (settler, "settler-3", false),
+    ] {
+        let n = load::restarts(p, role).await;
+        assert_eq!(n > 0, failed, "{role} restarted {n} times");
+    }
     let trades = load::all_filled_once(&env, &router, &placer, &placed, &[(2, 300)]).await;
     let eth_orders = router
         .table(

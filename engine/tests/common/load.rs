@@ -119,6 +119,20 @@ pub async fn green(p: &EngineProcess, within: Duration) {
     }
 }
 
+/// How often `p`'s supervisor restarted `role` (`exchange_role_restarts_total`).
+pub async fn restarts(p: &EngineProcess, role: &str) -> u64 {
+    let (_, body) = testkit::engine::http_get(p.port, "/metrics")
+        .await
+        .expect("/metrics answers");
+    let line = format!("exchange_role_restarts_total{{role=\"{role}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .unwrap_or_else(|| panic!("no {role} in /metrics"))
+        .trim()
+        .parse()
+        .expect("count")
+}
+
 /// `n` hundredths as a decimal (`0.01` × n).
 pub fn lots(n: u64) -> String {
     format!("{}.{:02}", n / 100, n % 100)
