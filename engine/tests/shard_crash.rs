@@ -14,6 +14,13 @@
 //! order, every order is filled to its quantity, holding nothing), every balance is
 //! what its filled orders say, to the unit, and the four audits hold with one trade
 //! half per side per trade.
+//!
+//! It found that `/ready` stayed 200 while the shard was down: the relay logged each
+//! failed round and tried again, and the settler retried its batch in place, counting
+//! the outage toward parking. Both now end the role's attempt (the supervisor shows
+//! it down and restarts it). Run with `innodb_flush_log_at_trx_commit = 0` instead the
+//! kill loses acked orders the matcher already had, and the test fails (settler-1
+//! parks "order … not found on shard 1" and never becomes ready).
 
 mod common;
 
