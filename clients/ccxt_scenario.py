@@ -6,7 +6,7 @@ no clock adjustment. With them `load_markets` makes exactly one call,
 
 Exercised: load_markets (precision, limits), fetch_time, fetch_order_book,
 fetch_ticker, fetch_trades (aggTrades), fetch_ohlcv, fetch_balance,
-create_limit_sell_order, create_limit_buy_order, create_market_buy_order_with_cost,
+create_limit_sell_order, create_limit_buy_order, create_market_buy_order_with_cost, create_market_buy_order,
 fetch_order, fetch_open_orders, cancel_order, fetch_closed_orders,
 fetch_canceled_orders, fetch_orders, fetch_my_trades, and InsufficientFunds mapping.
 """
@@ -20,6 +20,8 @@ from scenario_common import (
     BASE,
     BUY_LIMIT,
     BUY_QTY,
+    BY_QTY,
+    BY_QTY_COST,
     MARKET_QTY,
     MIN_NOTIONAL,
     PRICE,
@@ -277,6 +279,28 @@ def scenario():
         lambda: (b := maker.fetch_order_book(UNIFIED))["asks"] == [] and b,
     )
     eq(book["bids"], [], "no bids")
+
+    step("taker: market buy by quantity (create_market_buy_order), until closed")
+    usdt_before = taker.fetch_balance()[QUOTE]["free"]
+    maker.create_limit_sell_order(UNIFIED, float(BY_QTY), float(PRICE))
+    poll(
+        "the new ask in the book",
+        lambda: maker.fetch_order_book(UNIFIED)["asks"] == [[float(PRICE), float(BY_QTY)]],
+    )
+    q = taker.create_market_buy_order(UNIFIED, float(BY_QTY))
+    sent = taker.bodies[-1] or ""
+    check("quantity=" in sent and "quoteOrderQty" not in sent, "ccxt sent quantity", sent)
+    qbought = poll(
+        "the market buy by quantity to fill",
+        lambda: (o := taker.fetch_order(q["id"], UNIFIED))["status"] == "closed" and o,
+    )
+    num(qbought["filled"], BY_QTY, "market buy by quantity filled")
+    num(qbought["cost"], BY_QTY_COST, "market buy by quantity cost")
+    tq = poll(
+        "the unspent hold released",
+        lambda: (b := taker.fetch_balance()[QUOTE])["used"] == 0 and b,
+    )
+    num(tq["free"], usdt_before - float(BY_QTY_COST), "taker USDT after the market buy by quantity")
 
     step("every call went to the gateway")
     for ex in (maker, taker):

@@ -8,7 +8,7 @@ get_order_book, get_recent_trades, get_aggregate_trades, get_historical_trades,
 get_klines, get_historical_klines, get_ticker, get_symbol_ticker,
 get_orderbook_ticker, get_avg_price, get_account, get_asset_balance,
 create_test_order (also with computeCommissionRates=True, which it sends as `True`),
-order_limit_sell, order_limit_buy, order_market_buy (quoteOrderQty), get_order,
+order_limit_sell, order_limit_buy, order_market_buy (quoteOrderQty and quantity), get_order,
 get_open_orders, cancel_order, get_all_orders, get_my_trades, and
 BinanceAPIException codes (-2010 insufficient balance, -2013, -2011).
 """
@@ -22,6 +22,8 @@ from scenario_common import (
     BASE,
     BUY_LIMIT,
     BUY_QTY,
+    BY_QTY,
+    BY_QTY_COST,
     MARKET_QTY,
     MIN_NOTIONAL,
     PRICE,
@@ -294,6 +296,28 @@ def scenario():
     bt = maker.get_orderbook_ticker(symbol=SYMBOL)
     eq(bt["symbol"], SYMBOL, "book ticker symbol")
     num(maker.get_avg_price(symbol=SYMBOL)["price"], PRICE, "average price")
+
+    step("taker: order_market_buy by quantity, until FILLED")
+    usdt_before, _ = free_locked(taker, QUOTE)
+    maker.order_limit_sell(symbol=SYMBOL, quantity=str(BY_QTY), price=str(PRICE))
+    poll(
+        "the new ask in the book",
+        lambda: maker.get_order_book(symbol=SYMBOL)["asks"] == [[str(PRICE), str(BY_QTY)]],
+    )
+    q = taker.order_market_buy(symbol=SYMBOL, quantity=str(BY_QTY))
+    eq((q["type"], q["side"]), ("MARKET", "BUY"), "market buy by quantity answer")
+    qbought = poll(
+        "the market buy by quantity to fill",
+        lambda: (o := taker.get_order(symbol=SYMBOL, orderId=q["orderId"]))["status"] == "FILLED" and o,
+    )
+    num(qbought["executedQty"], BY_QTY, "market buy by quantity executedQty")
+    num(qbought["origQty"], BY_QTY, "market buy by quantity origQty")
+    num(qbought["cummulativeQuoteQty"], BY_QTY_COST, "market buy by quantity quote")
+    num(qbought["origQuoteOrderQty"], 0, "no quoteOrderQty was sent")
+    poll(
+        "the unspent hold released",
+        lambda: free_locked(taker, QUOTE) == (usdt_before - BY_QTY_COST, Decimal(0)),
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ QUOTE_SPEND = Decimal("1000")
 MARKET_QTY = QUOTE_SPEND / PRICE  # 0.02
 TRADED = BUY_QTY + MARKET_QTY  # 0.12
 TRADED_QUOTE = TRADED * PRICE  # 6000
+# last, on its own: the maker rests BY_QTY at PRICE again and the taker takes it with a
+# MARKET buy by base quantity (what ccxt's create_market_buy_order sends): it holds
+# BY_QTY × PRICE × (1 + the 5 % market band) and gets back what it did not spend
+BY_QTY = Decimal("0.01")
+BY_QTY_COST = BY_QTY * PRICE  # 500
 
 # settlement and market data are asynchronous: how long a poll waits (30 s unless
 # SETTLE_TIMEOUT_S says otherwise; the Rust harness gives 60 s, as its own waits)

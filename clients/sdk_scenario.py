@@ -12,7 +12,7 @@ seen, not retried away.
 Exercised: ping, time, exchange_info, depth, get_trades, historical_trades,
 agg_trades, klines, ui_klines, ticker24hr, ticker_price, ticker_book_ticker,
 avg_price, get_account (with a fractional recv_window, which the SDK documents),
-order_test, new_order (LIMIT sell, LIMIT buy, MARKET buy by quote_order_qty),
+order_test, new_order (LIMIT sell, LIMIT buy, MARKET buy by quote_order_qty and by quantity),
 get_order, get_open_orders, delete_order, all_orders, my_trades, and the errors:
 -2010 insufficient balance, -2011, -2013, and -1100 for `1e-05` (what `str(0.00001)`
 gives).
@@ -39,6 +39,8 @@ from scenario_common import (
     BASE,
     BUY_LIMIT,
     BUY_QTY,
+    BY_QTY,
+    BY_QTY_COST,
     MARKET_QTY,
     MIN_NOTIONAL,
     PRICE,
@@ -405,6 +407,47 @@ def scenario():
     eq(call("ticker_price", lambda: maker.ticker_price(symbol=SYMBOL))["price"], str(PRICE), "price ticker")
     call("ticker_book_ticker", lambda: maker.ticker_book_ticker(symbol=SYMBOL))
     num(call("avg_price", lambda: maker.avg_price(symbol=SYMBOL))["price"], PRICE, "average price")
+
+    step("taker: new_order MARKET buy by quantity, until FILLED")
+    usdt_before = get(balances(taker, "taker account"), QUOTE)[0]
+    call(
+        "new_order sell",
+        lambda: maker.new_order(
+            symbol=SYMBOL,
+            side=NewOrderSideEnum.SELL,
+            type=NewOrderTypeEnum.LIMIT,
+            time_in_force=NewOrderTimeInForceEnum.GTC,
+            quantity=float(BY_QTY),
+            price=float(PRICE),
+        ),
+    )
+    poll(
+        "the new ask in the book",
+        lambda: call("depth", lambda: maker.depth(symbol=SYMBOL))["asks"] == [[str(PRICE), str(BY_QTY)]],
+    )
+    q = call(
+        "new_order market buy by quantity",
+        lambda: taker.new_order(
+            symbol=SYMBOL,
+            side=NewOrderSideEnum.BUY,
+            type=NewOrderTypeEnum.MARKET,
+            quantity=float(BY_QTY),
+        ),
+    )
+    qbought = poll(
+        "the market buy by quantity to fill",
+        lambda: (
+            (o := call("get_order", lambda: taker.get_order(symbol=SYMBOL, order_id=q["orderId"])))["status"]
+            == "FILLED"
+            and o
+        ),
+    )
+    num(qbought["executedQty"], BY_QTY, "market buy by quantity executedQty")
+    num(qbought["cummulativeQuoteQty"], BY_QTY_COST, "market buy by quantity quote")
+    poll(
+        "the unspent hold released",
+        lambda: get(balances(taker, "taker account"), QUOTE) == (usdt_before - BY_QTY_COST, Decimal(0)),
+    )
     eq(WARNINGS.seen, [], "warnings the SDK logged")
 
 

@@ -127,6 +127,7 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
             stop_price: None,
             stp: StpMode::None,
             client_order_id: None,
+            market_reference: None,
         };
         let ack = placer.place(&req).await.expect("place").expect("accepted");
         open.push((user, ack.order_id));
@@ -173,6 +174,7 @@ async fn kill_9_of_relay_matcher_and_settlers_loses_nothing_and_doubles_nothing(
             stop_price: None,
             stp: StpMode::None,
             client_order_id: Some("sentinel".into()),
+            market_reference: None,
         })
         .await
         .expect("place")

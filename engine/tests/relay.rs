@@ -36,6 +36,7 @@ fn buy(user: u64, client: String) -> PlaceRequest {
         stop_price: None,
         stp: StpMode::None,
         client_order_id: Some(client),
+        market_reference: None,
     }
 }
 

@@ -79,7 +79,8 @@ pub fn order_json(o: &OrderRecord) -> Value {
         "updateTime": o.updated_ms,
         "isWorking": o.status.is_open(),
         "workingTime": o.created_ms,
-        "origQuoteOrderQty": opt_text(o.quote_qty),
+        // a buy by quantity stores its hold cap there; the client sent none
+        "origQuoteOrderQty": if o.qty.is_some() { "0".to_owned() } else { opt_text(o.quote_qty) },
         "selfTradePreventionMode": "NONE",
     })
 }
@@ -186,9 +187,26 @@ fn place_request(
             stop_price,
             stp,
             client_order_id: p.get("newClientOrderId").map(str::to_owned),
+            market_reference: None,
         },
         resp,
     ))
+}
+
+/// A MARKET buy by quantity holds against the last trade price, else the best ask —
+/// what the matcher's band is relative to (`PlaceRequest::market_reference`).
+async fn with_reference(s: &Shared, mut req: PlaceRequest) -> Result<PlaceRequest, ApiError> {
+    if req.order_type == OrderType::Market
+        && req.side == Side::Buy
+        && req.qty.is_some()
+        && req.quote_qty.is_none()
+    {
+        req.market_reference = match s.market.last_price(&req.symbol).await? {
+            Some(p) => Some(p),
+            None => s.market.depth(&req.symbol, 1).await?.2.first().map(|l| l.0),
+        };
+    }
+    Ok(req)
 }
 
 /// `POST /api/v3/order`, with `X-MBX-ORDER-COUNT-10S` / `-1D`.
@@ -198,6 +216,7 @@ pub async fn new_order(
 ) -> Result<([(&'static str, String); 2], Json<Value>), ApiError> {
     let user = authenticate(&s, &r).await?;
     let (req, resp) = place_request(&s, user, &r.params)?;
+    let req = with_reference(&s, req).await?;
     let (ten_s, day) = s.limiter.order(user.get(), s.now_ms()).await?;
     let headers = [
         ("x-mbx-order-count-10s", ten_s.to_string()),
@@ -253,6 +272,7 @@ async fn place(s: &Shared, user: UserId, req: PlaceRequest, resp: RespType) -> A
 pub async fn test_order(State(s): State<Shared>, r: Req) -> Answer {
     let user = authenticate(&s, &r).await?;
     let (req, _) = place_request(&s, user, &r.params)?;
+    let req = with_reference(&s, req).await?;
     s.placer.check_only(&req)??;
     if r.params.flag("computeCommissionRates")? {
         let spec = &listed(&s, &req.symbol)?.spec;
@@ -699,6 +719,7 @@ pub async fn cancel_replace(State(s): State<Shared>, r: Req) -> Answer {
     };
     // the new order's parameters first: a malformed one changes nothing
     let (req, resp) = place_request(&s, user, p)?;
+    let req = with_reference(&s, req).await?;
     let err_json = |e: &ApiError| json!({"code": e.code, "msg": e.msg});
     let cancel_id = p
         .get("cancelNewClientOrderId")

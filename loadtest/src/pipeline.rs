@@ -183,6 +183,7 @@ pub async fn bench(
                     stop_price: None,
                     stp: StpMode::None,
                     client_order_id: None,
+                    market_reference: None,
                 };
                 let t0 = scheduled.unwrap_or_else(Instant::now);
                 match placer.place_grouped(&writers, &req).await {
@@ -415,6 +416,7 @@ pub async fn demo() -> Result<()> {
             stop_price: None,
             stp: StpMode::None,
             client_order_id: None,
+            market_reference: None,
         })
     };
     let plan = [

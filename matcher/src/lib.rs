@@ -128,6 +128,12 @@ enum Exec {
     MarketQuote {
         quote: u128,
     },
+    /// A market buy of `qty` lots spending at most `quote` atoms (the hold placement
+    /// froze for it): it stops at whichever runs out first.
+    MarketCapped {
+        qty: Lots,
+        quote: u128,
+    },
 }
 
 /// A validated order.
@@ -155,11 +161,16 @@ struct Stop {
 enum Left {
     Lots(Lots),
     Quote(u128),
+    /// Lots still wanted, quote atoms still allowed.
+    Capped(Lots, u128),
 }
 
 impl Left {
     fn is_done(self) -> bool {
-        matches!(self, Left::Lots(Lots::ZERO) | Left::Quote(0))
+        matches!(
+            self,
+            Left::Lots(Lots::ZERO) | Left::Quote(0) | Left::Capped(Lots::ZERO, _)
+        )
     }
 }
 
@@ -340,6 +351,7 @@ impl Matcher {
                 .map(|s| {
                     let qty = match s.order.exec {
                         Exec::Limit { qty, .. } | Exec::Market { qty } => self.spec.qty(qty),
+                        Exec::MarketCapped { qty, .. } => self.spec.qty(qty),
                         Exec::MarketQuote { .. } => None,
                     };
                     (s.order.order_id, s.order.user_id, s.order.side, qty)
@@ -566,10 +578,15 @@ impl Matcher {
             Ok(t)
         };
         let market = || -> Result<Exec, RejectReason> {
-            match (n.qty, n.quote_qty) {
-                (Some(_), None) => Ok(Exec::Market { qty: lots(n.qty)? }),
-                (None, Some(q)) => Ok(Exec::MarketQuote {
+            match (n.qty, n.quote_qty, n.side) {
+                (Some(_), None, _) => Ok(Exec::Market { qty: lots(n.qty)? }),
+                (None, Some(q), _) => Ok(Exec::MarketQuote {
                     quote: spec.quote_atoms(q)?,
+                }),
+                // a buy by base quantity within the quote amount its placement froze
+                (Some(_), Some(cap), Side::Buy) => Ok(Exec::MarketCapped {
+                    qty: lots(n.qty)?,
+                    quote: spec.quote_atoms(cap)?,
                 }),
                 _ => Err(RejectReason::BadQuantityFields),
             }
@@ -675,6 +692,9 @@ impl Matcher {
             }
             Exec::Market { qty } => (self.band_limit(o.side), Left::Lots(qty)),
             Exec::MarketQuote { quote } => (self.band_limit(o.side), Left::Quote(quote)),
+            Exec::MarketCapped { qty, quote } => {
+                (self.band_limit(o.side), Left::Capped(qty, quote))
+            }
         };
         let end = match limit {
             Some(limit) => self.take(o, limit, &mut left, out),
@@ -710,6 +730,7 @@ impl Matcher {
         let (remaining, remaining_quote) = match left {
             Left::Lots(l) => (l, 0),
             Left::Quote(q) => (Lots::ZERO, q),
+            Left::Capped(l, q) => (l, q),
         };
         self.emit(out, |seq| Event::Expired {
             seq,
@@ -753,6 +774,11 @@ impl Matcher {
                         .remaining
                         .min(Lots(u64::try_from(affordable).unwrap_or(u64::MAX)))
                 }
+                Left::Capped(l, q) => {
+                    let affordable = q / self.spec.lot_cost(maker.price);
+                    l.min(maker.remaining)
+                        .min(Lots(u64::try_from(affordable).unwrap_or(u64::MAX)))
+                }
             };
             if lots.is_zero() {
                 return End::QuoteExhausted;
@@ -794,6 +820,7 @@ impl Matcher {
             *left = match *left {
                 Left::Lots(l) => Left::Lots(l - lots),
                 Left::Quote(q) => Left::Quote(q - notional),
+                Left::Capped(l, q) => Left::Capped(l - lots, q - notional),
             };
             if left.is_done() {
                 return End::Filled;
@@ -842,7 +869,7 @@ impl Matcher {
             return false;
         };
         let remaining = match s.order.exec {
-            Exec::Limit { qty, .. } | Exec::Market { qty } => qty,
+            Exec::Limit { qty, .. } | Exec::Market { qty } | Exec::MarketCapped { qty, .. } => qty,
             Exec::MarketQuote { .. } => Lots::ZERO,
         };
         self.emit(out, |seq| Event::Cancelled {
@@ -897,7 +924,7 @@ impl Matcher {
                 *qty = new;
                 by
             }
-            Exec::MarketQuote { .. } => {
+            Exec::MarketQuote { .. } | Exec::MarketCapped { .. } => {
                 return self.reject(id, user, RejectReason::BadQuantityFields, out)
             }
             _ => return self.reject(id, user, RejectReason::AmendNotLower, out),

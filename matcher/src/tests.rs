@@ -301,6 +301,87 @@ fn market_orders_band_liquidity_and_quote() {
     assert_eq!(expiries(&ev), [(9, 4, ExpireReason::PriceBand)]);
 }
 
+fn capped(id: u64, user: u64, lots: u64, cap: &str) -> Command {
+    Command::Place(NewOrder {
+        qty: Some(q(lots)),
+        quote_qty: Some(cap.parse().expect("cap")),
+        ..order(id, user, BUY, OrderType::Market)
+    })
+}
+
+#[test]
+fn a_market_buy_by_quantity_stops_at_its_quantity_or_its_quote_cap() {
+    let book = [gtc(1, 1, SELL, 10_000, 2), gtc(2, 2, SELL, 10_100, 5)];
+    // the cap runs out first: 2 lots at 100 (0.2) + 3 at 101 (0.303) fit in 0.603,
+    // a fourth lot at 101 does not; the rest of the cap is what is left unspent
+    let mut m = Matcher::new(spec());
+    run(&mut m, &book);
+    let ev = run(&mut m, &[capped(3, 3, 6, "0.603")]);
+    assert_eq!(trades(&ev), vec![(3, 1, 10_000, 2), (3, 2, 10_100, 3)]);
+    let left: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Expired {
+                order_id,
+                remaining,
+                remaining_quote,
+                reason,
+                ..
+            } => Some((order_id.get(), remaining.get(), *remaining_quote, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, vec![(3, 1, 10_000_000, ExpireReason::QuoteExhausted)]);
+    // the quantity runs out first: filled, nothing expires
+    let mut m = Matcher::new(spec());
+    run(&mut m, &book);
+    let ev = run(&mut m, &[capped(3, 3, 4, "100")]);
+    assert_eq!(trades(&ev), vec![(3, 1, 10_000, 2), (3, 2, 10_100, 2)]);
+    assert!(expiries(&ev).is_empty());
+    // the band still applies (5 % above 100: 101 is in, 106 is not)
+    let mut m = Matcher::new(spec());
+    run(
+        &mut m,
+        &[gtc(1, 1, SELL, 10_000, 1), gtc(2, 2, SELL, 10_600, 5)],
+    );
+    let ev = run(&mut m, &[capped(3, 3, 3, "100")]);
+    assert_eq!(trades(&ev), vec![(3, 1, 10_000, 1)]);
+    assert_eq!(expiries(&ev), vec![(3, 2, ExpireReason::PriceBand)]);
+    // a cap off the quote precision is refused like any amount
+    let ev = run(&mut m, &[capped(4, 3, 1, "0.000000001")]);
+    assert_eq!(rejects(&ev), vec![(4, RejectReason::AmountNotOnPrecision)]);
+    // a waiting capped stop cancels with its whole quantity; it cannot be amended
+    let mut m = Matcher::new(spec());
+    run(
+        &mut m,
+        &[gtc(1, 1, SELL, 10_000, 1), gtc(2, 2, BUY, 10_000, 1)],
+    );
+    let stop = Command::Place(NewOrder {
+        qty: Some(q(4)),
+        quote_qty: Some("1".parse().expect("cap")),
+        stop_price: Some(px(11_000)),
+        ..order(5, 5, BUY, OrderType::StopLoss)
+    });
+    run(&mut m, &[stop]);
+    assert_eq!(m.open_orders(), 1);
+    let ev = run(
+        &mut m,
+        &[
+            Command::Amend {
+                order_id: oid(5),
+                user_id: uid(5),
+                new_qty: q(2),
+            },
+            Command::Cancel {
+                order_id: oid(5),
+                user_id: uid(5),
+            },
+        ],
+    );
+    assert_eq!(rejects(&ev), vec![(5, RejectReason::BadQuantityFields)]);
+    assert_eq!(cancels(&ev), vec![(5, 4, CancelReason::User)]);
+}
+
 #[test]
 fn limit_maker_is_rejected_when_it_would_cross() {
     let mut m = Matcher::new(spec());
@@ -573,10 +654,11 @@ fn bad_input_is_a_reject_never_a_panic() {
         ..order(4, 1, BUY, OrderType::Limit)
     });
     let no_qty = Command::Place(order(5, 1, BUY, OrderType::Market));
+    // both fields: a capped buy is fine, a sell has no use for a quote amount
     let both = Command::Place(NewOrder {
         qty: Some(q(1)),
         quote_qty: Some("1".parse().expect("a")),
-        ..order(6, 1, BUY, OrderType::Market)
+        ..order(6, 1, SELL, OrderType::Market)
     });
     let no_stop = Command::Place(NewOrder {
         qty: Some(q(1)),

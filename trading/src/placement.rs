@@ -185,6 +185,19 @@ pub async fn set_symbol_trading(
     Ok(())
 }
 
+/// What a market-like buy of `qty` by base quantity holds: `qty × reference × (1 +
+/// band)`, rounded up to the quote precision (a hold: at most one atom more than the
+/// exact bound, released after the order ends); `None` past `DECIMAL(36,18)`.
+pub fn market_cap(qty: Qty, reference: Price, spec: &SymbolSpec) -> Option<Amount> {
+    let band = domain::Decimal::new(10_000 + i64::from(spec.market_band_bps), 4);
+    let exact = qty.get().checked_mul(reference.get())?.checked_mul(band)?;
+    let up = exact.round_dp_with_strategy(
+        spec.quote_precision,
+        rust_decimal::RoundingStrategy::AwayFromZero,
+    );
+    Amount::new(up).ok().filter(|a| a.is_positive())
+}
+
 /// A placement request, Binance-shaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaceRequest {
@@ -211,6 +224,13 @@ pub struct PlaceRequest {
     pub stp: StpMode,
     /// `newClientOrderId`; generated from the order id when absent.
     pub client_order_id: Option<String>,
+    /// For a MARKET buy by base quantity: the price its hold is computed from (the
+    /// gateway gives the last trade price, else the best ask). The order freezes
+    /// `quantity × reference × (1 + market band)`, rounded up to the quote precision,
+    /// and the matcher never spends more than that (it stops at its quantity, its band
+    /// or that amount, whichever comes first; the rest is released). STOP_LOSS /
+    /// TAKE_PROFIT buys by quantity use their stop price instead. Ignored otherwise.
+    pub market_reference: Option<Price>,
 }
 
 /// Which order a cancel is for.
@@ -575,6 +595,32 @@ impl Placer {
                 return reject(Reject::Invalid(r));
             }
         }
+        // a market-like buy by base quantity holds a quote cap the matcher respects
+        let cap = match (limit_like, req.side, req.qty, req.quote_qty) {
+            (false, Side::Buy, Some(q), None) => {
+                let stop_like =
+                    matches!(req.order_type, OrderType::StopLoss | OrderType::TakeProfit);
+                let reference = if stop_like {
+                    req.stop_price
+                } else {
+                    req.market_reference
+                };
+                let Some(reference) = reference else {
+                    return reject(if stop_like {
+                        Reject::Invalid(RejectReason::MissingStopPrice)
+                    } else {
+                        Reject::Unsupported(
+                            "no market price yet to hold a MARKET buy by quantity against: give quoteOrderQty",
+                        )
+                    });
+                };
+                match market_cap(q, reference, spec) {
+                    Some(cap) => Some((cap, q.get().checked_mul(reference.get()))),
+                    None => return reject(Reject::Invalid(RejectReason::TooLarge)),
+                }
+            }
+            _ => None,
+        };
         // the shape checks; what is frozen comes from the one hold rule (`domain::hold`)
         let notional = match (limit_like, req.side, req.price, req.qty, req.quote_qty) {
             (true, _, None, _, _) => return reject(Reject::Invalid(RejectReason::MissingPrice)),
@@ -587,11 +633,13 @@ impl Placer {
             (true, _, Some(p), Some(q), None) => Some(p.checked_notional(q)?),
             (false, Side::Buy, _, None, Some(a)) => Some(a),
             (false, Side::Sell, _, Some(_), None) => None,
-            (false, Side::Buy, _, Some(_), None) => {
-                return reject(Reject::Unsupported(
-                    "a MARKET/STOP buy must give quoteOrderQty",
-                ))
-            }
+            (false, Side::Buy, _, Some(_), None) => match cap {
+                Some((_, Some(n))) => Some(
+                    Amount::new(n)
+                        .map_err(|_| PlaceError::Config("a capped notional out of range".into()))?,
+                ),
+                _ => return reject(Reject::Invalid(RejectReason::TooLarge)),
+            },
             (false, Side::Sell, _, None, Some(_)) => {
                 return reject(Reject::Unsupported("a MARKET/STOP sell must give quantity"))
             }
@@ -601,7 +649,7 @@ impl Placer {
             order_type: req.order_type,
             price: req.price.filter(|_| limit_like),
             qty: req.qty.map(Amount::from),
-            quote_qty: req.quote_qty,
+            quote_qty: req.quote_qty.or(cap.map(|c| c.0)),
             filled_qty: Amount::ZERO,
             filled_amount: Amount::ZERO,
         };
@@ -634,7 +682,7 @@ impl Placer {
             tif: req.tif,
             price: req.price.filter(|_| limit_like),
             qty: req.qty,
-            quote_qty: req.quote_qty,
+            quote_qty: req.quote_qty.or(cap.map(|c| c.0)),
             stop_price: req.stop_price,
             stp: req.stp,
         };

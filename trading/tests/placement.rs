@@ -124,6 +124,77 @@ async fn a_limit_buy_freezes_exactly_and_writes_order_ledger_and_outbox_together
         balance(&env, 6, "USDT").await,
         (amt("282.4998766"), amt("717.5001234"))
     );
+
+    // a market buy by base quantity holds qty × reference × (1 + 5 % band), and the
+    // order carries that cap to the matcher (quote_quantity)
+    let mut by_qty = limit(6, Side::Buy, "1", "0.001");
+    by_qty.order_type = OrderType::Market;
+    by_qty.price = None;
+    by_qty.market_reference = Some("50000".parse().expect("ref"));
+    let b = placer.place(&by_qty).await.expect("place").expect("ok");
+    assert_eq!(b.frozen, amt("52.5"));
+    let (qty, cap): (String, String) = sqlx::query_as(&format!(
+        "SELECT CAST(quantity AS CHAR), CAST(quote_quantity AS CHAR) FROM `{}` WHERE order_id = ?",
+        TableRouter::new(&["BTCUSDT"])
+            .expect("r")
+            .orders_table(&b.symbol, b.order_id)
+            .expect("table")
+    ))
+    .bind(b.order_id.get())
+    .fetch_one(env.map.pool_for(user))
+    .await
+    .expect("order row");
+    assert_eq!(
+        (qty.as_str(), cap.as_str()),
+        ("0.001000000000000000", "52.500000000000000000")
+    );
+    // a stop-market buy by quantity holds against its stop price
+    let mut stop = by_qty.clone();
+    stop.order_type = OrderType::StopLoss;
+    stop.market_reference = None;
+    stop.stop_price = Some("60000".parse().expect("stop"));
+    let st = placer.place(&stop).await.expect("place").expect("ok");
+    assert_eq!(st.frozen, amt("63"));
+    // without a reference (nothing traded, empty book) it cannot be held: refused;
+    // the minimum notional applies to qty × reference; a cap past the balance is
+    // refused like any hold
+    let mut none = by_qty.clone();
+    none.market_reference = None;
+    assert!(matches!(
+        placer.place(&none).await.expect("place"),
+        Err(Reject::Unsupported(_))
+    ));
+    let mut tiny = by_qty.clone();
+    tiny.qty = Some("0.00001".parse().expect("q"));
+    assert!(matches!(
+        placer.place(&tiny).await.expect("place"),
+        Err(Reject::Filter {
+            filter: "NOTIONAL",
+            ..
+        })
+    ));
+    let mut big = by_qty.clone();
+    big.qty = Some("0.2".parse().expect("q"));
+    assert!(matches!(
+        placer.place(&big).await.expect("place"),
+        Err(Reject::InsufficientBalance { .. })
+    ));
+    assert_eq!(
+        balance(&env, 6, "USDT").await,
+        (amt("166.9998766"), amt("833.0001234"))
+    );
+    // the cap is rounded up to the quote precision, never down
+    let spec = load_symbols(env.map.meta()).await.expect("symbols")[&b.symbol]
+        .spec
+        .clone();
+    assert_eq!(
+        trading::placement::market_cap(
+            "0.00003".parse().expect("q"),
+            "33333.33".parse().expect("p"),
+            &spec
+        ),
+        Some(amt("1.0499999"))
+    );
     env.drop_all().await;
 }
 
