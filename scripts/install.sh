@@ -92,33 +92,108 @@ install_venv() {
   log "python venv ready"
 }
 
+# tansu 0.6.0 is built from its crates.io sources with one patch (TANSU_PATCH, below):
+# its storage service ends for good (every later request fails, the port stays open)
+# when it cannot hand a response back because the client went away mid-request — a
+# producer or consumer reconnecting after a broker outage does that. Patched, the
+# response is dropped (and a failed request logged) and the service goes on.
+# Bump TANSU_PATCH_ID when the patch changes: machines with an older build rebuild.
+TANSU_PATCH_ID=1
+TANSU_STORAGE_SHA256=720d2ed8e6010c70f7f06e5af5a7274ebbf6e42fdcd9e46de542b10dc4d2f35d
+
+# The .crate of $1 at $TANSU_VERSION: from cargo's cache, else from crates.io.
+tansu_crate() {
+  local name=$1 out=$2 cached
+  cached=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "$name-$TANSU_VERSION.crate" 2>/dev/null | head -1)
+  if [[ -n $cached ]]; then
+    cp "$cached" "$out"
+  else
+    curl -sSfL -o "$out" "https://static.crates.io/crates/$name/$name-$TANSU_VERSION.crate" ||
+      die "cannot download $name $TANSU_VERSION from crates.io"
+  fi
+}
+
 install_tansu() {
-  [[ -x "$EXCHANGE_TANSU_BIN" ]] && return 0
-  # Another `cargo install tansu` (e.g. started by hand) may already be
-  # building it; never run two at once, wait for that one instead.
-  if pgrep -f "cargo install tansu" >/dev/null 2>&1; then
-    log "a 'cargo install tansu' is already running; waiting for it to finish..."
+  local stamp="$EXCHANGE_TANSU_ROOT/.patched-$TANSU_VERSION-$TANSU_PATCH_ID"
+  [[ -x "$EXCHANGE_TANSU_BIN" && -f $stamp ]] && return 0
+  # Another build (e.g. started by hand) may already be running; never run two at
+  # once, wait for that one instead.
+  if pgrep -f "cargo install.*tansu" >/dev/null 2>&1; then
+    log "a tansu build is already running; waiting for it to finish..."
     local waited=0
-    while pgrep -f "cargo install tansu" >/dev/null 2>&1; do
+    while pgrep -f "cargo install.*tansu" >/dev/null 2>&1; do
       sleep 5
       waited=$((waited + 5))
       ((waited % 60 == 0)) && log "  still building tansu (${waited}s)..."
     done
-    if [[ -x "$EXCHANGE_TANSU_BIN" ]]; then
+    if [[ -x "$EXCHANGE_TANSU_BIN" && -f $stamp ]]; then
       log "tansu ready: $EXCHANGE_TANSU_BIN"
       return 0
     fi
-    warn "the other cargo install finished but $EXCHANGE_TANSU_BIN is missing; building it here"
   fi
   command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) first"
   mkdir -p "$EXCHANGE_LOG_DIR"
-  log "building tansu with cargo (10+ minutes the first time; log: $EXCHANGE_LOG_DIR/tansu-install.log)"
-  if ! CARGO_TARGET_DIR="$EXCHANGE_TANSU_TARGET" cargo install tansu --version "$TANSU_VERSION" --features libsql --locked \
-    --root "$EXCHANGE_TANSU_ROOT" >>"$EXCHANGE_LOG_DIR/tansu-install.log" 2>&1; then
+  local src="$EXCHANGE_CACHE_DIR/tansu-src"
+  rm -rf "$src"
+  mkdir -p "$src"
+  tansu_crate tansu "$src/tansu.crate"
+  tansu_crate tansu-storage "$src/tansu-storage.crate"
+  echo "$TANSU_STORAGE_SHA256  $src/tansu-storage.crate" | sha256sum -c --quiet - ||
+    die "tansu-storage $TANSU_VERSION does not have the expected checksum"
+  tar -xzf "$src/tansu.crate" -C "$src"
+  tar -xzf "$src/tansu-storage.crate" -C "$src"
+  python3 - "$src/tansu-storage-$TANSU_VERSION/src/service.rs" <<'PATCH' || die "patching tansu-storage failed"
+import sys
+path = sys.argv[1]
+text = open(path).read()
+old = """                Some((request, tx)) = req.recv() => {
+                    self.inner
+                    .serve(ctx.clone(), request)
+                    .await
+                    .and_then(|response| {
+                        tx.send(response).map_err(|_unsent| Error::UnableToSend)
+                    })?
+                }"""
+new = """                Some((request, tx)) = req.recv() => {
+                    // patched: a client gone mid-request, or one failed request, must
+                    // not end the storage service for every later request
+                    match self.inner.serve(ctx.clone(), request).await {
+                        Ok(response) => {
+                            let _unsent = tx.send(response);
+                        }
+                        Err(err) => error!(?err, "storage request failed"),
+                    }
+                }"""
+if text.count(old) != 1:
+    sys.exit("tansu-storage service.rs: the code to patch was not found")
+open(path, "w").write(text.replace(old, new))
+PATCH
+  printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
+    >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
+  # the package's own Cargo.lock, with tansu-storage from the path: every other crate
+  # stays at the version tansu was released with (--locked), and cargo reuses what the
+  # stock build compiled
+  python3 - "$src/tansu-$TANSU_VERSION/Cargo.lock" <<'LOCK' || die "adjusting tansu's Cargo.lock failed"
+import re
+import sys
+path = sys.argv[1]
+text = open(path).read()
+entry = re.compile(r'(name = "tansu-storage"\nversion = "[^"]+"\n)source = "[^"]+"\nchecksum = "[^"]+"\n')
+text, n = entry.subn(r"\1", text)
+if n != 1:
+    sys.exit("tansu's Cargo.lock: the tansu-storage entry was not found")
+open(path, "w").write(text)
+LOCK
+  log "building tansu $TANSU_VERSION (patched) with cargo (10+ minutes the first time; log: $EXCHANGE_LOG_DIR/tansu-install.log)"
+  # its Cargo.lock pins every other crate; only the patched one moves to its path
+  if ! CARGO_TARGET_DIR="$EXCHANGE_TANSU_TARGET" cargo install --path "$src/tansu-$TANSU_VERSION" \
+    --features libsql --locked --force --root "$EXCHANGE_TANSU_ROOT" >>"$EXCHANGE_LOG_DIR/tansu-install.log" 2>&1; then
     log_tail "$EXCHANGE_LOG_DIR/tansu-install.log"
-    die "cargo install tansu failed"
+    die "building tansu failed"
   fi
   [[ -x "$EXCHANGE_TANSU_BIN" ]] || die "cargo install finished but $EXCHANGE_TANSU_BIN is missing"
+  rm -f "$EXCHANGE_TANSU_ROOT"/.patched-*
+  touch "$stamp"
   log "tansu ready: $EXCHANGE_TANSU_BIN"
 }
 

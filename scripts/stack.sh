@@ -361,6 +361,12 @@ svc_start() {
   pidfile=$(svc_pidfile "$svc")
 
   if pid=$(svc_pid "$svc"); then
+    # a rebuilt binary (e.g. tansu after a new patch): the running one is the old
+    if [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == *" (deleted)" ]]; then
+      log "$svc: its binary was replaced since pid $pid started; restarting it"
+      svc_stop "$svc" && svc_start "$svc"
+      return
+    fi
     if svc_probe "$svc"; then
       log "$svc: already up (pid $pid, port $port)"
       return 0
