@@ -149,6 +149,10 @@ def scenario():
     step("taker: limit buy crossing the ask, until filled")
     buy = taker.create_limit_buy_order(UNIFIED, float(BUY_QTY), float(BUY_LIMIT))
     eq(buy["clientOrderId"][:10], "x-TKT5PX2F", "buy client order id")
+    # FULL: the answer waits for the matcher's outcome
+    eq(buy["status"], "closed", "the answer says filled")
+    num(buy["filled"], BUY_QTY, "the answer's filled amount")
+    eq(len(buy["trades"]), 1, "the answer's fills as trades")
     bought = poll(
         "the buy to fill",
         lambda: (o := taker.fetch_order(buy["id"], UNIFIED))["status"] == "closed" and o,

@@ -22,6 +22,7 @@ from scenario_common import (
     BASE,
     BUY_LIMIT,
     BUY_QTY,
+    FEE_RATE,
     BY_QTY,
     BY_QTY_COST,
     MARKET_QTY,
@@ -153,6 +154,13 @@ def scenario():
 
     step("taker: order_limit_buy crossing the ask, until FILLED")
     buy = taker.order_limit_buy(symbol=SYMBOL, quantity=str(BUY_QTY), price=str(BUY_LIMIT))
+    # FULL (python-binance's default): the answer waits for the matcher's outcome
+    eq(buy["status"], "FILLED", "FULL answer: the buy's outcome")
+    eq(len(buy["fills"]), 1, "FULL answer: one fill")
+    num(buy["fills"][0]["price"], PRICE, "fill price (the maker's)")
+    num(buy["fills"][0]["qty"], BUY_QTY, "fill qty")
+    num(buy["fills"][0]["commission"], BUY_QTY * FEE_RATE, "fill commission")
+    eq(buy["fills"][0]["commissionAsset"], BASE, "fill commission asset")
     bought = poll(
         "the buy to fill",
         lambda: (o := taker.get_order(symbol=SYMBOL, orderId=buy["orderId"]))["status"] == "FILLED" and o,

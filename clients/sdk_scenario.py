@@ -238,6 +238,9 @@ def scenario():
             price=float(BUY_LIMIT),
         ),
     )
+    # FULL (the default for LIMIT): the answer waits for the matcher's outcome
+    eq(buy["status"], "FILLED", "FULL answer: the buy's outcome")
+    eq([(f["price"], f["qty"]) for f in buy["fills"]], [(str(PRICE), str(BUY_QTY))], "FULL answer: its fill")
     bought = poll(
         "the buy to fill",
         lambda: (

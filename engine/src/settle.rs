@@ -245,13 +245,30 @@ pub enum UserEvent {
         #[serde(rename = "l")]
         frozen: Amount,
     },
+    /// The matcher accepted an order that nothing else in the batch changed (it
+    /// rests, or waits for its trigger): the gateway renders it as an `executionReport`
+    /// NEW and answers a RESULT / FULL placement with it.
+    #[serde(rename = "orderAccepted")]
+    Accepted {
+        /// Owner (not sent to the user; routes the message).
+        #[serde(skip)]
+        user_id: u64,
+        /// Symbol.
+        #[serde(rename = "s")]
+        symbol: Symbol,
+        /// Order id.
+        #[serde(rename = "i")]
+        order_id: OrderId,
+    },
 }
 
 impl UserEvent {
     /// The user the event belongs to.
     pub fn user_id(&self) -> u64 {
         match self {
-            Self::Order { user_id, .. } | Self::Balance { user_id, .. } => *user_id,
+            Self::Order { user_id, .. }
+            | Self::Balance { user_id, .. }
+            | Self::Accepted { user_id, .. } => *user_id,
         }
     }
 }
@@ -676,6 +693,16 @@ impl Settler {
             };
             orders.insert(id, o);
         }
+        // accepted orders of this shard: reported NEW unless the batch changed them
+        let accepted: Vec<(u64, OrderId)> = fresh
+            .iter()
+            .filter_map(|e| match e {
+                Event::Accepted {
+                    order_id, user_id, ..
+                } if self.mine(*user_id) => Some((user_id.get(), *order_id)),
+                _ => None,
+            })
+            .collect();
         let mut work = Work {
             spec,
             orders,
@@ -715,6 +742,15 @@ impl Settler {
             .await
             .map_err(|e| self.db(e))?;
         tx.finish();
+        for (user_id, order_id) in accepted {
+            if !work.orders.contains_key(&order_id) {
+                result.user_events.push(UserEvent::Accepted {
+                    user_id,
+                    symbol: batch.symbol,
+                    order_id,
+                });
+            }
+        }
         for (id, o) in work.orders {
             result.user_events.push(UserEvent::Order {
                 user_id: o.user.get(),

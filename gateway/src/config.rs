@@ -22,6 +22,9 @@ pub struct GatewaySettings {
     pub group_commit: bool,
     /// A listenKey not kept alive expires after this many seconds.
     pub listen_key_ttl_s: u64,
+    /// How long a RESULT / FULL placement waits for the matcher's outcome before it is
+    /// answered as committed (status NEW, no fills), ms; 0 answers at once.
+    pub result_wait_ms: u64,
     /// How often the symbols' configuration (status, filters, rules) is re-read
     /// from meta, ms.
     pub symbols_refresh_ms: u64,
@@ -38,6 +41,7 @@ impl Default for GatewaySettings {
             group_commit: true,
             listen_key_ttl_s: 3_600,
             symbols_refresh_ms: 2_000,
+            result_wait_ms: 1_000,
             limits: crate::limits::Limits::default(),
         }
     }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod ops;
+pub mod outcomes;
 pub mod params;
 pub mod private;
 pub mod public;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub limiter: limits::Limiter,
     /// Market messages for the WebSocket streams.
     pub ws: ws::Hub,
+    /// The settlers' reports per order (RESULT / FULL answers wait for them).
+    pub outcomes: outcomes::Outcomes,
     /// Redis (listenKeys).
     pub redis: deadpool_redis::Pool,
     /// Redis URL (pub/sub connections of user streams).
@@ -307,7 +310,12 @@ pub async fn state_from_settings(
         settings.redis.url.clone(),
         settings.redis.key_prefix.clone(),
     );
+    let outcomes = outcomes::Outcomes::start(
+        settings.redis.url.clone(),
+        settings.redis.key_prefix.clone(),
+    );
     let state = AppState {
+        outcomes,
         settings: gs,
         map,
         router,

@@ -193,6 +193,13 @@ fn place_request(
     ))
 }
 
+/// A decimal string of a settler report without trailing zeros.
+fn num_text(v: &Value) -> Value {
+    v.as_str()
+        .and_then(|t| t.parse::<rust_decimal::Decimal>().ok())
+        .map_or_else(|| v.clone(), |d| json!(text(d)))
+}
+
 /// A MARKET buy by quantity holds against the last trade price, else the best ask —
 /// what the matcher's band is relative to (`PlaceRequest::market_reference`).
 async fn with_reference(s: &Shared, mut req: PlaceRequest) -> Result<PlaceRequest, ApiError> {
@@ -241,6 +248,18 @@ async fn place(s: &Shared, user: UserId, req: PlaceRequest, resp: RespType) -> A
             "transactTime": now,
         })));
     }
+    // RESULT / FULL: the matcher's outcome, waited for within the bound (the settler
+    // writes the order before it reports, so the row read next is at least as new)
+    let outcome = if ack.duplicate {
+        None
+    } else {
+        s.outcomes
+            .wait(
+                ack.order_id.get(),
+                std::time::Duration::from_millis(s.settings.result_wait_ms),
+            )
+            .await
+    };
     let mut found = readers::order(&s.map, &s.router, ack.symbol, ack.order_id, Some(user)).await?;
     let (_, o) = found.pop().ok_or_else(ApiError::internal)?;
     let mut v = order_json(&o);
@@ -261,7 +280,25 @@ async fn place(s: &Shared, user: UserId, req: PlaceRequest, resp: RespType) -> A
             serde_json::to_value(req.stp).unwrap_or(Value::Null),
         );
         if resp == RespType::Full {
-            m.insert("fills".into(), json!([]));
+            let fills: Vec<Value> = outcome
+                .as_ref()
+                .and_then(|r| r["fills"].as_array())
+                .map(|fills| {
+                    fills
+                        .iter()
+                        .map(|f| {
+                            json!({
+                                "price": num_text(&f["L"]),
+                                "qty": num_text(&f["l"]),
+                                "commission": num_text(&f["n"]),
+                                "commissionAsset": f["N"],
+                                "tradeId": f["t"],
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            m.insert("fills".into(), json!(fills));
         }
     }
     Ok(Json(v))

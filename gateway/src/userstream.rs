@@ -180,6 +180,18 @@ fn norm(v: &Value) -> Value {
 /// Binance's frames for one settler event.
 async fn render(s: &Shared, user: UserId, e: &Value) -> Vec<Value> {
     let now = s.now_ms();
+    // an order the matcher accepted and nothing else changed: an executionReport NEW
+    // (client order id and side from its row, below)
+    let accepted;
+    let e = if e["e"] == "orderAccepted" {
+        accepted = json!({
+            "e": "executionReport", "s": e["s"], "i": e["i"], "X": "NEW",
+            "z": "0", "Z": "0", "fills": [], "c": Value::Null, "S": Value::Null,
+        });
+        &accepted
+    } else {
+        e
+    };
     match e["e"].as_str() {
         Some("outboundAccountPosition") => vec![json!({
             "e": "outboundAccountPosition", "E": now, "u": now,
@@ -203,8 +215,15 @@ async fn render(s: &Shared, user: UserId, e: &Value) -> Vec<Value> {
             let t = |v: Option<domain::Price>| {
                 v.map_or_else(|| "0".to_owned(), |p| p.get().normalize().to_string())
             };
+            let (c, side) = match (&order, e["c"].is_null()) {
+                (Some(o), true) => (
+                    json!(o.client_order_id.clone().unwrap_or_default()),
+                    json!(o.side.as_str()),
+                ),
+                _ => (e["c"].clone(), e["S"].clone()),
+            };
             let base = json!({
-                "e": "executionReport", "E": now, "s": e["s"], "c": e["c"], "S": e["S"],
+                "e": "executionReport", "E": now, "s": e["s"], "c": c, "S": side,
                 "o": order.as_ref().map(|o| o.order_type.as_str()),
                 "f": order.as_ref().map(|o| o.tif.as_str()),
                 "q": order.as_ref().map(|o| o.qty.map_or_else(|| "0".to_owned(), |q| q.get().normalize().to_string())),

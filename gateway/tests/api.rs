@@ -616,6 +616,14 @@ async fn orders_trade_through_the_engine_and_every_read_agrees() {
         .await;
     assert_eq!(s, 200, "{sell}");
     let sell_id = sell["orderId"].as_u64().expect("id").to_string();
+    // the two orders come from two shards through two relays: the sell must rest
+    // before the buy is sent, or the buy may arrive first and make the sell the taker
+    wait_for("the sell to rest in the book", async || {
+        gw.get("/api/v3/depth?symbol=BTCUSDT").await.1["asks"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
     let (s, buy) = gw
         .signed(
             Method::POST,

@@ -78,7 +78,16 @@ fn free_port() -> u16 {
 async fn scenario(client: &str, worker: u8) {
     let started = Instant::now();
     let python = python().await;
-    let gw = Gw::start(&format!("gwcli{client}"), worker, 2).await;
+    // RESULT / FULL answers wait for the matcher's outcome (a bound a loaded CI
+    // machine does not reach; at the bound the answer would say NEW)
+    let gw = Gw::start_full(
+        &format!("gwcli{client}"),
+        worker,
+        2,
+        gateway::limits::Limits::default(),
+        15_000,
+    )
+    .await;
     let env = &gw.p.env;
     // user 1 (shard 1) makes, user 2 (shard 2) takes: every trade settles across shards
     testkit::deposit(env, 1, "BTC", "1").await;

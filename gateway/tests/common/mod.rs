@@ -58,6 +58,18 @@ impl Gw {
         users: u64,
         limits: gateway::limits::Limits,
     ) -> Self {
+        Self::start_full(name, worker, users, limits, 0).await
+    }
+
+    /// [`Gw::start_with`] whose RESULT / FULL answers wait up to `result_wait_ms`
+    /// for the matcher's outcome (0 where no matcher runs: answered at once).
+    pub async fn start_full(
+        name: &str,
+        worker: u8,
+        users: u64,
+        limits: gateway::limits::Limits,
+        result_wait_ms: u64,
+    ) -> Self {
         let p = testkit::placement(name, worker).await;
         testkit::users(&p.env, users).await;
         let writers = Arc::new(
@@ -72,8 +84,13 @@ impl Gw {
                 max_body_bytes: 4096,
                 listen_key_ttl_s: 3,
                 limits,
+                result_wait_ms,
                 ..GatewaySettings::default()
             },
+            outcomes: gateway::outcomes::Outcomes::start(
+                p.env.settings.redis.url.clone(),
+                p.env.prefix.clone(),
+            ),
             map: p.env.map.clone(),
             router: p.router.clone(),
             placer: p.placer.clone(),
