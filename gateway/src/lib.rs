@@ -26,6 +26,7 @@ pub mod public;
 mod request;
 pub mod userstream;
 pub mod ws;
+pub mod wsapi;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -126,6 +127,7 @@ pub fn app(state: Shared) -> Router {
         .route("/ws", get(ws::raw))
         .route("/ws/{*streams}", get(ws::raw))
         .route("/stream", get(ws::combined))
+        .route("/ws-api/v3", get(wsapi::handler))
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
         .route("/api/v3/exchangeInfo", get(public::exchange_info))

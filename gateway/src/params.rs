@@ -41,6 +41,21 @@ impl Params {
         Ok(Self { pairs })
     }
 
+    /// Parameters given as pairs (the WebSocket API's, already decoded).
+    ///
+    /// # Errors
+    /// -1101 for a name given twice.
+    pub fn from_pairs(given: Vec<(String, String)>) -> Result<Self, ApiError> {
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(given.len());
+        for (k, v) in given {
+            if pairs.iter().any(|(n, _)| *n == k) {
+                return Err(ApiError::duplicate(&k));
+            }
+            pairs.push((k, v));
+        }
+        Ok(Self { pairs })
+    }
+
     /// The raw value of `name` (`None` when absent; an empty value counts as absent).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs

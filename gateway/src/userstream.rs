@@ -125,6 +125,44 @@ pub async fn close(State(s): State<Shared>, r: Req) -> Result<Json<Value>, ApiEr
     Ok(Json(json!({})))
 }
 
+/// Sends `user`'s events, rendered as on a user stream, to `out` as
+/// `{"subscriptionId", "event"}` (the WebSocket API's subscription), until `out` closes
+/// or the subscription fails (then it resubscribes every second: pub/sub is
+/// fire-and-forget, the REST queries reconcile).
+pub async fn forward(s: Shared, user: UserId, out: tokio::sync::mpsc::Sender<Value>, id: u64) {
+    use futures_util::StreamExt;
+    let channel = s.market.keys().user_channel(user);
+    while !out.is_closed() {
+        let subscribed = async {
+            let client = deadpool_redis::redis::Client::open(s.redis_url.as_str())?;
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe(&channel).await?;
+            Ok::<_, deadpool_redis::redis::RedisError>(ps)
+        };
+        if let Ok(ps) = subscribed.await {
+            let mut messages = ps.into_on_message();
+            while let Some(m) = messages.next().await {
+                let Ok(body) = m.get_payload::<String>() else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<Value>(&body) else {
+                    continue;
+                };
+                for frame in render(&s, user, &event).await {
+                    // a reader too slow to take its events loses the subscription
+                    if out
+                        .try_send(json!({"subscriptionId": id, "event": frame}))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Streams `user`'s events on `socket` while `listen_key` lives.
 pub async fn stream(mut socket: WebSocket, s: Shared, listen_key: String, user: UserId) {
     use futures_util::StreamExt;
