@@ -212,6 +212,12 @@ async fn connection(mut socket: WebSocket, s: Shared, names: Vec<String>, combin
         combined,
     };
     for n in names.iter().take(MAX_STREAMS) {
+        // a path segment that names no stream at all (ccxt's pro module connects to
+        // `/ws/0`, `/ws/1`, … to spread its subscriptions, as Binance allows) is no
+        // subscription; a stream name that does not resolve closes the connection
+        if !n.contains('@') {
+            continue;
+        }
         match parse_stream(&s, n) {
             Some(st) => {
                 c.subs.insert((n.clone(), st));

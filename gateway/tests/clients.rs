@@ -181,3 +181,8 @@ async fn python_binance_trades_through_the_gateway() {
 async fn binance_sdk_spot_trades_through_the_gateway() {
     scenario("sdk", 29).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccxt_pro_watches_through_the_gateway() {
+    scenario("ccxt_pro", 30).await;
+}
