@@ -4,8 +4,9 @@
 //! the REST endpoint of the same meaning, called with the same checks: the params
 //! become that endpoint's parameters; a signed method carries `apiKey`, `timestamp`
 //! and `signature` in its params, the signature being the HMAC-SHA256 of every other
-//! param sorted by name as `name=value&…` (Binance's rule for this API), which is
-//! checked as a REST signature over that payload. Request weights and order counts
+//! param sorted by name, form-encoded as `name=value&…` (Binance's rule for this API,
+//! and what its official SDK signs), which is checked as a REST signature over that
+//! payload. Request weights and order counts
 //! are the REST ones, in the same Redis windows.
 //!
 //! `userDataStream.subscribe.signature` (what ccxt's pro module uses) subscribes the
@@ -185,11 +186,9 @@ fn rest_request(params: &Map<String, Value>) -> Result<Req, ApiError> {
         .iter()
         .position(|(k, _)| k == "signature")
         .map(|i| pairs.remove(i).1);
-    let mut query = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
+    // form-encoded, as the clients sign it (binance-sdk-spot: `urlencode(sorted)`)
+    let mut query =
+        serde_urlencoded::to_string(&pairs).map_err(|_| ApiError::mandatory("params"))?;
     if let Some(sig) = &signature {
         query.push_str(if query.is_empty() {
             "signature="

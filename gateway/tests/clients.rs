@@ -186,3 +186,8 @@ async fn binance_sdk_spot_trades_through_the_gateway() {
 async fn ccxt_pro_watches_through_the_gateway() {
     scenario("ccxt_pro", 30).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_sdk_spot_websocket_api_trades_through_the_gateway() {
+    scenario("sdk_ws", 31).await;
+}

@@ -62,11 +62,7 @@ fn signed(key: &Key, params: Value) -> Value {
         })
         .collect();
     pairs.sort();
-    let payload = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
+    let payload = serde_urlencoded::to_string(&pairs).expect("form");
     p.insert(
         "signature".into(),
         json!(gateway::auth::sign_hmac(
@@ -131,11 +127,11 @@ async fn the_websocket_api_answers_like_rest_and_pushes_the_users_events() {
     // a signed placement, as REST: 0.01 BTC at 50,000 freezes 500 USDT
     let order = json!({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
         "timeInForce": "GTC", "price": "50000", "quantity": "0.01",
-        "newClientOrderId": "ws-1", "newOrderRespType": "ACK"});
+        "newClientOrderId": "ws:1/a", "newOrderRespType": "ACK"});
     let v = call(&mut ws, "o1", "order.place", signed(&k1, order.clone())).await;
     assert_eq!(v["status"], 200, "{v}");
     let id = v["result"]["orderId"].as_u64().expect("orderId");
-    assert_eq!(v["result"]["clientOrderId"], "ws-1");
+    assert_eq!(v["result"]["clientOrderId"], "ws:1/a");
     let (free, locked) = testkit::balance(env, 1, "USDT").await;
     assert_eq!((free, locked), (testkit::amt("500"), testkit::amt("500")));
     // numbers are accepted as numbers too (signed as JSON writes them)
@@ -340,7 +336,7 @@ async fn the_websocket_api_answers_like_rest_and_pushes_the_users_events() {
         "order.cancel",
         signed(
             &k1,
-            json!({"symbol": "BTCUSDT", "origClientOrderId": "ws-1"}),
+            json!({"symbol": "BTCUSDT", "origClientOrderId": "ws:1/a"}),
         ),
     )
     .await;
