@@ -17,7 +17,7 @@ use matcher::SymbolSpec;
 use router::directory::redis_pool;
 use router::{Settings, ShardMap, TableRouter};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use trading::placement::load_symbols;
 
 use crate::bus::{
@@ -347,7 +347,9 @@ pub async fn run(mut roles: Vec<Role>, shards: Vec<u16>) -> Result<()> {
                             Ok(r) => {
                                 Metrics::add(&m.transfers_recovered, r.confirmed + r.cancelled);
                             }
-                            Err(e) => warn!(error = %e, "transfer recovery pass failed"),
+                            // a pass that fails (a shard or meta unreachable) ends the
+                            // attempt: the role shows down on /ready until a pass works
+                            Err(e) => return Err(format!("transfer recovery pass failed: {e}")),
                         }
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -121,3 +121,56 @@ async fn a_failed_matcher_turns_ready_red_and_comes_back_by_itself() {
     drop(engine);
     p.env.drop_all().await;
 }
+
+/// The TCC recovery role: a pass that fails (here its `tcc_global` table renamed away
+/// in meta) shows the role down on `/ready`, naming it and why, instead of a warning in
+/// a log while `/ready` stays green; once the table is back, the role is up again by
+/// itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_recovery_pass_turns_ready_red_until_it_works() {
+    let env = testkit::TestEnv::new("superv_rec").await;
+    let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+    let logs = std::env::temp_dir().join(format!("superv-rec-{tag}"));
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let port = 19_300 + u16::from(rand::rng().random::<u8>());
+    let mut engine = EngineProcess::new(
+        "recovery",
+        port,
+        engine_env(&env, &format!("t_supervrec_{tag}_")),
+        logs.join("engine.log"),
+    );
+    engine.start();
+    engine.ready().await;
+    let meta = env.map.meta();
+    sqlx::query("RENAME TABLE tcc_global TO tcc_global_away")
+        .execute(meta)
+        .await
+        .expect("rename away");
+    let wait = |want: u16| {
+        let engine = &engine;
+        async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some((code, body)) = engine.readiness().await {
+                    if code == want {
+                        return body;
+                    }
+                }
+                assert!(Instant::now() < until, "/ready never answered {want}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let down = wait(503).await;
+    assert!(
+        down.contains("down: recovery") && down.contains("recovery pass failed"),
+        "/ready names the role and why: {down:?}"
+    );
+    sqlx::query("RENAME TABLE tcc_global_away TO tcc_global")
+        .execute(meta)
+        .await
+        .expect("rename back");
+    wait(200).await;
+    drop(engine);
+    env.drop_all().await;
+}
