@@ -1,7 +1,9 @@
 //! `loadtest` — load generators and the demo over the libraries:
 //! `bench` (the order pipeline), `transfers` (cross-shard TCC transfers), `demo`
-//! (users on every shard trade against a running `engine run`).
+//! (users on every shard trade against a running `engine run`), `accounts` (funded
+//! traders with API keys for a load test through the gateway).
 
+mod accounts;
 mod pipeline;
 mod transfers;
 
@@ -54,6 +56,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000)]
         users: u64,
     },
+    /// Registers and funds traders and creates an API key for each (for
+    /// `scripts/bench-gateway.sh`); prints `user_id api_key secret` per trader.
+    Accounts {
+        /// Traders (dense ids: they spread over every shard).
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        /// Email prefix: `{prefix}{i}@bench.exchange`.
+        #[arg(long, default_value = "gwbench")]
+        prefix: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -85,6 +97,7 @@ fn main() -> std::process::ExitCode {
                 concurrency,
                 users,
             } => transfers::bench(seconds, concurrency, users).await,
+            Cmd::Accounts { users, prefix } => accounts::run(users, &prefix).await,
         }
     });
     match res {
