@@ -253,6 +253,23 @@ impl SnapshotStore {
             .transpose()
     }
 
+    /// Saves `core`'s books at `offsets` (the next offset to read per partition).
+    async fn take(
+        &self,
+        stream: &str,
+        offsets: &BTreeMap<i32, i64>,
+        core: &MatchingCore,
+        inputs: u64,
+    ) -> Result<(), ServiceError> {
+        let snap = Snapshot {
+            offsets: offsets.clone(),
+            books: core.snapshot(),
+        };
+        self.save(stream, &snap, inputs).await?;
+        debug!(offsets = ?snap.offsets, "matcher snapshot saved");
+        Ok(())
+    }
+
     async fn save(&self, stream: &str, snap: &Snapshot, inputs: u64) -> Result<(), ServiceError> {
         let bytes = postcard::to_stdvec(snap).map_err(|e| ServiceError::Snapshot(e.to_string()))?;
         let err = |e: sqlx::Error| ServiceError::Snapshot(e.to_string());
@@ -427,14 +444,9 @@ pub async fn run_matching(
             m = c.recv() => m,
             () = tokio::time::sleep(idle_snapshot.unwrap_or(Duration::MAX)), if idle_snapshot.is_some() => {
                 if let Some(store) = &store {
-                    let snap = Snapshot {
-                        offsets: offsets.clone(),
-                        books: core.snapshot(),
-                    };
-                    store.save(&topic, &snap, applied_total).await?;
+                    store.take(&topic, &offsets, &core, applied_total).await?;
                     applied_since_snapshot = 0;
                     last_snapshot = std::time::Instant::now();
-                    debug!(offsets = ?snap.offsets, "matcher snapshot saved (idle)");
                 }
                 continue;
             }
@@ -534,14 +546,9 @@ pub async fn run_matching(
             let due = applied_since_snapshot >= store.every.max(1)
                 || (applied_since_snapshot > 0 && last_snapshot.elapsed() >= store.every_time);
             if due {
-                let snap = Snapshot {
-                    offsets: offsets.clone(),
-                    books: core.snapshot(),
-                };
-                store.save(&topic, &snap, applied_total).await?;
+                store.take(&topic, &offsets, &core, applied_total).await?;
                 applied_since_snapshot = 0;
                 last_snapshot = std::time::Instant::now();
-                debug!(offsets = ?snap.offsets, "matcher snapshot saved");
             }
         }
     }

@@ -25,18 +25,7 @@ async fn a_market_buy_by_quantity_fills_within_its_hold_and_releases_the_rest() 
     let h = Harness::new("mktqty", 14).await;
     let env = &h.env;
     let (topics, bus, tag) = h.topics("mktqty").await;
-    let relays = h.relays(&bus, &topics);
-    let _relays: Vec<_> = relays
-        .into_iter()
-        .map(|r| {
-            tokio::spawn(async move {
-                loop {
-                    r.round().await.expect("relay");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        })
-        .collect();
+    let _relays = h.spawn_relays(&bus, &topics);
     let (_stop, srx) = watch::channel(false);
     let _settlers = h.spawn_settlers(&bus, &topics, &tag, &srx);
     let store = SnapshotStore {

@@ -81,21 +81,10 @@ async fn rules_change_across_a_restart_is_refused_or_applied_at_a_boundary() {
     let h = Harness::new("rules", 11).await;
     let env = &h.env;
     let (topics, bus, tag) = h.topics("rules").await;
-    let relays = h.relays(&bus, &topics);
     let (_stop_settlers, srx) = watch::channel(false);
     // settlers with the rules of the start (step 0.00001, fees 0.1 %), never restarted
     let _settlers = h.spawn_settlers(&bus, &topics, &tag, &srx);
-    let _relay_tasks: Vec<_> = relays
-        .into_iter()
-        .map(|r| {
-            tokio::spawn(async move {
-                loop {
-                    r.round().await.expect("relay");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        })
-        .collect();
+    let _relays = h.spawn_relays(&bus, &topics);
     let store = SnapshotStore {
         pool: env.map.meta().clone(),
         every: 1,

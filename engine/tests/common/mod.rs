@@ -145,6 +145,22 @@ impl Harness {
             .collect()
     }
 
+    /// One relay per shard, each a task running rounds every 20 ms for as long as the
+    /// test (an error in a round fails it).
+    pub fn spawn_relays(&self, bus: &BusSettings, topics: &Topics) -> Vec<JoinHandle<()>> {
+        self.relays(bus, topics)
+            .into_iter()
+            .map(|r| {
+                tokio::spawn(async move {
+                    loop {
+                        r.round().await.expect("relay");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// One settler task per shard, stopped by `stop`.
     pub fn spawn_settlers(
         &self,
