@@ -138,6 +138,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v3/klines", get(public::klines))
         .route("/api/v3/uiKlines", get(public::klines))
         .route("/api/v3/ticker/24hr", get(public::ticker_24hr))
+        .route("/api/v3/ticker", get(public::ticker_window))
         .route("/api/v3/ticker/price", get(public::ticker_price))
         .route("/api/v3/ticker/bookTicker", get(public::book_ticker))
         .route("/api/v3/avgPrice", get(public::avg_price))

@@ -337,6 +337,14 @@ pub fn weight(method: &axum::http::Method, path: &str, query: &str) -> u64 {
         (_, "/api/v3/aggTrades") => 4,
         (_, "/api/v3/klines" | "/api/v3/uiKlines") => 2,
         (_, "/api/v3/ticker/24hr") => one_or_all(2, 80),
+        // 4 per symbol, at most 200 (a `symbols` list counts its commas)
+        (_, "/api/v3/ticker") => {
+            let listed = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("symbols="))
+                .map_or(1, |l| l.matches("%2C").count() + l.matches(',').count() + 1);
+            (4 * u64::try_from(listed).unwrap_or(50)).min(200)
+        }
         (_, "/api/v3/ticker/price" | "/api/v3/ticker/bookTicker") => one_or_all(2, 4),
         (_, "/api/v3/avgPrice") => 2,
         (&Method::GET, "/api/v3/order") => 4,
@@ -367,6 +375,15 @@ mod tests {
         );
         assert_eq!(weight(&Method::GET, "/api/v3/ticker/24hr", ""), 80);
         assert_eq!(weight(&Method::GET, "/api/v3/ticker/24hr", "symbol=X"), 2);
+        assert_eq!(weight(&Method::GET, "/api/v3/ticker", "symbol=X"), 4);
+        assert_eq!(
+            weight(
+                &Method::GET,
+                "/api/v3/ticker",
+                "symbols=%5B%22A%22%2C%22B%22%2C%22C%22%5D"
+            ),
+            12
+        );
         assert_eq!(weight(&Method::GET, "/api/v3/order", "symbol=X"), 4);
         assert_eq!(weight(&Method::POST, "/api/v3/order", ""), 1);
         assert_eq!(weight(&Method::GET, "/api/v3/ping", ""), 1);

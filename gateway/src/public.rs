@@ -401,6 +401,97 @@ pub async fn ticker_24hr(State(s): State<Shared>, r: Req) -> Answer {
     Ok(Json(one_or_many(out, single)))
 }
 
+/// A rolling window's length in ms from Binance's `windowSize` (`1m`–`59m`, `1h`–`23h`,
+/// `1d`–`7d`; `1d` when absent), and the candle interval it is summed from.
+fn window(p: &Params) -> Result<(u64, &'static str), ApiError> {
+    let raw = p.get("windowSize").unwrap_or("1d");
+    let bad = || ApiError::invalid(Invalid::Parameter);
+    let (n, unit) = raw.split_at(raw.len().saturating_sub(1));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    match (unit, n) {
+        ("m", 1..=59) => Ok((n * 60_000, "1m")),
+        ("h", 1..=23) => Ok((n * 3_600_000, "1m")),
+        // days are summed from hour candles: the window starts on an hour
+        ("d", 1..=7) => Ok((n * 86_400_000, "1h")),
+        _ => Err(bad()),
+    }
+}
+
+/// `GET /api/v3/ticker` (rolling window, `symbol` or `symbols`, `windowSize`, `type`
+/// FULL or MINI): the statistics of the candles inside `[now − window, now]`, the
+/// current candle included; `firstId` / `lastId` are -1 (candles keep no trade ids).
+pub async fn ticker_window(State(s): State<Shared>, r: Req) -> Answer {
+    if !r.params.has("symbol") && !r.params.has("symbols") {
+        return Err(ApiError::mandatory("symbol"));
+    }
+    let (symbols, single) = symbols_param(&s, &r.params)?;
+    if symbols.len() > 100 {
+        return Err(ApiError::invalid(Invalid::Parameter));
+    }
+    let (span, interval) = window(&r.params)?;
+    let mini = match r.params.get("type") {
+        None | Some("FULL") => false,
+        Some("MINI") => true,
+        Some(_) => return Err(ApiError::invalid(Invalid::Parameter)),
+    };
+    let now = s.now_ms();
+    let from = now.saturating_sub(span);
+    let step = if interval == "1h" { 3_600_000 } else { 60_000 };
+    let mut out = Vec::with_capacity(symbols.len());
+    for sym in &symbols {
+        // the candle that holds `from` counts whole: the window's edge is within one
+        // candle step
+        let candles = s
+            .market
+            .klines(sym, interval, from - from % step, now)
+            .await?;
+        let quote_dp = listed(&s, sym)?.spec.quote_precision;
+        let mut v = json!({"symbol": sym.as_str()});
+        let (open, last) = (
+            candles.first().map(|(_, c)| c.open),
+            candles.last().map(|(_, c)| c.close),
+        );
+        let high = candles.iter().map(|(_, c)| c.high).max();
+        let low = candles.iter().map(|(_, c)| c.low).min();
+        let volume: Decimal = candles.iter().map(|(_, c)| c.volume).sum();
+        let quote: Decimal = candles.iter().map(|(_, c)| c.quote_volume).sum();
+        let count: u64 = candles.iter().map(|(_, c)| c.trades).sum();
+        let t = |d: Option<Decimal>| text(d.unwrap_or(Decimal::ZERO));
+        if !mini {
+            let change = match (open, last) {
+                (Some(o), Some(l)) => l - o,
+                _ => Decimal::ZERO,
+            };
+            let percent = match open {
+                Some(o) if !o.is_zero() => (change * Decimal::from(100) / o).round_dp(3),
+                _ => Decimal::ZERO,
+            };
+            // display only, as avgPrice: Binance's weighted average is itself rounded
+            let avg = if volume.is_zero() {
+                Decimal::ZERO
+            } else {
+                (quote / volume).round_dp(quote_dp)
+            };
+            v["priceChange"] = json!(text(change));
+            v["priceChangePercent"] = json!(text(percent));
+            v["weightedAvgPrice"] = json!(text(avg));
+        }
+        v["openPrice"] = json!(t(open));
+        v["highPrice"] = json!(t(high));
+        v["lowPrice"] = json!(t(low));
+        v["lastPrice"] = json!(t(last));
+        v["volume"] = json!(text(volume));
+        v["quoteVolume"] = json!(text(quote));
+        v["openTime"] = json!(from);
+        v["closeTime"] = json!(now);
+        v["firstId"] = json!(-1);
+        v["lastId"] = json!(-1);
+        v["count"] = json!(count);
+        out.push(v);
+    }
+    Ok(Json(one_or_many(out, single)))
+}
+
 /// `GET /api/v3/ticker/price`.
 pub async fn ticker_price(State(s): State<Shared>, r: Req) -> Answer {
     let (symbols, single) = symbols_param(&s, &r.params)?;

@@ -783,6 +783,65 @@ async fn orders_trade_through_the_engine_and_every_read_agrees() {
         gw.get("/api/v3/ticker/24hr?symbol=BTCUSDT").await.1["count"] == json!(1)
     })
     .await;
+    // the rolling-window ticker over the same trade, FULL and MINI, one and a list
+    for q in ["windowSize=1m", "windowSize=2h", "windowSize=7d", ""] {
+        let (s, t) = gw.get(&format!("/api/v3/ticker?symbol=BTCUSDT&{q}")).await;
+        assert_eq!(s, 200, "{q}: {t}");
+        assert_eq!(
+            (
+                &t["symbol"],
+                &t["lastPrice"],
+                &t["openPrice"],
+                &t["volume"],
+                &t["quoteVolume"],
+                &t["count"]
+            ),
+            (
+                &json!("BTCUSDT"),
+                &json!("50000"),
+                &json!("50000"),
+                &json!("0.1"),
+                &json!("5000"),
+                &json!(1)
+            ),
+            "{q}: {t}"
+        );
+        assert_eq!(
+            (&t["priceChange"], &t["weightedAvgPrice"]),
+            (&json!("0"), &json!("50000")),
+            "{t}"
+        );
+    }
+    let (_, mini) = gw
+        .get("/api/v3/ticker?symbols=%5B%22BTCUSDT%22,%22ETHBTC%22%5D&type=MINI")
+        .await;
+    let mini = mini.as_array().expect("a list for symbols").clone();
+    assert_eq!(mini.len(), 2, "{mini:?}");
+    assert!(
+        mini[0].get("priceChange").is_none(),
+        "MINI has no change: {mini:?}"
+    );
+    assert_eq!(
+        (&mini[1]["symbol"], &mini[1]["count"]),
+        (&json!("ETHBTC"), &json!(0))
+    );
+    for bad in [
+        "windowSize=60m",
+        "windowSize=0d",
+        "windowSize=1w",
+        "windowSize=8d",
+        "windowSize=m",
+        "type=HUGE",
+    ] {
+        is_error(
+            &gw.get(&format!("/api/v3/ticker?symbol=BTCUSDT&{bad}"))
+                .await,
+            400,
+            -1130,
+        );
+    }
+    is_error(&gw.get("/api/v3/ticker").await, 400, -1102);
+    is_error(&gw.get("/api/v3/ticker?symbol=NOPE").await, 400, -1121);
 
     // open orders, a cancel, then allOrders
     let (_, open) = gw
