@@ -80,7 +80,14 @@ read -r k3 s3 < <(key_of 3)
 read -r k4 s4 < <(key_of 4)
 python3 scripts/demo-gateway.py "http://${EXCHANGE_GATEWAY__HTTP_ADDR:-127.0.0.1:8080}" "$k3" "$s3" "$k4" "$s4"
 
-step "demo: the money audits (conservation, frozen vs holds, trade halves)"
+step "demo: the audits (conservation, frozen vs holds, trade halves, ledger replay, matcher vs database)"
+# the matcher snapshots once it has been idle 5 s: wait (at most 20 s) until its
+# snapshot covers every order, so the matcher-vs-database check compares
+for _ in $(seq 40); do
+  state=$("$shardctl" --json audit 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["books"]["state"])' 2>/dev/null || true)
+  [[ $state == compared ]] && break
+  sleep 0.5
+done
 "$shardctl" audit
 
 step "status"

@@ -23,7 +23,7 @@ running() { local p; p=$(pidfile_of "$1"); [[ -f $p ]] && kill -0 "$(cat "$p")" 
 ready() { curl -fs "http://$(addr_of "$1")/ready" >/dev/null 2>&1; }
 
 start() {
-  local name=$1 dir="$EXCHANGE_DATA_DIR/$1" pidfile
+  local name=$1 dir="$EXCHANGE_DATA_DIR/$1" pidfile i
   pidfile=$(pidfile_of "$name")
   if running "$name"; then
     log "$name: already up (pid $(cat "$pidfile"))"
@@ -47,7 +47,7 @@ start() {
 }
 
 stop() {
-  local name=$1 pidfile pid
+  local name=$1 pidfile pid i
   pidfile=$(pidfile_of "$name")
   if ! running "$name"; then
     log "$name: not running"
