@@ -8,7 +8,8 @@ get_order_book, get_recent_trades, get_aggregate_trades, get_historical_trades,
 get_klines, get_historical_klines, get_ticker, get_symbol_ticker,
 get_orderbook_ticker, get_avg_price, get_account, get_asset_balance,
 create_test_order (also with computeCommissionRates=True, which it sends as `True`),
-order_limit_sell, order_limit_buy, order_market_buy (quoteOrderQty and quantity), get_order,
+order_limit_sell, order_limit_buy, order_market_buy (quoteOrderQty and quantity),
+order_market_sell (quoteOrderQty), get_order,
 get_open_orders, cancel_order, get_all_orders, get_my_trades, and
 BinanceAPIException codes (-2010 insufficient balance, -2013, -2011).
 """
@@ -325,6 +326,27 @@ def scenario():
     poll(
         "the unspent hold released",
         lambda: free_locked(taker, QUOTE) == (usdt_before - BY_QTY_COST, Decimal(0)),
+    )
+
+    step("maker: order_market_sell by quoteOrderQty into the taker's bid, until FILLED")
+    btc_before, btc_locked = free_locked(maker, BASE)
+    taker.order_limit_buy(symbol=SYMBOL, quantity=str(BY_QTY), price=str(PRICE))
+    poll(
+        "the bid in the book",
+        lambda: maker.get_order_book(symbol=SYMBOL)["bids"] == [[str(PRICE), str(BY_QTY)]],
+    )
+    qs = maker.order_market_sell(symbol=SYMBOL, quoteOrderQty=str(BY_QTY_COST))
+    eq((qs["type"], qs["side"]), ("MARKET", "SELL"), "market sell by quote answer")
+    qsold = poll(
+        "the market sell by quote to fill",
+        lambda: (o := maker.get_order(symbol=SYMBOL, orderId=qs["orderId"]))["status"] == "FILLED" and o,
+    )
+    num(qsold["executedQty"], BY_QTY, "market sell by quote executedQty")
+    num(qsold["cummulativeQuoteQty"], BY_QTY_COST, "market sell by quote quote")
+    num(qsold["origQuoteOrderQty"], BY_QTY_COST, "market sell by quote origQuoteOrderQty")
+    poll(
+        "the unsold hold released",
+        lambda: free_locked(maker, BASE) == (btc_before - BY_QTY, btc_locked),
     )
 
 

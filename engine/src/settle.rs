@@ -354,10 +354,12 @@ impl OrderState {
     }
 
     fn completely_filled(&self) -> bool {
-        match (self.quantity, self.quote_quantity) {
-            (Some(q), _) => self.filled_qty.get() >= q.get(),
-            (None, Some(a)) => self.filled_amount.get() >= a.get(),
-            (None, None) => false,
+        match (self.side, self.quantity, self.quote_quantity) {
+            // a sell by quote amount: its quantity is only the hold's cap
+            (Side::Sell, Some(_), Some(a)) => self.filled_amount.get() >= a.get(),
+            (_, Some(q), _) => self.filled_qty.get() >= q.get(),
+            (_, None, Some(a)) => self.filled_amount.get() >= a.get(),
+            (_, None, None) => false,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{all_audits_hold, deposit, req, settled, Harness};
-use domain::{OrderType, Side};
+use domain::{Amount, OrderType, Side};
 use engine::metrics::Metrics;
 use engine::service::SnapshotStore;
 use tokio::sync::watch;
@@ -113,6 +113,49 @@ async fn a_market_buy_by_quantity_fills_within_its_hold_and_releases_the_rest() 
     testkit::settle_quiet(env, Duration::from_secs(60)).await;
     all_audits_hold(env).await;
 
+    // 3. a market sell by quote amount: 2,000 USDT against 50,100 holds 2000 / (50,100
+    //    × 0.95) → 0.04203 BTC; a bid of 0.1 at 50,000 pays it with 0.04 BTC, the order
+    //    is FILLED and the other 0.00203 come back
+    let (usdt0, _) = testkit::balance(env, 1, "USDT").await;
+    let (btc0, locked0) = testkit::balance(env, 1, "BTC").await;
+    place(req(
+        2,
+        Side::Buy,
+        OrderType::Limit,
+        Some("50000"),
+        Some("0.1"),
+        None,
+    ))
+    .await;
+    applied(6).await;
+    let mut by_quote = req(1, Side::Sell, OrderType::Market, None, None, Some("2000"));
+    by_quote.market_reference = Some("50100".parse().expect("reference"));
+    let q = place(by_quote).await;
+    assert_eq!(q.frozen, common::amt("0.04203"));
+    let want_usdt = usdt0.checked_add(common::amt("1998")).expect("sum"); // 2,000 less 0.1 %
+    let want_btc = btc0.checked_sub(common::amt("0.04")).expect("diff");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while testkit::balance(env, 1, "USDT").await != (want_usdt, Amount::ZERO)
+        || testkit::balance(env, 1, "BTC").await != (want_btc, locked0)
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "the sell by quote did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status,): (String,) = sqlx::query_as(&format!(
+        "SELECT CAST(status AS CHAR) FROM `{}` WHERE order_id = ?",
+        h.router.orders_table(&q.symbol, q.order_id).expect("table")
+    ))
+    .bind(q.order_id.get())
+    .fetch_one(env.map.pool_for(testkit::uid(1)))
+    .await
+    .expect("order");
+    assert_eq!(status, "filled");
+    testkit::settle_quiet(env, Duration::from_secs(60)).await;
+    all_audits_hold(env).await;
+
     // the matcher's books (its idle snapshot) equal the database's open orders
     let until = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -125,7 +168,7 @@ async fn a_market_buy_by_quantity_fills_within_its_hold_and_releases_the_rest() 
                 .expect("compare");
             if r.covered() {
                 assert!(r.holds(), "{r:#?}");
-                assert_eq!(r.db_open, 1, "{r:#?}");
+                assert_eq!(r.db_open, 2, "{r:#?}");
                 break;
             }
         }

@@ -80,7 +80,7 @@ pub fn order_json(o: &OrderRecord) -> Value {
         "isWorking": o.status.is_open(),
         "workingTime": o.created_ms,
         // a buy by quantity stores its hold cap there; the client sent none
-        "origQuoteOrderQty": if o.qty.is_some() { "0".to_owned() } else { opt_text(o.quote_qty) },
+        "origQuoteOrderQty": if o.side == Side::Buy && o.qty.is_some() { "0".to_owned() } else { opt_text(o.quote_qty) },
         "selfTradePreventionMode": "NONE",
     })
 }
@@ -200,17 +200,20 @@ fn num_text(v: &Value) -> Value {
         .map_or_else(|| v.clone(), |d| json!(text(d)))
 }
 
-/// A MARKET buy by quantity holds against the last trade price, else the best ask —
-/// what the matcher's band is relative to (`PlaceRequest::market_reference`).
+/// A MARKET buy by quantity or sell by quote amount holds against the last trade
+/// price, else the best opposite price — what the matcher's band is relative to
+/// (`PlaceRequest::market_reference`).
 async fn with_reference(s: &Shared, mut req: PlaceRequest) -> Result<PlaceRequest, ApiError> {
-    if req.order_type == OrderType::Market
-        && req.side == Side::Buy
-        && req.qty.is_some()
-        && req.quote_qty.is_none()
-    {
+    let buy_by_qty = req.side == Side::Buy && req.qty.is_some() && req.quote_qty.is_none();
+    let sell_by_quote = req.side == Side::Sell && req.qty.is_none() && req.quote_qty.is_some();
+    if req.order_type == OrderType::Market && (buy_by_qty || sell_by_quote) {
         req.market_reference = match s.market.last_price(&req.symbol).await? {
             Some(p) => Some(p),
-            None => s.market.depth(&req.symbol, 1).await?.2.first().map(|l| l.0),
+            None => {
+                // no trade yet: the best price on the side it would take
+                let (_, bids, asks) = s.market.depth(&req.symbol, 1).await?;
+                if buy_by_qty { asks } else { bids }.first().map(|l| l.0)
+            }
         };
     }
     Ok(req)

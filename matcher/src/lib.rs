@@ -129,7 +129,8 @@ enum Exec {
         quote: u128,
     },
     /// A market buy of `qty` lots spending at most `quote` atoms (the hold placement
-    /// froze for it): it stops at whichever runs out first.
+    /// froze for it), or a market sell for `quote` atoms selling at most `qty` lots
+    /// (its hold): it stops at whichever runs out first.
     MarketCapped {
         qty: Lots,
         quote: u128,
@@ -583,10 +584,12 @@ impl Matcher {
                 (None, Some(q), _) => Ok(Exec::MarketQuote {
                     quote: spec.quote_atoms(q)?,
                 }),
-                // a buy by base quantity within the quote amount its placement froze
-                (Some(_), Some(cap), Side::Buy) => Ok(Exec::MarketCapped {
+                // a buy by base quantity within the quote amount its placement froze, or
+                // a sell by quote amount within the base quantity its placement froze:
+                // either stops at whichever runs out first
+                (Some(_), Some(quote), _) => Ok(Exec::MarketCapped {
                     qty: lots(n.qty)?,
-                    quote: spec.quote_atoms(cap)?,
+                    quote: spec.quote_atoms(quote)?,
                 }),
                 _ => Err(RejectReason::BadQuantityFields),
             }

@@ -383,6 +383,32 @@ fn a_market_buy_by_quantity_stops_at_its_quantity_or_its_quote_cap() {
 }
 
 #[test]
+fn a_market_sell_by_quote_amount_stops_at_its_amount_or_its_base_cap() {
+    // bids: 2 lots at 100, 5 at 99; one lot at 100 pays 0.1, at 99 0.099
+    let book = [gtc(1, 1, BUY, 10_000, 2), gtc(2, 2, BUY, 9_900, 5)];
+    // 0.3 of quote wanted, at most 6 lots: 2 at 100 (0.2), then 1 at 99 (0.099); a
+    // second lot at 99 would pass the amount: expired with the 0.001 not reached
+    let mut m = Matcher::new(spec());
+    run(&mut m, &book);
+    let sell = |lots, quote: &str| {
+        Command::Place(NewOrder {
+            qty: Some(q(lots)),
+            quote_qty: Some(quote.parse().expect("quote")),
+            ..order(3, 3, SELL, OrderType::Market)
+        })
+    };
+    let ev = run(&mut m, &[sell(6, "0.3")]);
+    assert_eq!(trades(&ev), vec![(3, 1, 10_000, 2), (3, 2, 9_900, 1)]);
+    assert_eq!(expiries(&ev), vec![(3, 3, ExpireReason::QuoteExhausted)]);
+    // the base cap runs out first
+    let mut m = Matcher::new(spec());
+    run(&mut m, &book);
+    let ev = run(&mut m, &[sell(3, "100")]);
+    assert_eq!(trades(&ev), vec![(3, 1, 10_000, 2), (3, 2, 9_900, 1)]);
+    assert!(expiries(&ev).is_empty(), "filled by its cap");
+}
+
+#[test]
 fn limit_maker_is_rejected_when_it_would_cross() {
     let mut m = Matcher::new(spec());
     run(&mut m, &[gtc(1, 1, SELL, 100, 1)]);
@@ -654,11 +680,12 @@ fn bad_input_is_a_reject_never_a_panic() {
         ..order(4, 1, BUY, OrderType::Limit)
     });
     let no_qty = Command::Place(order(5, 1, BUY, OrderType::Market));
-    // both fields: a capped buy is fine, a sell has no use for a quote amount
+    // both fields on a limit order: no use for a quote amount
     let both = Command::Place(NewOrder {
+        price: Some(px(100)),
         qty: Some(q(1)),
         quote_qty: Some("1".parse().expect("a")),
-        ..order(6, 1, SELL, OrderType::Market)
+        ..order(6, 1, SELL, OrderType::Limit)
     });
     let no_stop = Command::Place(NewOrder {
         qty: Some(q(1)),

@@ -198,6 +198,21 @@ pub fn market_cap(qty: Qty, reference: Price, spec: &SymbolSpec) -> Option<Amoun
     Amount::new(up).ok().filter(|a| a.is_positive())
 }
 
+/// What a market-like sell for `quote` (`quoteOrderQty`) holds: the base quantity
+/// that amount needs at the worst price the band allows, `quote / (reference × (1 −
+/// band))`, rounded up to the step (a hold: the matcher sells no more than that and
+/// stops once `quote` is reached; the rest is released); `None` when it does not fit.
+pub fn market_base_cap(quote: Amount, reference: Price, spec: &SymbolSpec) -> Option<Qty> {
+    let band = domain::Decimal::new(10_000 - i64::from(spec.market_band_bps), 4);
+    let worst = reference.get().checked_mul(band)?;
+    let lots = quote
+        .get()
+        .checked_div(worst)?
+        .checked_div(spec.step_size.get())?
+        .ceil();
+    Qty::new(lots.checked_mul(spec.step_size.get())?.normalize()).ok()
+}
+
 /// A placement request, Binance-shaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaceRequest {
@@ -229,7 +244,9 @@ pub struct PlaceRequest {
     /// `quantity × reference × (1 + market band)`, rounded up to the quote precision,
     /// and the matcher never spends more than that (it stops at its quantity, its band
     /// or that amount, whichever comes first; the rest is released). STOP_LOSS /
-    /// TAKE_PROFIT buys by quantity use their stop price instead. Ignored otherwise.
+    /// TAKE_PROFIT buys by quantity use their stop price instead. A MARKET sell by
+    /// `quoteOrderQty` holds the base that amount needs at `reference × (1 − band)`
+    /// (the gateway gives the last price, else the best bid). Ignored otherwise.
     pub market_reference: Option<Price>,
 }
 
@@ -621,6 +638,38 @@ impl Placer {
             }
             _ => None,
         };
+        // a market-like sell by quote amount holds a base cap the matcher respects
+        let base_cap = match (limit_like, req.side, req.qty, req.quote_qty) {
+            (false, Side::Sell, None, Some(a)) => {
+                let stop_like =
+                    matches!(req.order_type, OrderType::StopLoss | OrderType::TakeProfit);
+                let reference = if stop_like {
+                    req.stop_price
+                } else {
+                    req.market_reference
+                };
+                let Some(reference) = reference else {
+                    return reject(if stop_like {
+                        Reject::Invalid(RejectReason::MissingStopPrice)
+                    } else {
+                        Reject::Unsupported(
+                            "no market price yet to hold a MARKET sell by quoteOrderQty against: give quantity",
+                        )
+                    });
+                };
+                let Some(q) = market_base_cap(a, reference, spec) else {
+                    return reject(Reject::Invalid(RejectReason::TooLarge));
+                };
+                if q.get() > cfg.max_qty.get() {
+                    return reject(Reject::Filter {
+                        filter: "LOT_SIZE",
+                        detail: format!("the quantity it may sell, {q}, is above {}", cfg.max_qty),
+                    });
+                }
+                Some(q)
+            }
+            _ => None,
+        };
         // the shape checks; what is frozen comes from the one hold rule (`domain::hold`)
         let notional = match (limit_like, req.side, req.price, req.qty, req.quote_qty) {
             (true, _, None, _, _) => return reject(Reject::Invalid(RejectReason::MissingPrice)),
@@ -640,15 +689,13 @@ impl Placer {
                 ),
                 _ => return reject(Reject::Invalid(RejectReason::TooLarge)),
             },
-            (false, Side::Sell, _, None, Some(_)) => {
-                return reject(Reject::Unsupported("a MARKET/STOP sell must give quantity"))
-            }
+            (false, Side::Sell, _, None, Some(a)) => Some(a),
         };
         let shape = HoldShape {
             side: req.side,
             order_type: req.order_type,
             price: req.price.filter(|_| limit_like),
-            qty: req.qty.map(Amount::from),
+            qty: req.qty.or(base_cap).map(Amount::from),
             quote_qty: req.quote_qty.or(cap.map(|c| c.0)),
             filled_qty: Amount::ZERO,
             filled_amount: Amount::ZERO,
@@ -681,7 +728,7 @@ impl Placer {
             order_type: req.order_type,
             tif: req.tif,
             price: req.price.filter(|_| limit_like),
-            qty: req.qty,
+            qty: req.qty.or(base_cap),
             quote_qty: req.quote_qty.or(cap.map(|c| c.0)),
             stop_price: req.stop_price,
             stp: req.stp,

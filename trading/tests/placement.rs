@@ -183,6 +183,36 @@ async fn a_limit_buy_freezes_exactly_and_writes_order_ledger_and_outbox_together
         balance(&env, 6, "USDT").await,
         (amt("166.9998766"), amt("833.0001234"))
     );
+    // a market sell by quote amount holds the base that amount needs at the band's
+    // worst price: 100 USDT at 50,000 × 0.95 = 0.00210526… → 0.00211 BTC (up to the
+    // step); the order carries both, the matcher stops at the amount or the cap
+    let mut by_quote = limit(6, Side::Sell, "1", "1");
+    by_quote.order_type = OrderType::Market;
+    by_quote.price = None;
+    by_quote.qty = None;
+    by_quote.quote_qty = Some(amt("100"));
+    by_quote.market_reference = Some("50000".parse().expect("ref"));
+    let q = placer.place(&by_quote).await.expect("place").expect("ok");
+    assert_eq!((q.frozen_asset, q.frozen), (btc, amt("0.00211")));
+    let mut no_ref = by_quote.clone();
+    no_ref.market_reference = None;
+    assert!(matches!(
+        placer.place(&no_ref).await.expect("place"),
+        Err(Reject::Unsupported(_))
+    ));
+    let mut huge = by_quote.clone();
+    huge.quote_qty = Some(amt("1000000000"));
+    assert!(matches!(
+        placer.place(&huge).await.expect("place"),
+        Err(Reject::Filter {
+            filter: "LOT_SIZE",
+            ..
+        })
+    ));
+    assert_eq!(
+        balance(&env, 6, "BTC").await,
+        (amt("0.29789"), amt("0.20211"))
+    );
     // the cap is rounded up to the quote precision, never down
     let spec = load_symbols(env.map.meta()).await.expect("symbols")[&b.symbol]
         .spec
