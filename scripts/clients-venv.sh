@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python venv with the real Binance clients of clients/requirements.txt (ccxt,
-# python-binance, binance-sdk-spot), at $EXCHANGE_CACHE_DIR/clients-venv.
+# python-binance, binance-sdk-spot) and schemathesis (the gateway's API fuzzing), at
+# $EXCHANGE_CACHE_DIR/clients-venv.
 #
 # Idempotent: creates the venv when missing (apt-installs python3-venv first if
 # python3 cannot make one), pip-installs the requirements only when they changed since
@@ -63,7 +64,7 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
   rm -f "$stamp"
   "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$req" >>"$log" 2>&1 ||
     die "pip install failed (see $log)"
-  "$venv/bin/python" -c 'import ccxt, binance, binance_sdk_spot' >>"$log" 2>&1 ||
+  "$venv/bin/python" -c 'import ccxt, binance, binance_sdk_spot, schemathesis' >>"$log" 2>&1 ||
     die "the clients do not import after pip install (see $log)"
   printf '%s\n' "$want" >"$stamp"
   say "clients installed"

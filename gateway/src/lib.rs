@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,6 +47,11 @@ use trading::placement::{GroupWriter, Placer, SymbolConfig};
 pub use config::GatewaySettings;
 pub use error::ApiError;
 pub use request::Req;
+
+/// The OpenAPI 3 document of the Binance-compatible REST surface, served at
+/// `GET /api/v3/openapi.json` (written by hand; `tests/fuzz.rs` fuzzes the gateway
+/// against it with schemathesis).
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// What every handler shares.
 pub struct AppState {
@@ -128,6 +134,10 @@ pub fn app(state: Shared) -> Router {
         .route("/ws/{*streams}", get(ws::raw))
         .route("/stream", get(ws::combined))
         .route("/ws-api/v3", get(wsapi::handler))
+        .route(
+            "/api/v3/openapi.json",
+            get(|| async { ([(CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
         .route("/api/v3/exchangeInfo", get(public::exchange_info))

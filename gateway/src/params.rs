@@ -137,7 +137,11 @@ impl Params {
     /// -1100 for non-digits; an id that is not a snowflake is no order: -2013.
     pub fn order_id_opt(&self, name: &str) -> Result<Option<OrderId>, ApiError> {
         self.u64_opt(name)?
-            .map(|n| OrderId::new(n).map_err(|_| ApiError::no_such_order()))
+            .map(|n| {
+                // 2^63 and above decode to no month (a backend error further on)
+                domain::snowflake::decode(n).map_err(|_| ApiError::no_such_order())?;
+                OrderId::new(n).map_err(|_| ApiError::no_such_order())
+            })
             .transpose()
     }
 
@@ -294,6 +298,8 @@ mod tests {
         let p = Params::parse("limit=0&orderId=12x", b"").expect("parse");
         assert_eq!(p.limit(100, 5000).expect_err("0").code, -1130);
         assert_eq!(p.order_id_opt("orderId").expect_err("x").code, -1100);
+        let p = Params::parse("orderId=9223372036854775808", b"").expect("parse");
+        assert_eq!(p.order_id_opt("orderId").expect_err("2^63").code, -2013);
         let p = Params::parse("limit=5001", b"").expect("parse");
         assert_eq!(p.limit(100, 5000).expect_err("max").code, -1130);
         let p = Params::parse("", b"").expect("parse");

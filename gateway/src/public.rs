@@ -406,7 +406,8 @@ pub async fn ticker_24hr(State(s): State<Shared>, r: Req) -> Answer {
 fn window(p: &Params) -> Result<(u64, &'static str), ApiError> {
     let raw = p.get("windowSize").unwrap_or("1d");
     let bad = || ApiError::invalid(Invalid::Parameter);
-    let (n, unit) = raw.split_at(raw.len().saturating_sub(1));
+    // the last character, whatever its width (a byte index could split one)
+    let (n, unit) = raw.split_at(raw.char_indices().last().map_or(0, |(i, _)| i));
     let n: u64 = n.parse().map_err(|_| bad())?;
     match (unit, n) {
         ("m", 1..=59) => Ok((n * 60_000, "1m")),
