@@ -33,6 +33,7 @@ async fn matching(
     topics: &engine::service::Topics,
     group: &str,
     store: &SnapshotStore,
+    metrics: Arc<Metrics>,
 ) -> (
     watch::Sender<bool>,
     tokio::task::JoinHandle<Result<(), ServiceError>>,
@@ -43,16 +44,7 @@ async fn matching(
     let (bus, topics, group, store) =
         (bus.clone(), topics.clone(), group.to_owned(), store.clone());
     let task = tokio::spawn(async move {
-        run_matching(
-            &bus,
-            &topics,
-            &group,
-            core,
-            Some(store),
-            Arc::new(Metrics::default()),
-            rx,
-        )
-        .await
+        run_matching(&bus, &topics, &group, core, Some(store), metrics, rx).await
     });
     (tx, task)
 }
@@ -101,7 +93,7 @@ async fn rules_change_across_a_restart_is_refused_or_applied_at_a_boundary() {
     let limit = |user, side, qty| req(user, side, OrderType::Limit, Some("50000"), Some(qty), None);
 
     // 1. a trade and a resting remainder under the first rules; snapshotted
-    let m = matching(&h, &bus, &topics, &group, &store).await;
+    let m = matching(&h, &bus, &topics, &group, &store, Arc::default()).await;
     let sell = place(limit(1, Side::Sell, "0.5")).await;
     place(limit(2, Side::Buy, "0.1")).await;
     settled(env, 2, "BTC", ("0.0999", "0")).await;
@@ -111,7 +103,7 @@ async fn rules_change_across_a_restart_is_refused_or_applied_at_a_boundary() {
 
     // 2. a finer step while 0.4 BTC rests on the old grid: the service refuses to start
     set(&h, "step_size = 0.000001, min_qty = 0.000001").await;
-    let refused = matching(&h, &bus, &topics, &group, &store).await;
+    let refused = matching(&h, &bus, &topics, &group, &store, Arc::default()).await;
     let err = tokio::time::timeout(Duration::from_secs(30), refused.1)
         .await
         .expect("refused at once")
@@ -129,7 +121,7 @@ async fn rules_change_across_a_restart_is_refused_or_applied_at_a_boundary() {
 
     // 3. a fee change applies at the restart, on the restored book
     set(&h, "taker_fee_ppm = 5000").await;
-    let m = matching(&h, &bus, &topics, &group, &store).await;
+    let m = matching(&h, &bus, &topics, &group, &store, Arc::default()).await;
     place(limit(2, Side::Buy, "0.1")).await;
     // 0.1 BTC less 0.5 %: 0.0995 more
     settled(env, 2, "BTC", ("0.1994", "0")).await;
@@ -150,7 +142,8 @@ async fn rules_change_across_a_restart_is_refused_or_applied_at_a_boundary() {
 
     // 4. a coarser step on the empty book: applied at the restart
     set(&h, "step_size = 0.001, min_qty = 0.001").await;
-    let m = matching(&h, &bus, &topics, &group, &store).await;
+    let metrics = Arc::new(Metrics::default());
+    let m = matching(&h, &bus, &topics, &group, &store, metrics.clone()).await;
     // a placer still on the old rules: 0.00015 BTC is off the new grid, the matcher
     // refuses it and the funds come back
     let stale = place(limit(1, Side::Sell, "0.00015")).await;
@@ -178,6 +171,20 @@ async fn rules_change_across_a_restart_is_refused_or_applied_at_a_boundary() {
         vec!["BTCUSDT".parse::<domain::Symbol>().expect("symbol")]
     );
     place(limit(1, Side::Sell, "0.2")).await;
+    // two shards race through two relays: the sell must rest before the buy comes,
+    // or the buy rests and pays the maker fee
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while metrics
+        .inputs_applied
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "the sell never reached the matcher"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     place(limit(2, Side::Buy, "0.2")).await;
     settled(env, 2, "BTC", ("0.3984", "0")).await;
     settled(env, 1, "BTC", ("0.6", "0")).await;
