@@ -185,6 +185,18 @@ pub async fn set_symbol_trading(
     Ok(())
 }
 
+/// The price a market-like order's cap is held against: a stop's stop price, else
+/// the caller's market reference; without one the order is refused (`missing` says
+/// what to send instead).
+fn hold_reference(req: &PlaceRequest, missing: &'static str) -> Result<Price, Reject> {
+    if matches!(req.order_type, OrderType::StopLoss | OrderType::TakeProfit) {
+        req.stop_price
+            .ok_or(Reject::Invalid(RejectReason::MissingStopPrice))
+    } else {
+        req.market_reference.ok_or(Reject::Unsupported(missing))
+    }
+}
+
 /// What a market-like buy of `qty` by base quantity holds: `qty × reference × (1 +
 /// band)`, rounded up to the quote precision (a hold: at most one atom more than the
 /// exact bound, released after the order ends); `None` past `DECIMAL(36,18)`.
@@ -615,21 +627,12 @@ impl Placer {
         // a market-like buy by base quantity holds a quote cap the matcher respects
         let cap = match (limit_like, req.side, req.qty, req.quote_qty) {
             (false, Side::Buy, Some(q), None) => {
-                let stop_like =
-                    matches!(req.order_type, OrderType::StopLoss | OrderType::TakeProfit);
-                let reference = if stop_like {
-                    req.stop_price
-                } else {
-                    req.market_reference
-                };
-                let Some(reference) = reference else {
-                    return reject(if stop_like {
-                        Reject::Invalid(RejectReason::MissingStopPrice)
-                    } else {
-                        Reject::Unsupported(
-                            "no market price yet to hold a MARKET buy by quantity against: give quoteOrderQty",
-                        )
-                    });
+                let reference = match hold_reference(
+                    req,
+                    "no market price yet to hold a MARKET buy by quantity against: give quoteOrderQty",
+                ) {
+                    Ok(r) => r,
+                    Err(r) => return reject(r),
                 };
                 match market_cap(q, reference, spec) {
                     Some(cap) => Some((cap, q.get().checked_mul(reference.get()))),
@@ -641,21 +644,12 @@ impl Placer {
         // a market-like sell by quote amount holds a base cap the matcher respects
         let base_cap = match (limit_like, req.side, req.qty, req.quote_qty) {
             (false, Side::Sell, None, Some(a)) => {
-                let stop_like =
-                    matches!(req.order_type, OrderType::StopLoss | OrderType::TakeProfit);
-                let reference = if stop_like {
-                    req.stop_price
-                } else {
-                    req.market_reference
-                };
-                let Some(reference) = reference else {
-                    return reject(if stop_like {
-                        Reject::Invalid(RejectReason::MissingStopPrice)
-                    } else {
-                        Reject::Unsupported(
-                            "no market price yet to hold a MARKET sell by quoteOrderQty against: give quantity",
-                        )
-                    });
+                let reference = match hold_reference(
+                    req,
+                    "no market price yet to hold a MARKET sell by quoteOrderQty against: give quantity",
+                ) {
+                    Ok(r) => r,
+                    Err(r) => return reject(r),
                 };
                 let Some(q) = market_base_cap(a, reference, spec) else {
                     return reject(Reject::Invalid(RejectReason::TooLarge));
