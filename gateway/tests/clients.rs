@@ -11,50 +11,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::Gw;
-use tokio::sync::OnceCell;
+use common::{python, workspace, Gw};
 
 /// What a scenario may take, engine start and client venv excluded (it takes a few
 /// seconds; each of its waits gives up after 60 s).
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// The clients' python (`scripts/clients-venv.sh` once per test binary: it creates or
-/// updates the venv only when the requirements changed).
-async fn python() -> &'static Path {
-    static PYTHON: OnceCell<PathBuf> = OnceCell::const_new();
-    PYTHON
-        .get_or_init(|| async {
-            let script = workspace().join("scripts/clients-venv.sh");
-            let out = tokio::process::Command::new("bash")
-                .arg(&script)
-                .output()
-                .await
-                .expect("run scripts/clients-venv.sh");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{} failed ({}):\n{stdout}\n{}",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let last = stdout.lines().last().unwrap_or("").trim();
-            let py = PathBuf::from(last);
-            assert!(py.is_file(), "no python at {last:?}: {stdout}");
-            py
-        })
-        .await
-}
 
 /// Everything `pipe` gives until it closes, as text.
 async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {

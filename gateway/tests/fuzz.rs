@@ -14,10 +14,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Gw;
+use common::{python, workspace, Gw};
 use serde_json::Value;
 
 /// What each schemathesis run may take.
@@ -26,35 +26,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 /// Generated requests per operation (and phase) in each run: the two runs together
 /// stay under about a minute on two cores.
 const MAX_EXAMPLES: &str = "15";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// The clients' python (`scripts/clients-venv.sh`: creates or updates the venv only
-/// when the requirements changed).
-async fn python() -> PathBuf {
-    let script = workspace().join("scripts/clients-venv.sh");
-    let out = tokio::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .await
-        .expect("run scripts/clients-venv.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{stdout}\n{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let py = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-    assert!(py.is_file(), "no python in {stdout:?}");
-    py
-}
 
 /// The `/api/v3/...` paths `gateway/src/lib.rs` routes.
 fn routed_paths() -> BTreeSet<String> {
@@ -190,7 +161,7 @@ async fn schemathesis_finds_no_5xx_and_only_binance_errors() {
     let key = gw.key(1).await;
     found_by_the_fuzzer(&gw, &key).await;
 
-    schemathesis(&gw, &python, "unsigned", &[], &[]).await;
+    schemathesis(&gw, python, "unsigned", &[], &[]).await;
 
     let signed: Vec<String> = doc["paths"]
         .as_object()
@@ -205,7 +176,7 @@ async fn schemathesis_finds_no_5xx_and_only_binance_errors() {
     let include = format!("^({})$", signed.join("|"));
     schemathesis(
         &gw,
-        &python,
+        python,
         "signed",
         &["--include-path-regex", &include],
         &[("FUZZ_API_KEY", &key.key), ("FUZZ_API_SECRET", &key.secret)],

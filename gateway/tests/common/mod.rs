@@ -242,3 +242,41 @@ pub fn is_error(got: &(u16, Value), status: u16, code: i64) {
         "{got:?}"
     );
 }
+
+/// The workspace root.
+#[allow(dead_code)] // each test binary uses its own subset
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The clients' python (`scripts/clients-venv.sh` once per test binary: it creates or
+/// updates the venv only when the requirements changed).
+#[allow(dead_code)]
+pub async fn python() -> &'static std::path::Path {
+    static PYTHON: tokio::sync::OnceCell<std::path::PathBuf> = tokio::sync::OnceCell::const_new();
+    PYTHON
+        .get_or_init(|| async {
+            let script = workspace().join("scripts/clients-venv.sh");
+            let out = tokio::process::Command::new("bash")
+                .arg(&script)
+                .output()
+                .await
+                .expect("run scripts/clients-venv.sh");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{} failed ({}):\n{stdout}\n{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let last = stdout.lines().last().unwrap_or("").trim();
+            let py = std::path::PathBuf::from(last);
+            assert!(py.is_file(), "no python at {last:?}: {stdout}");
+            py
+        })
+        .await
+}
